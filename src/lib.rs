@@ -1,0 +1,7 @@
+//! dmdeleg: OMA DM server-to-server delegation.
+//!
+//! The library behind the `dmdeleg` binary. Its layers follow DESIGN.md section 2:
+//! [`dm`] is the device-management core (node URIs, ACLs, the DM tree, TNDS and the
+//! standard management objects). It performs no I/O: no sockets, no clock, no files.
+
+pub mod dm;
