@@ -89,7 +89,9 @@ pub enum AclError {
         offset: usize,
     },
     /// The command is not Add, Delete, Exec, Get or Replace.
-    #[error("ACL command `{command}` at byte {offset} is not one of Add, Delete, Exec, Get, Replace")]
+    #[error(
+        "ACL command `{command}` at byte {offset} is not one of Add, Delete, Exec, Get, Replace"
+    )]
     UnknownCommand {
         /// The command text.
         command: String,
@@ -200,10 +202,9 @@ impl Acl {
                     offset: entry_offset,
                 });
             }
-            let (cmd_text, ids_text) =
-                entry.split_once('=').ok_or(AclError::MissingEquals {
-                    offset: entry_offset,
-                })?;
+            let (cmd_text, ids_text) = entry.split_once('=').ok_or(AclError::MissingEquals {
+                offset: entry_offset,
+            })?;
             let cmd = AclCmd::from_str(cmd_text).map_err(|_| AclError::UnknownCommand {
                 command: cmd_text.chars().take(64).collect(),
                 offset: entry_offset,
@@ -404,10 +405,7 @@ mod tests {
 
     #[test]
     fn refuses_malformed() {
-        assert!(matches!(
-            Acl::parse("Get="),
-            Err(AclError::NoIds { .. })
-        ));
+        assert!(matches!(Acl::parse("Get="), Err(AclError::NoIds { .. })));
         assert!(matches!(
             Acl::parse("Get=A&"),
             Err(AclError::EmptyEntry { offset: 6 })

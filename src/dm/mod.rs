@@ -5,5 +5,11 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod acl;
+pub mod mo;
+pub mod ops;
 pub mod props;
+pub mod status;
+pub mod tnds;
+pub mod tree;
+pub mod tree_tnds;
 pub mod uri;

@@ -86,7 +86,9 @@ pub enum UriError {
         limit: u16,
     },
     /// The query part after `?` is not one the DM tree understands.
-    #[error("the query `{query}` is not understood (expected prop=NAME or list=Struct|StructData|TNDS)")]
+    #[error(
+        "the query `{query}` is not understood (expected prop=NAME or list=Struct|StructData|TNDS)"
+    )]
     BadQuery {
         /// The query text after `?`.
         query: String,
@@ -240,9 +242,47 @@ impl NodeUri {
     {
         let mut uri = NodeUri::root();
         for seg in segments {
-            uri = uri.join(&seg.into())?;
+            uri.push(seg.into())?;
         }
         Ok(uri)
+    }
+
+    /// Appends one segment in place, checking it as a node name.
+    pub fn push(&mut self, name: String) -> Result<(), UriError> {
+        let position = self.depth() + 1;
+        let uri_text = |u: &NodeUri| excerpt(&format!("{u}/{name}"));
+        match name.as_str() {
+            "" => {
+                return Err(UriError::EmptySegment {
+                    uri: uri_text(self),
+                    segment: position,
+                });
+            }
+            ".." => {
+                return Err(UriError::ParentSegment {
+                    uri: uri_text(self),
+                });
+            }
+            "." => {
+                return Err(UriError::DotSegment {
+                    uri: uri_text(self),
+                    segment: position,
+                });
+            }
+            _ => {}
+        }
+        if let Some(ch) = name
+            .chars()
+            .find(|c| *c == '/' || *c == '?' || c.is_control())
+        {
+            return Err(UriError::InvalidChar {
+                uri: uri_text(self),
+                segment: position,
+                ch,
+            });
+        }
+        self.segments.push(name);
+        Ok(())
     }
 
     /// The segments below the root; empty for the root.
@@ -277,38 +317,9 @@ impl NodeUri {
 
     /// The child named `name`; `name` must be one valid segment.
     pub fn join(&self, name: &str) -> Result<NodeUri, UriError> {
-        let uri_text = || excerpt(&format!("{self}/{name}"));
-        match name {
-            "" => {
-                return Err(UriError::EmptySegment {
-                    uri: uri_text(),
-                    segment: self.depth() + 1,
-                });
-            }
-            ".." => return Err(UriError::ParentSegment { uri: uri_text() }),
-            "." => {
-                return Err(UriError::DotSegment {
-                    uri: uri_text(),
-                    segment: self.depth() + 1,
-                });
-            }
-            _ => {}
-        }
-        if let Some(ch) = name.chars().find(|c| *c == '/') {
-            return Err(UriError::InvalidChar {
-                uri: uri_text(),
-                segment: self.depth() + 1,
-                ch,
-            });
-        }
-        check_segment(name).map_err(|ch| UriError::InvalidChar {
-            uri: uri_text(),
-            segment: self.depth() + 1,
-            ch,
-        })?;
-        let mut segments = self.segments.clone();
-        segments.push(name.to_owned());
-        Ok(NodeUri { segments })
+        let mut uri = self.clone();
+        uri.push(name.to_owned())?;
+        Ok(uri)
     }
 
     /// Appends every segment of `relative` (a URI read relative to this one).
@@ -419,7 +430,7 @@ pub enum ListKind {
 }
 
 /// The properties a `?list=TNDS` Get includes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TndsSelection {
     /// Include each node's ACL.
     pub acl: bool,
@@ -429,8 +440,18 @@ pub struct TndsSelection {
     pub ty: bool,
     /// Include leaf values.
     pub value: bool,
-    /// Include Name, Size, Title, TStamp and VerNo where the node has them.
-    pub extra: bool,
+    /// Include Name.
+    pub name: bool,
+    /// Include Size (leaves).
+    pub size: bool,
+    /// Include Title where set.
+    pub title: bool,
+    /// Include TStamp where set.
+    pub tstamp: bool,
+    /// Include VerNo.
+    pub verno: bool,
+    /// Include description properties (AccessType, Scope) where they differ from the defaults.
+    pub description: bool,
 }
 
 impl TndsSelection {
@@ -440,7 +461,36 @@ impl TndsSelection {
         format: true,
         ty: true,
         value: true,
-        extra: true,
+        name: true,
+        size: true,
+        title: true,
+        tstamp: true,
+        verno: true,
+        description: true,
+    };
+
+    /// Nothing but the structure (node names).
+    pub const NONE: TndsSelection = TndsSelection {
+        acl: false,
+        format: false,
+        ty: false,
+        value: false,
+        name: false,
+        size: false,
+        title: false,
+        tstamp: false,
+        verno: false,
+        description: false,
+    };
+
+    /// What a TNDS Add needs to recreate a subtree: ACL, Format, Type, Title, Value and the
+    /// description properties; no bookkeeping (Name, Size, TStamp, VerNo).
+    pub const CONTENT: TndsSelection = TndsSelection {
+        name: false,
+        size: false,
+        tstamp: false,
+        verno: false,
+        ..TndsSelection::ALL
     };
 
     /// Parses the part after `TNDS`: empty (everything), `+A+B` (only those) or `-A-B`
@@ -455,13 +505,7 @@ impl TndsSelection {
         }
         let sep = if adding { '+' } else { '-' };
         let mut sel = if adding {
-            TndsSelection {
-                acl: false,
-                format: false,
-                ty: false,
-                value: false,
-                extra: false,
-            }
+            TndsSelection::NONE
         } else {
             TndsSelection::ALL
         };
@@ -471,7 +515,11 @@ impl TndsSelection {
                 "Format" => &mut sel.format,
                 "Type" => &mut sel.ty,
                 "Value" => &mut sel.value,
-                "Name" | "Size" | "Title" | "TStamp" | "VerNo" => &mut sel.extra,
+                "Name" => &mut sel.name,
+                "Size" => &mut sel.size,
+                "Title" => &mut sel.title,
+                "TStamp" => &mut sel.tstamp,
+                "VerNo" => &mut sel.verno,
                 _ => return None,
             };
             *flag = adding;
@@ -508,9 +556,9 @@ impl Target {
         let uri = NodeUri::parse_with(path, limits)?;
         let query = match query {
             None => None,
-            Some(q) => Some(parse_query(q).ok_or_else(|| UriError::BadQuery {
-                query: excerpt(q),
-            })?),
+            Some(q) => {
+                Some(parse_query(q).ok_or_else(|| UriError::BadQuery { query: excerpt(q) })?)
+            }
         };
         Ok(Target { uri, query })
     }
@@ -518,6 +566,53 @@ impl Target {
     /// Parses a target with no limits.
     pub fn parse(text: &str) -> Result<Target, UriError> {
         Target::parse_with(text, &UriLimits::UNLIMITED)
+    }
+}
+
+impl fmt::Display for Query {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Query::Prop(name) => write!(f, "prop={name}"),
+            Query::List(ListKind::Struct) => f.write_str("list=Struct"),
+            Query::List(ListKind::StructData) => f.write_str("list=StructData"),
+            Query::List(ListKind::Tnds(sel)) => {
+                f.write_str("list=TNDS")?;
+                if *sel != TndsSelection::ALL {
+                    let names = [
+                        (sel.acl, "ACL"),
+                        (sel.format, "Format"),
+                        (sel.ty, "Type"),
+                        (sel.value, "Value"),
+                        (sel.name, "Name"),
+                        (sel.size, "Size"),
+                        (sel.title, "Title"),
+                        (sel.tstamp, "TStamp"),
+                        (sel.verno, "VerNo"),
+                    ];
+                    for (on, name) in names {
+                        if on {
+                            write!(f, "+{name}")?;
+                        }
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.query {
+            Some(q) => write!(f, "{}?{q}", self.uri),
+            None => write!(f, "{}", self.uri),
+        }
+    }
+}
+
+impl From<NodeUri> for Target {
+    fn from(uri: NodeUri) -> Target {
+        Target { uri, query: None }
     }
 }
 
@@ -603,7 +698,13 @@ mod tests {
             Err(UriError::SegmentTooLong { len: 5, .. })
         ));
         assert!(matches!(
-            NodeUri::parse_with("./ABCD/EFGHIJ", &UriLimits { max_seg_len: 0, ..limits }),
+            NodeUri::parse_with(
+                "./ABCD/EFGHIJ",
+                &UriLimits {
+                    max_seg_len: 0,
+                    ..limits
+                }
+            ),
             Err(UriError::TooLong { len: 11, .. })
         ));
         assert!(NodeUri::parse_with("./A/B/C/D/E", &UriLimits::UNLIMITED).is_ok());

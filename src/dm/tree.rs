@@ -1,0 +1,907 @@
+//! The DM tree a device holds: interior and leaf nodes with their run-time properties, ACL
+//! evaluation with inheritance, and ACL maintenance (grant, revoke, remove a ServerID).
+//!
+//! Nodes live in an arena (`Vec` of slots), so deep trees need no recursion to walk, clone or
+//! drop. The commands a device performs for a server (Add, Replace, Delete, Get, Exec, Copy)
+//! are in [`super::ops`]; TNDS import and export in [`super::tree_tnds`].
+
+use std::collections::BTreeMap;
+
+use super::acl::{Acl, AclCmd, AclError};
+use super::props::{AccessSet, Format, NodeType, Scope};
+use super::uri::{NodeUri, UriLimits};
+
+/// Index of a node in the tree's arena. Only valid for the tree that returned it, until the
+/// node is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct NodeId(u32);
+
+/// Who performs an operation on the tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Principal<'a> {
+    /// The device itself (its own set-up, a bootstrap it accepted): ACLs do not apply.
+    Device,
+    /// A DM server, authenticated under this ServerID: every command is checked against ACLs.
+    Server(&'a str),
+}
+
+/// Run-time properties of a node (OMA DM 1.2 TND 8.3), plus the description properties the
+/// device enforces (AccessType, Scope).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeProps {
+    /// The node's own ACL; empty means it inherits its nearest ancestor's.
+    pub acl: Acl,
+    /// How the value is to be read; `node` for interior nodes.
+    pub format: Format,
+    /// MIME type (leaf) or MO identifier (interior).
+    pub ty: NodeType,
+    /// Optional human-readable title (at most 255 bytes).
+    pub title: Option<String>,
+    /// Time of the last change, ISO 8601 basic UTC (`20010711T163817Z`), when known.
+    pub tstamp: Option<String>,
+    /// Version number, incremented on every change of the value; wraps at 0xFFFF.
+    pub verno: u16,
+    /// Permanent nodes cannot be deleted or renamed.
+    pub scope: Scope,
+    /// Commands the node's description allows at all (a command outside gets 405).
+    pub access: AccessSet,
+}
+
+impl NodeProps {
+    /// Properties of a new interior node: empty ACL, Format `node`, no MO type.
+    pub fn interior() -> NodeProps {
+        NodeProps {
+            acl: Acl::empty(),
+            format: Format::Node,
+            ty: NodeType::untyped_interior(),
+            title: None,
+            tstamp: None,
+            verno: 0,
+            scope: Scope::Dynamic,
+            access: AccessSet::ALL,
+        }
+    }
+
+    /// Properties of a new leaf with the given format and MIME type.
+    pub fn leaf(format: Format, mime: &str) -> NodeProps {
+        NodeProps {
+            format,
+            ty: NodeType::Mime(mime.to_owned()),
+            ..NodeProps::interior()
+        }
+    }
+
+    /// The same properties with the given ACL.
+    pub fn with_acl(mut self, acl: Acl) -> NodeProps {
+        self.acl = acl;
+        self
+    }
+
+    /// The same properties, permanent.
+    pub fn permanent(mut self) -> NodeProps {
+        self.scope = Scope::Permanent;
+        self
+    }
+
+    /// The same properties with a restricted AccessType.
+    pub fn with_access(mut self, access: AccessSet) -> NodeProps {
+        self.access = access;
+        self
+    }
+
+    /// The same properties with an MO type (interior nodes).
+    pub fn with_type(mut self, ty: NodeType) -> NodeProps {
+        self.ty = ty;
+        self
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) enum Kind {
+    Interior(BTreeMap<String, NodeId>),
+    Leaf(Vec<u8>),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Slot {
+    pub(crate) parent: Option<NodeId>,
+    pub(crate) name: String,
+    pub(crate) props: NodeProps,
+    pub(crate) kind: Kind,
+}
+
+/// Limits a device enforces on its tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TreeLimits {
+    /// URI limits (`./DevDetail/URI`).
+    pub uri: UriLimits,
+    /// Largest value of one leaf, in bytes.
+    pub max_value_len: usize,
+    /// Most nodes the tree may hold (beyond it: 420 Device full).
+    pub max_nodes: usize,
+}
+
+impl Default for TreeLimits {
+    fn default() -> Self {
+        TreeLimits {
+            uri: UriLimits::UNLIMITED,
+            max_value_len: 1 << 20,
+            max_nodes: 1_000_000,
+        }
+    }
+}
+
+/// A DM tree.
+#[derive(Debug, Clone)]
+pub struct DmTree {
+    slots: Vec<Option<Slot>>,
+    free: Vec<u32>,
+    len: usize,
+    limits: TreeLimits,
+}
+
+const ROOT: NodeId = NodeId(0);
+
+impl Default for DmTree {
+    fn default() -> Self {
+        DmTree::new()
+    }
+}
+
+impl DmTree {
+    /// A tree holding only the root, with the default root ACL `Add=*&Get=*`.
+    pub fn new() -> DmTree {
+        DmTree::with_limits(TreeLimits::default())
+    }
+
+    /// A tree holding only the root, with the given limits.
+    pub fn with_limits(limits: TreeLimits) -> DmTree {
+        let root = Slot {
+            parent: None,
+            name: String::new(),
+            props: NodeProps::interior()
+                .with_acl(Acl::default_root())
+                .permanent(),
+            kind: Kind::Interior(BTreeMap::new()),
+        };
+        DmTree {
+            slots: vec![Some(root)],
+            free: Vec::new(),
+            len: 1,
+            limits,
+        }
+    }
+
+    /// The limits this tree enforces.
+    pub fn limits(&self) -> &TreeLimits {
+        &self.limits
+    }
+
+    /// Changes the limits (existing nodes are kept).
+    pub fn set_limits(&mut self, limits: TreeLimits) {
+        self.limits = limits;
+    }
+
+    /// Number of nodes, the root included.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when the tree holds only its root.
+    pub fn is_empty(&self) -> bool {
+        self.len == 1
+    }
+
+    /// The root's id.
+    pub fn root(&self) -> NodeId {
+        ROOT
+    }
+
+    pub(crate) fn slot(&self, id: NodeId) -> &Slot {
+        match self.slots.get(id.0 as usize) {
+            Some(Some(slot)) => slot,
+            _ => panic!("stale NodeId {id:?}"),
+        }
+    }
+
+    pub(crate) fn slot_mut(&mut self, id: NodeId) -> &mut Slot {
+        match self.slots.get_mut(id.0 as usize) {
+            Some(Some(slot)) => slot,
+            _ => panic!("stale NodeId {id:?}"),
+        }
+    }
+
+    /// Looks up a node.
+    pub fn find(&self, uri: &NodeUri) -> Option<NodeId> {
+        let mut id = ROOT;
+        for seg in uri.segments() {
+            match &self.slot(id).kind {
+                Kind::Interior(children) => id = *children.get(seg.as_str())?,
+                Kind::Leaf(_) => return None,
+            }
+        }
+        Some(id)
+    }
+
+    /// The nearest existing node at or above `uri`, with the number of segments still missing.
+    pub fn nearest_existing(&self, uri: &NodeUri) -> (NodeId, usize) {
+        let mut id = ROOT;
+        for (depth, seg) in uri.segments().iter().enumerate() {
+            match &self.slot(id).kind {
+                Kind::Interior(children) => match children.get(seg.as_str()) {
+                    Some(child) => id = *child,
+                    None => return (id, uri.depth() - depth),
+                },
+                Kind::Leaf(_) => return (id, uri.depth() - depth),
+            }
+        }
+        (id, 0)
+    }
+
+    /// True when a node exists at `uri`.
+    pub fn exists(&self, uri: &NodeUri) -> bool {
+        self.find(uri).is_some()
+    }
+
+    /// A node's URI.
+    pub fn uri_of(&self, id: NodeId) -> NodeUri {
+        let mut names = Vec::new();
+        let mut cur = id;
+        while let Some(parent) = self.slot(cur).parent {
+            names.push(self.slot(cur).name.clone());
+            cur = parent;
+        }
+        names.reverse();
+        // Names in the tree were checked when their nodes were created.
+        NodeUri::from_segments(names).unwrap_or_default()
+    }
+
+    /// A node's name (empty for the root).
+    pub fn name(&self, id: NodeId) -> &str {
+        &self.slot(id).name
+    }
+
+    /// A node's parent (`None` for the root).
+    pub fn parent(&self, id: NodeId) -> Option<NodeId> {
+        self.slot(id).parent
+    }
+
+    /// A node's properties.
+    pub fn props(&self, id: NodeId) -> &NodeProps {
+        &self.slot(id).props
+    }
+
+    /// A node's properties, for the device's own changes (no ACL check).
+    pub fn props_mut(&mut self, id: NodeId) -> &mut NodeProps {
+        &mut self.slot_mut(id).props
+    }
+
+    /// True for a leaf.
+    pub fn is_leaf(&self, id: NodeId) -> bool {
+        matches!(self.slot(id).kind, Kind::Leaf(_))
+    }
+
+    /// A leaf's value (`None` for an interior node).
+    pub fn value(&self, id: NodeId) -> Option<&[u8]> {
+        match &self.slot(id).kind {
+            Kind::Leaf(v) => Some(v),
+            Kind::Interior(_) => None,
+        }
+    }
+
+    /// A leaf's value read as UTF-8 text.
+    pub fn value_str(&self, uri: &NodeUri) -> Option<&str> {
+        let id = self.find(uri)?;
+        std::str::from_utf8(self.value(id)?).ok()
+    }
+
+    /// An interior node's children in name order (empty for a leaf).
+    pub fn children(&self, id: NodeId) -> impl Iterator<Item = (&str, NodeId)> + '_ {
+        let map = match &self.slot(id).kind {
+            Kind::Interior(children) => Some(children),
+            Kind::Leaf(_) => None,
+        };
+        map.into_iter()
+            .flat_map(|m| m.iter().map(|(k, v)| (k.as_str(), *v)))
+    }
+
+    /// The names of an interior node's children.
+    pub fn child_names(&self, id: NodeId) -> Vec<String> {
+        self.children(id).map(|(n, _)| n.to_owned()).collect()
+    }
+
+    /// Every node of the subtree at `id`, parents before children (pre-order).
+    pub fn subtree(&self, id: NodeId) -> Vec<NodeId> {
+        let mut out = Vec::new();
+        let mut stack = vec![id];
+        while let Some(cur) = stack.pop() {
+            out.push(cur);
+            if let Kind::Interior(children) = &self.slot(cur).kind {
+                // Reverse so that children come out in name order.
+                stack.extend(children.values().rev().copied());
+            }
+        }
+        out
+    }
+
+    // ----- ACL evaluation -----
+
+    /// The ACL in force at a node: its own, or the nearest ancestor's non-empty ACL, with the
+    /// node that holds it.
+    pub fn effective_acl(&self, id: NodeId) -> (&Acl, NodeId) {
+        let mut cur = id;
+        loop {
+            let slot = self.slot(cur);
+            if !slot.props.acl.is_empty() {
+                return (&slot.props.acl, cur);
+            }
+            match slot.parent {
+                Some(p) => cur = p,
+                None => return (&slot.props.acl, cur),
+            }
+        }
+    }
+
+    /// True when `who` holds `cmd` at node `id` (the device holds every right).
+    pub fn allowed(&self, who: Principal<'_>, id: NodeId, cmd: AclCmd) -> bool {
+        match who {
+            Principal::Device => true,
+            Principal::Server(server) => self.effective_acl(id).0.allows(cmd, server),
+        }
+    }
+
+    /// True when `server` holds `cmd` at `uri`. For a node that does not exist the question is
+    /// asked of its nearest existing ancestor (that is how Add is checked).
+    pub fn has_right(&self, uri: &NodeUri, server: &str, cmd: AclCmd) -> bool {
+        let (id, _) = self.nearest_existing(uri);
+        self.allowed(Principal::Server(server), id, cmd)
+    }
+
+    /// True when `who` may replace the ACL of node `id`: for an interior node, Replace on the
+    /// node or on its parent; for a leaf, Replace on its parent only; for the root, Replace on
+    /// the root (TND 8.3.7.1.3).
+    pub fn may_replace_acl(&self, who: Principal<'_>, id: NodeId) -> bool {
+        let parent = self.slot(id).parent;
+        let via_parent = parent.is_some_and(|p| self.allowed(who, p, AclCmd::Replace));
+        match (&self.slot(id).kind, parent) {
+            (_, None) => self.allowed(who, id, AclCmd::Replace),
+            (Kind::Interior(_), Some(_)) => via_parent || self.allowed(who, id, AclCmd::Replace),
+            (Kind::Leaf(_), Some(_)) => via_parent,
+        }
+    }
+
+    // ----- ACL maintenance (device-level; callers journal before-images) -----
+
+    /// Gives `server` the commands `cmds` on the whole subtree at `uri`: the subtree's root gets
+    /// an explicit ACL (its inherited one made explicit, plus the grant) and every descendant
+    /// with an ACL of its own gets the grant too, so no descendant shuts the server out.
+    /// Returns the before-images of every ACL it changed, for an exact undo.
+    pub fn grant_subtree(
+        &mut self,
+        uri: &NodeUri,
+        server: &str,
+        cmds: &[AclCmd],
+    ) -> Result<Vec<(NodeUri, Acl)>, TreeError> {
+        let id = self
+            .find(uri)
+            .ok_or_else(|| TreeError::NotFound(uri.clone()))?;
+        if !super::acl::is_valid_server_id(server) {
+            return Err(TreeError::Acl(AclError::InvalidServerId {
+                id: server.chars().take(64).collect(),
+            }));
+        }
+        let mut changed = Vec::new();
+        for node in self.subtree(id) {
+            let current = self.slot(node).props.acl.clone();
+            let mut acl = if node == id && current.is_empty() {
+                self.effective_acl(node).0.clone()
+            } else if current.is_empty() {
+                continue;
+            } else {
+                current.clone()
+            };
+            for cmd in cmds {
+                acl.grant(*cmd, server)?;
+            }
+            if acl != current {
+                changed.push((self.uri_of(node), current));
+                self.slot_mut(node).props.acl = acl;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Takes the commands `cmds` from `server` on the whole subtree at `uri`: the subtree's root
+    /// gets its effective ACL made explicit without the server, and every descendant with its own
+    /// ACL loses the server too; a command left with no id is dropped. When an ACL would become
+    /// empty, and so inherit an ancestor's ACL that still grants the server one of `cmds`, the
+    /// call fails with [`TreeError::WouldInherit`] and changes nothing. Returns the
+    /// before-images of the changed ACLs, for an exact undo.
+    pub fn revoke_subtree(
+        &mut self,
+        uri: &NodeUri,
+        server: &str,
+        cmds: &[AclCmd],
+    ) -> Result<Vec<(NodeUri, Acl)>, TreeError> {
+        let id = self
+            .find(uri)
+            .ok_or_else(|| TreeError::NotFound(uri.clone()))?;
+        let mut changed = Vec::new();
+        let mut work = self.clone();
+        for node in self.subtree(id) {
+            let current = self.slot(node).props.acl.clone();
+            let mut acl = if node == id && current.is_empty() {
+                self.effective_acl(node).0.clone()
+            } else if current.is_empty() {
+                continue;
+            } else {
+                current.clone()
+            };
+            for cmd in cmds {
+                acl.revoke(*cmd, server);
+            }
+            if acl.is_empty() {
+                let inherited_grants = match self.slot(node).parent {
+                    Some(p) => cmds
+                        .iter()
+                        .any(|c| self.effective_acl(p).0.allows(*c, server)),
+                    None => false,
+                };
+                if inherited_grants {
+                    return Err(TreeError::WouldInherit(self.uri_of(node)));
+                }
+            }
+            if acl != current {
+                changed.push((self.uri_of(node), current));
+                work.slot_mut(node).props.acl = acl;
+            }
+        }
+        *self = work;
+        Ok(changed)
+    }
+
+    /// Removes `server` from every ACL in the tree (TND 8.3.7.1.4): commands left with no id are
+    /// dropped, and at the root they become `*`. Returns the before-images of the changed ACLs.
+    pub fn remove_server_everywhere(&mut self, server: &str) -> Vec<(NodeUri, Acl)> {
+        let mut changed = Vec::new();
+        for id in self.subtree(ROOT) {
+            let is_root = id == ROOT;
+            let before = self.slot(id).props.acl.clone();
+            if self.slot_mut(id).props.acl.remove_server(server, is_root) {
+                changed.push((self.uri_of(id), before));
+            }
+        }
+        changed
+    }
+
+    /// Every ServerID that appears in some ACL of the tree.
+    pub fn servers_in_acls(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for slot in self.slots.iter().flatten() {
+            for s in slot.props.acl.servers() {
+                if !out.iter().any(|x| x == s) {
+                    out.push(s.to_owned());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Sets a node's ACL directly (the device's own change, or an undo from a journal).
+    pub fn set_acl(&mut self, uri: &NodeUri, acl: Acl) -> Result<Acl, TreeError> {
+        let id = self
+            .find(uri)
+            .ok_or_else(|| TreeError::NotFound(uri.clone()))?;
+        Ok(std::mem::replace(&mut self.slot_mut(id).props.acl, acl))
+    }
+
+    // ----- structural changes (device-level, no ACL checks) -----
+
+    pub(crate) fn alloc(&mut self, slot: Slot) -> NodeId {
+        self.len += 1;
+        match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = Some(slot);
+                NodeId(i)
+            }
+            None => {
+                self.slots.push(Some(slot));
+                NodeId((self.slots.len() - 1) as u32)
+            }
+        }
+    }
+
+    /// Creates a child of the interior node `parent`. The caller has checked that the name is
+    /// free and valid.
+    pub(crate) fn insert_child(
+        &mut self,
+        parent: NodeId,
+        name: &str,
+        props: NodeProps,
+        value: Option<Vec<u8>>,
+    ) -> NodeId {
+        let kind = match value {
+            Some(v) => Kind::Leaf(v),
+            None => Kind::Interior(BTreeMap::new()),
+        };
+        let id = self.alloc(Slot {
+            parent: Some(parent),
+            name: name.to_owned(),
+            props,
+            kind,
+        });
+        if let Kind::Interior(children) = &mut self.slot_mut(parent).kind {
+            children.insert(name.to_owned(), id);
+        }
+        id
+    }
+
+    /// Removes the subtree at `id` (not the root).
+    pub(crate) fn remove_subtree(&mut self, id: NodeId) {
+        let Some(parent) = self.slot(id).parent else {
+            return;
+        };
+        let name = self.slot(id).name.clone();
+        if let Kind::Interior(children) = &mut self.slot_mut(parent).kind {
+            children.remove(&name);
+        }
+        for node in self.subtree(id) {
+            self.slots[node.0 as usize] = None;
+            self.free.push(node.0);
+            self.len -= 1;
+        }
+    }
+
+    /// Renames a node (the caller checked the new name is free and valid).
+    pub(crate) fn rename(&mut self, id: NodeId, new_name: &str) {
+        let Some(parent) = self.slot(id).parent else {
+            return;
+        };
+        let old = std::mem::replace(&mut self.slot_mut(id).name, new_name.to_owned());
+        if let Kind::Interior(children) = &mut self.slot_mut(parent).kind {
+            children.remove(&old);
+            children.insert(new_name.to_owned(), id);
+        }
+    }
+
+    pub(crate) fn set_value(&mut self, id: NodeId, value: Vec<u8>) {
+        if let Kind::Leaf(v) = &mut self.slot_mut(id).kind {
+            *v = value;
+        }
+    }
+
+    /// The device's own set-up: makes sure an interior node exists at `uri`, creating it and
+    /// missing ancestors with `props` (ancestors get plain interior properties). Returns its id.
+    pub fn ensure_interior(
+        &mut self,
+        uri: &NodeUri,
+        props: NodeProps,
+    ) -> Result<NodeId, TreeError> {
+        self.limits.uri.check(uri).map_err(TreeError::Uri)?;
+        let mut id = ROOT;
+        let depth = uri.depth();
+        for (i, seg) in uri.segments().iter().enumerate() {
+            let existing = match &self.slot(id).kind {
+                Kind::Interior(children) => children.get(seg.as_str()).copied(),
+                Kind::Leaf(_) => return Err(TreeError::UnderLeaf(uri.clone())),
+            };
+            id = match existing {
+                Some(child) => child,
+                None => {
+                    self.check_room()?;
+                    let p = if i + 1 == depth {
+                        props.clone()
+                    } else {
+                        NodeProps::interior()
+                    };
+                    self.insert_child(id, seg, p, None)
+                }
+            };
+        }
+        if self.is_leaf(id) {
+            return Err(TreeError::UnderLeaf(uri.clone()));
+        }
+        Ok(id)
+    }
+
+    /// The device's own set-up: creates or overwrites the leaf at `uri` with `value` and `props`,
+    /// creating missing interior ancestors.
+    pub fn put_leaf(
+        &mut self,
+        uri: &NodeUri,
+        value: impl Into<Vec<u8>>,
+        props: NodeProps,
+    ) -> Result<NodeId, TreeError> {
+        let value = value.into();
+        let parent_uri = uri.parent().ok_or(TreeError::RootIsInterior)?;
+        let name = uri.name().unwrap_or_default().to_owned();
+        if value.len() > self.limits.max_value_len {
+            return Err(TreeError::ValueTooLarge {
+                len: value.len(),
+                limit: self.limits.max_value_len,
+            });
+        }
+        self.limits.uri.check(uri).map_err(TreeError::Uri)?;
+        let parent = self.ensure_interior(&parent_uri, NodeProps::interior())?;
+        let existing = self
+            .children(parent)
+            .find(|(n, _)| *n == name)
+            .map(|(_, id)| id);
+        match existing {
+            Some(id) if self.is_leaf(id) => {
+                self.slot_mut(id).props = props;
+                self.set_value(id, value);
+                Ok(id)
+            }
+            Some(_) => Err(TreeError::NotALeaf(uri.clone())),
+            None => {
+                self.check_room()?;
+                Ok(self.insert_child(parent, &name, props, Some(value)))
+            }
+        }
+    }
+
+    /// The device's own change: deletes the subtree at `uri`.
+    pub fn remove(&mut self, uri: &NodeUri) -> Result<(), TreeError> {
+        let id = self
+            .find(uri)
+            .ok_or_else(|| TreeError::NotFound(uri.clone()))?;
+        if id == ROOT {
+            return Err(TreeError::RootIsInterior);
+        }
+        self.remove_subtree(id);
+        Ok(())
+    }
+
+    pub(crate) fn check_room(&self) -> Result<(), TreeError> {
+        if self.len >= self.limits.max_nodes {
+            Err(TreeError::Full {
+                limit: self.limits.max_nodes,
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// True when the two trees hold the same nodes with the same names, properties and values
+    /// (arena layout aside).
+    pub fn same_as(&self, other: &DmTree) -> bool {
+        self.diff(other).is_none()
+    }
+
+    /// The first difference between two trees, as a plain description, or `None` when equal.
+    pub fn diff(&self, other: &DmTree) -> Option<String> {
+        let mut stack = vec![(ROOT, ROOT)];
+        while let Some((a, b)) = stack.pop() {
+            let (sa, sb) = (self.slot(a), other.slot(b));
+            let uri = || self.uri_of(a);
+            if sa.props != sb.props {
+                return Some(format!(
+                    "{}: properties differ ({:?} vs {:?})",
+                    uri(),
+                    sa.props,
+                    sb.props
+                ));
+            }
+            match (&sa.kind, &sb.kind) {
+                (Kind::Leaf(x), Kind::Leaf(y)) => {
+                    if x != y {
+                        return Some(format!(
+                            "{}: value `{}` vs `{}`",
+                            uri(),
+                            String::from_utf8_lossy(x),
+                            String::from_utf8_lossy(y)
+                        ));
+                    }
+                }
+                (Kind::Interior(x), Kind::Interior(y)) => {
+                    let xs: Vec<&String> = x.keys().collect();
+                    let ys: Vec<&String> = y.keys().collect();
+                    if xs != ys {
+                        return Some(format!("{}: children {xs:?} vs {ys:?}", uri()));
+                    }
+                    stack.extend(x.values().copied().zip(y.values().copied()));
+                }
+                _ => {
+                    return Some(format!(
+                        "{}: leaf in one tree, interior in the other",
+                        uri()
+                    ));
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Why a device-level tree change failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TreeError {
+    /// No node at this URI.
+    #[error("no node at {0}")]
+    NotFound(NodeUri),
+    /// A node would go under a leaf.
+    #[error("{0} lies under a leaf node")]
+    UnderLeaf(NodeUri),
+    /// The node is interior where a leaf was expected.
+    #[error("{0} is an interior node, not a leaf")]
+    NotALeaf(NodeUri),
+    /// The root cannot be a leaf, be deleted or renamed.
+    #[error("the root node cannot be changed this way")]
+    RootIsInterior,
+    /// The URI breaks the tree's limits.
+    #[error(transparent)]
+    Uri(#[from] super::uri::UriError),
+    /// An ACL operation failed.
+    #[error(transparent)]
+    Acl(#[from] AclError),
+    /// A value is larger than the tree allows.
+    #[error("a value of {len} bytes exceeds the limit of {limit} bytes")]
+    ValueTooLarge {
+        /// The value's size.
+        len: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The tree holds as many nodes as it may.
+    #[error("the tree is full ({limit} nodes)")]
+    Full {
+        /// The node limit.
+        limit: usize,
+    },
+    /// Revoking would leave an empty ACL that inherits the very rights being revoked.
+    #[error("revoking at {0} would leave an empty ACL that inherits the revoked rights")]
+    WouldInherit(NodeUri),
+}
+
+/// Formats Unix seconds as a TStamp, ISO 8601 basic UTC (`20010711T163817Z`).
+pub fn tstamp_from_unix(secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(days);
+    format!(
+        "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60
+    )
+}
+
+/// Howard Hinnant's days-to-civil algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn uri(s: &str) -> NodeUri {
+        NodeUri::parse(s).unwrap()
+    }
+
+    #[test]
+    fn tstamp_format() {
+        assert_eq!(tstamp_from_unix(0), "19700101T000000Z");
+        assert_eq!(tstamp_from_unix(994_869_497), "20010711T163817Z");
+    }
+
+    #[test]
+    fn inheritance_is_whole_acl() {
+        let mut t = DmTree::new();
+        t.ensure_interior(
+            &uri("./A"),
+            NodeProps::interior().with_acl(Acl::parse("Get=s1&Replace=s1+s2").unwrap()),
+        )
+        .unwrap();
+        t.ensure_interior(
+            &uri("./A/B"),
+            NodeProps::interior().with_acl(Acl::parse("Get=s2").unwrap()),
+        )
+        .unwrap();
+        t.put_leaf(
+            &uri("./A/B/C"),
+            "v",
+            NodeProps::leaf(Format::Chr, "text/plain"),
+        )
+        .unwrap();
+        assert!(t.has_right(&uri("./A/B/C"), "s2", AclCmd::Get));
+        // No per-command merge: B's ACL has no Replace, so A's Replace does not leak through.
+        assert!(!t.has_right(&uri("./A/B/C"), "s1", AclCmd::Replace));
+        assert!(!t.has_right(&uri("./A/B/C"), "s2", AclCmd::Replace));
+        assert!(t.has_right(&uri("./A"), "s2", AclCmd::Replace));
+        // Root default: Add=*&Get=*.
+        assert!(t.has_right(&uri("./Other"), "anyone", AclCmd::Add));
+    }
+
+    #[test]
+    fn grant_revoke_and_remove_server() {
+        let mut t = DmTree::new();
+        t.ensure_interior(
+            &uri("./V"),
+            NodeProps::interior().with_acl(Acl::parse("Get=s1&Replace=s1").unwrap()),
+        )
+        .unwrap();
+        t.ensure_interior(
+            &uri("./V/E/X"),
+            NodeProps::interior().with_acl(Acl::parse("Get=s1").unwrap()),
+        )
+        .unwrap();
+        let before = t.clone();
+        let undo = t
+            .grant_subtree(&uri("./V/E"), "s2", &[AclCmd::Get, AclCmd::Replace])
+            .unwrap();
+        assert!(t.has_right(&uri("./V/E/X"), "s2", AclCmd::Get));
+        assert!(t.has_right(&uri("./V/E"), "s2", AclCmd::Replace));
+        assert!(!t.has_right(&uri("./V"), "s2", AclCmd::Get));
+        for (u, acl) in undo.into_iter().rev() {
+            t.set_acl(&u, acl).unwrap();
+        }
+        assert!(t.same_as(&before), "{:?}", t.diff(&before));
+
+        let mut root_acl = Acl::parse("Add=*&Get=s1&Replace=s1").unwrap();
+        root_acl.remove_server("s1", true);
+        t.set_acl(
+            &NodeUri::root(),
+            Acl::parse("Add=*&Get=s1&Replace=s1").unwrap(),
+        )
+        .unwrap();
+        let changed = t.remove_server_everywhere("s1");
+        assert_eq!(changed.len(), 3);
+        assert_eq!(t.props(t.root()).acl, root_acl);
+        assert_eq!(t.props(t.root()).acl.to_string(), "Add=*&Get=*&Replace=*");
+        assert!(t.props(t.find(&uri("./V/E/X")).unwrap()).acl.is_empty());
+        assert!(t.servers_in_acls().is_empty());
+    }
+
+    #[test]
+    fn revoke_refuses_to_fall_back_to_inherited_grant() {
+        let mut t = DmTree::new();
+        t.ensure_interior(
+            &uri("./V"),
+            NodeProps::interior().with_acl(Acl::parse("Get=s1+s2").unwrap()),
+        )
+        .unwrap();
+        t.ensure_interior(
+            &uri("./V/E"),
+            NodeProps::interior().with_acl(Acl::parse("Get=s2").unwrap()),
+        )
+        .unwrap();
+        assert!(matches!(
+            t.revoke_subtree(&uri("./V/E"), "s2", &[AclCmd::Get]),
+            Err(TreeError::WouldInherit(_))
+        ));
+        t.ensure_interior(&uri("./V/F"), NodeProps::interior())
+            .unwrap();
+        let undo = t
+            .revoke_subtree(&uri("./V/F"), "s1", &[AclCmd::Get])
+            .unwrap();
+        assert_eq!(undo.len(), 1);
+        assert!(!t.has_right(&uri("./V/F"), "s1", AclCmd::Get));
+        assert!(t.has_right(&uri("./V/F"), "s2", AclCmd::Get));
+    }
+
+    #[test]
+    fn deep_trees_drop_without_recursion() {
+        let mut t = DmTree::new();
+        let segs: Vec<String> = (0..50_000).map(|i| format!("n{i}")).collect();
+        let deep = NodeUri::from_segments(segs).unwrap();
+        t.ensure_interior(&deep, NodeProps::interior()).unwrap();
+        assert_eq!(t.len(), 50_001);
+        let copy = t.clone();
+        assert!(copy.same_as(&t));
+        t.remove(&uri("./n0")).unwrap();
+        assert_eq!(t.len(), 1);
+    }
+}

@@ -1,0 +1,529 @@
+//! TNDS and the DM tree: apply a TNDS document to a tree as one all-or-nothing Add or Replace,
+//! export any subtree as TNDS, and load a whole tree (or a DDF description) from a document.
+//!
+//! Placement follows TND 9.2: a top-level node's `Path` is relative to the target URI of the
+//! command that carries the document, and a node without `Path` lands directly under the
+//! target. On nested nodes `Path` is ignored (DDF files repeat it). One status covers the whole
+//! document: on any failure the tree is left exactly as it was.
+
+use base64::Engine as _;
+
+use super::acl::{Acl, AclCmd};
+use super::ops::{NodeData, OpError};
+use super::props::{AccessSet, Format, NodeType, Scope};
+use super::tnds::{DfProperties, RtProperties, TndsDocument, TndsNode};
+use super::tree::{DmTree, NodeId, Principal, TreeLimits};
+use super::uri::{NodeUri, Target, TndsSelection};
+
+/// Media type of TNDS in XML.
+pub const TNDS_XML_MIME: &str = "application/vnd.syncml.dmtnds+xml";
+/// Media type of TNDS in WBXML.
+pub const TNDS_WBXML_MIME: &str = "application/vnd.syncml.dmtnds+wbxml";
+
+/// Deepest subtree an export writes (real trees stay far below it).
+pub const MAX_EXPORT_DEPTH: usize = 64;
+
+/// Which command carries the TNDS document.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TndsMode {
+    /// Add: every node is created; an existing node gives 418.
+    Add,
+    /// Replace: each top-level node must exist; its subtree is replaced by the document's.
+    Replace,
+}
+
+fn bad(reason: impl Into<String>) -> OpError {
+    OpError::BadRequest {
+        reason: reason.into(),
+    }
+}
+
+/// What a TNDS node says about itself once defaults are applied.
+struct Shape {
+    format: Format,
+    ty: Option<String>,
+    value: Vec<u8>,
+}
+
+fn shape(node: &TndsNode) -> Result<Shape, OpError> {
+    let rt = node.rt.as_ref();
+    let df = node.df.as_ref();
+    let format = rt
+        .and_then(|r| r.format)
+        .or_else(|| df.and_then(|d| d.df_format))
+        .unwrap_or(
+            if node.value.is_some() || node.children.is_empty() && has_leaf_hint(node) {
+                Format::Chr
+            } else {
+                Format::Node
+            },
+        );
+    if format == Format::Node && node.value.is_some() {
+        return Err(bad(format!(
+            "node `{}` has Format node and a Value",
+            node.name
+        )));
+    }
+    if format != Format::Node && !node.children.is_empty() {
+        return Err(bad(format!(
+            "node `{}` has child nodes but Format {}",
+            node.name, format
+        )));
+    }
+    let ty = rt
+        .and_then(|r| r.ty.as_ref())
+        .or_else(|| df.and_then(|d| d.df_type.as_ref()))
+        .map(|t| t.as_str().to_owned());
+    let text = node
+        .value
+        .as_deref()
+        .or_else(|| df.and_then(|d| d.default_value.as_deref()));
+    let value = match (format, text) {
+        (Format::Node, _) | (_, None) => Vec::new(),
+        (Format::B64, Some(t)) => base64::engine::general_purpose::STANDARD
+            .decode(t.trim())
+            .map_err(|e| {
+                bad(format!(
+                    "node `{}`: Value is not valid base64: {e}",
+                    node.name
+                ))
+            })?,
+        (_, Some(t)) => t.as_bytes().to_vec(),
+    };
+    Ok(Shape { format, ty, value })
+}
+
+/// A node with a MIME Type but neither Value nor children is an empty leaf.
+fn has_leaf_hint(node: &TndsNode) -> bool {
+    matches!(
+        node.rt.as_ref().and_then(|r| r.ty.as_ref()),
+        Some(NodeType::Mime(_))
+    )
+}
+
+/// Resolves where a top-level node goes: `target`/`Path`/`NodeName`.
+fn placement(target: &NodeUri, node: &TndsNode) -> Result<NodeUri, OpError> {
+    let base = match node.path.as_deref().map(str::trim) {
+        None | Some("") | Some(".") | Some("./") => target.clone(),
+        Some(p) => {
+            let rel = NodeUri::parse(p).map_err(|e| bad(format!("Path `{p}`: {e}")))?;
+            target.concat(&rel)
+        }
+    };
+    Ok(base)
+}
+
+/// A free name for a node whose NodeName is empty (the device assigns it): the smallest
+/// positive integer not yet used under `parent`.
+fn assign_name(tree: &DmTree, parent: &NodeUri) -> String {
+    let taken: Vec<String> = tree
+        .find(parent)
+        .map(|id| tree.child_names(id))
+        .unwrap_or_default();
+    (1..)
+        .map(|n: u32| n.to_string())
+        .find(|n| !taken.contains(n))
+        .unwrap_or_default()
+}
+
+struct ApplyCtx<'a> {
+    who: Principal<'a>,
+    now: Option<i64>,
+    /// Skip nodes with an empty name (DDF placeholders) instead of naming them.
+    skip_unnamed: bool,
+    /// ACLs to set once every node exists, so that a node's ACL cannot lock its creator out of
+    /// adding the node's own children.
+    acls: Vec<(NodeUri, Acl)>,
+}
+
+impl DmTree {
+    /// Applies a TNDS document at `target` as one Add or Replace. All or nothing: on error the
+    /// tree is unchanged and the error's status is the one a plain Add or Replace would give.
+    pub fn apply_tnds(
+        &mut self,
+        who: Principal<'_>,
+        target: &NodeUri,
+        doc: &TndsDocument,
+        mode: TndsMode,
+        now: Option<i64>,
+    ) -> Result<(), OpError> {
+        if doc.nodes.is_empty() {
+            return Err(bad("the TNDS document holds no node"));
+        }
+        let mut work = self.clone();
+        let mut ctx = ApplyCtx {
+            who,
+            now,
+            skip_unnamed: false,
+            acls: Vec::new(),
+        };
+        for node in &doc.nodes {
+            if node.name == "." {
+                return Err(bad("a TNDS command cannot address the root node"));
+            }
+            let base = placement(target, node)?;
+            match mode {
+                TndsMode::Add => work.add_tnds_subtree(&mut ctx, &base, node)?,
+                TndsMode::Replace => work.replace_tnds_subtree(&mut ctx, &base, node)?,
+            }
+        }
+        work.finish_acls(&mut ctx)?;
+        *self = work;
+        Ok(())
+    }
+
+    /// Builds a tree from a document as a device loads its own state or a DDF: a top-level node
+    /// named `.` describes the root; nodes with an empty name (DDF placeholders for dynamic
+    /// instances) are skipped with their subtrees; description properties (AccessType, Scope)
+    /// are honoured.
+    pub fn from_tnds(doc: &TndsDocument, limits: TreeLimits) -> Result<DmTree, OpError> {
+        let mut tree = DmTree::with_limits(limits);
+        let mut ctx = ApplyCtx {
+            who: Principal::Device,
+            now: None,
+            skip_unnamed: true,
+            acls: Vec::new(),
+        };
+        let root = NodeUri::root();
+        for node in &doc.nodes {
+            let base = placement(&root, node)?;
+            if node.name == "." {
+                if !base.is_root() {
+                    return Err(bad("a node named `.` must be the root"));
+                }
+                let root_id = tree.root();
+                tree.set_tnds_props(&mut ctx, root_id, &root, node);
+                for child in &node.children {
+                    tree.add_tnds_subtree(&mut ctx, &root, child)?;
+                }
+            } else {
+                tree.add_tnds_subtree(&mut ctx, &base, node)?;
+            }
+        }
+        tree.finish_acls(&mut ctx)?;
+        Ok(tree)
+    }
+
+    fn finish_acls(&mut self, ctx: &mut ApplyCtx<'_>) -> Result<(), OpError> {
+        for (uri, acl) in ctx.acls.drain(..) {
+            let id = self.find(&uri).ok_or_else(|| OpError::NotFound {
+                uri: uri.to_string(),
+            })?;
+            if id == self.root() && acl.is_empty() {
+                return Err(bad("the root must keep an ACL"));
+            }
+            self.props_mut(id).acl = acl;
+        }
+        Ok(())
+    }
+
+    /// Copies the run-time (and, for the device, description) properties a document gives.
+    fn set_tnds_props(
+        &mut self,
+        ctx: &mut ApplyCtx<'_>,
+        id: NodeId,
+        uri: &NodeUri,
+        node: &TndsNode,
+    ) {
+        let device = ctx.who == Principal::Device;
+        if let Some(rt) = &node.rt {
+            if let Some(acl) = &rt.acl {
+                ctx.acls.push((uri.clone(), acl.clone()));
+            }
+            let p = self.props_mut(id);
+            if let Some(title) = &rt.title {
+                p.title = Some(title.clone());
+            }
+            if device {
+                if let Some(ts) = &rt.tstamp {
+                    p.tstamp = Some(ts.clone());
+                }
+                if let Some(v) = rt.verno.as_deref().and_then(|v| v.trim().parse().ok()) {
+                    p.verno = v;
+                }
+            }
+            if id == self.root()
+                && let Some(ty) = &rt.ty
+            {
+                self.props_mut(id).ty = ty.clone();
+            }
+        }
+        if device && let Some(df) = &node.df {
+            let p = self.props_mut(id);
+            if !df.access_type.is_empty() {
+                p.access = df.access_type;
+            }
+            if let Some(scope) = df.scope {
+                p.scope = scope;
+            }
+        }
+    }
+
+    /// Adds `node` and its subtree under `base`, iteratively.
+    fn add_tnds_subtree(
+        &mut self,
+        ctx: &mut ApplyCtx<'_>,
+        base: &NodeUri,
+        node: &TndsNode,
+    ) -> Result<(), OpError> {
+        let mut stack: Vec<(NodeUri, &TndsNode)> = vec![(base.clone(), node)];
+        while let Some((parent, node)) = stack.pop() {
+            let name = if node.name.is_empty() {
+                if ctx.skip_unnamed {
+                    continue;
+                }
+                assign_name(self, &parent)
+            } else {
+                node.name.clone()
+            };
+            let uri = parent
+                .join(&name)
+                .map_err(|e| bad(format!("NodeName `{name}`: {e}")))?;
+            let shape = shape(node)?;
+            let data = NodeData {
+                format: Some(shape.format),
+                ty: shape.ty,
+                value: shape.value,
+            };
+            let id = self.add(ctx.who, &Target::from(uri.clone()), &data, ctx.now)?;
+            self.set_tnds_props(ctx, id, &uri, node);
+            for child in node.children.iter().rev() {
+                stack.push((uri.clone(), child));
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the existing node `base/node.name` with `node`: its sub-nodes are deleted, its
+    /// own properties and value replaced, and the document's children added.
+    fn replace_tnds_subtree(
+        &mut self,
+        ctx: &mut ApplyCtx<'_>,
+        base: &NodeUri,
+        node: &TndsNode,
+    ) -> Result<(), OpError> {
+        if node.name.is_empty() {
+            return Err(bad("a TNDS Replace needs the NodeName of an existing node"));
+        }
+        let uri = base
+            .join(&node.name)
+            .map_err(|e| bad(format!("NodeName `{}`: {e}", node.name)))?;
+        let id = self.find(&uri).ok_or_else(|| OpError::NotFound {
+            uri: uri.to_string(),
+        })?;
+        let shape = shape(node)?;
+        let target = Target::from(uri.clone());
+        if let Some(acl) = node.rt.as_ref().and_then(|r| r.acl.as_ref())
+            && *acl != self.props(id).acl
+            && !self.may_replace_acl(ctx.who, id)
+        {
+            return Err(OpError::PermissionDenied {
+                server: match ctx.who {
+                    Principal::Device => "the device".into(),
+                    Principal::Server(s) => s.into(),
+                },
+                cmd: "Replace the ACL of",
+                uri: uri.to_string(),
+            });
+        }
+        match (self.is_leaf(id), shape.format == Format::Node) {
+            (true, false) => {
+                let data = NodeData {
+                    format: Some(shape.format),
+                    ty: shape.ty,
+                    value: shape.value,
+                };
+                self.replace(ctx.who, &target, &data, ctx.now)?;
+            }
+            (false, true) => {
+                if !self.allowed(ctx.who, id, AclCmd::Replace) {
+                    return Err(OpError::PermissionDenied {
+                        server: match ctx.who {
+                            Principal::Device => "the device".into(),
+                            Principal::Server(s) => s.into(),
+                        },
+                        cmd: "Replace",
+                        uri: uri.to_string(),
+                    });
+                }
+                let children: Vec<NodeId> = self.children(id).map(|(_, c)| c).collect();
+                for child in children {
+                    if self
+                        .subtree(child)
+                        .into_iter()
+                        .any(|n| self.props(n).scope == Scope::Permanent)
+                    {
+                        return Err(OpError::NotAllowed {
+                            cmd: "Replace",
+                            uri: uri.to_string(),
+                            reason: "the subtree holds a permanent node",
+                        });
+                    }
+                    self.remove_subtree(child);
+                }
+                if let Some(ty) = shape.ty {
+                    self.props_mut(id).ty = NodeType::DdfName(ty);
+                }
+                for child in &node.children {
+                    self.add_tnds_subtree(ctx, &uri, child)?;
+                }
+            }
+            _ => {
+                return Err(OpError::NotAllowed {
+                    cmd: "Replace",
+                    uri: uri.to_string(),
+                    reason: "a TNDS Replace cannot turn a leaf into an interior node or back",
+                });
+            }
+        }
+        self.set_tnds_props(ctx, id, &uri, node);
+        Ok(())
+    }
+
+    /// Exports the subtree at `uri` as a TNDS document whose top node's `Path` is relative to
+    /// `relative_to` (an ancestor of `uri`, or `uri`'s parent for no Path). Nodes `who` may not
+    /// Get are left out with their subtrees, and values whose AccessType forbids Get (secrets)
+    /// are left out unless `who` is the device. Exporting the root lists its children as the
+    /// document's top-level nodes.
+    pub fn export_tnds(
+        &self,
+        who: Principal<'_>,
+        uri: &NodeUri,
+        relative_to: &NodeUri,
+        sel: &TndsSelection,
+    ) -> Result<TndsDocument, OpError> {
+        let id = self.find(uri).ok_or_else(|| OpError::NotFound {
+            uri: uri.to_string(),
+        })?;
+        if !self.allowed(who, id, AclCmd::Get) {
+            return Err(OpError::PermissionDenied {
+                server: match who {
+                    Principal::Device => "the device".into(),
+                    Principal::Server(s) => s.into(),
+                },
+                cmd: "Get",
+                uri: uri.to_string(),
+            });
+        }
+        let tops: Vec<NodeId> = if id == self.root() {
+            self.children(id).map(|(_, c)| c).collect()
+        } else {
+            vec![id]
+        };
+        let path = if id == self.root() {
+            None
+        } else {
+            let parent = uri.parent().unwrap_or_default();
+            let rel = parent
+                .strip_prefix(relative_to)
+                .ok_or_else(|| bad(format!("{relative_to} is not an ancestor of {uri}")))?;
+            (!rel.is_root()).then(|| rel.to_relative_string())
+        };
+        let mut doc = TndsDocument::default();
+        for top in tops {
+            if !self.allowed(who, top, AclCmd::Get) {
+                continue;
+            }
+            let mut node = self.export_node(who, top, sel)?;
+            node.path = path.clone();
+            doc.nodes.push(node);
+        }
+        Ok(doc)
+    }
+
+    /// Builds the TNDS node for `id` and its visible subtree without recursion: nodes are
+    /// collected in pre-order, then attached to their parents from the last to the first.
+    fn export_node(
+        &self,
+        who: Principal<'_>,
+        id: NodeId,
+        sel: &TndsSelection,
+    ) -> Result<TndsNode, OpError> {
+        let mut order: Vec<(NodeId, Option<usize>, usize)> = Vec::new();
+        let mut stack = vec![(id, None::<usize>, 1usize)];
+        while let Some((cur, parent_index, depth)) = stack.pop() {
+            if depth > MAX_EXPORT_DEPTH {
+                return Err(OpError::NotSupported {
+                    what: format!("exporting a subtree deeper than {MAX_EXPORT_DEPTH} levels"),
+                });
+            }
+            let index = order.len();
+            order.push((cur, parent_index, depth));
+            let kids: Vec<NodeId> = self
+                .children(cur)
+                .map(|(_, c)| c)
+                .filter(|c| self.allowed(who, *c, AclCmd::Get))
+                .collect();
+            for kid in kids.into_iter().rev() {
+                stack.push((kid, Some(index), depth + 1));
+            }
+        }
+        let mut built: Vec<Option<TndsNode>> = order
+            .iter()
+            .map(|(n, _, _)| Some(self.tnds_node_of(who, *n, sel)))
+            .collect();
+        // Children come out of pre-order in reverse when attached from the end; each node's
+        // children are complete (and put back in order) before the node itself is attached.
+        for i in (1..order.len()).rev() {
+            if let (Some(mut node), Some(parent)) = (built[i].take(), order[i].1) {
+                node.children.reverse();
+                if let Some(p) = built[parent].as_mut() {
+                    p.children.push(node);
+                }
+            }
+        }
+        let mut top = built
+            .into_iter()
+            .next()
+            .flatten()
+            .ok_or_else(|| bad("nothing to export"))?;
+        top.children.reverse();
+        Ok(top)
+    }
+
+    fn tnds_node_of(&self, who: Principal<'_>, id: NodeId, sel: &TndsSelection) -> TndsNode {
+        let props = self.props(id);
+        let value = self.value(id);
+        let rt = RtProperties {
+            acl: (sel.acl && !props.acl.is_empty()).then(|| props.acl.clone()),
+            format: sel.format.then_some(props.format),
+            name: sel.name.then(|| self.name(id).to_owned()),
+            size: match value {
+                Some(v) if sel.size => Some(v.len().to_string()),
+                _ => None,
+            },
+            title: if sel.title { props.title.clone() } else { None },
+            tstamp: if sel.tstamp {
+                props.tstamp.clone()
+            } else {
+                None
+            },
+            ty: sel.ty.then(|| props.ty.clone()),
+            verno: sel.verno.then(|| props.verno.to_string()),
+        };
+        let may_read =
+            who == Principal::Device || props.access.contains(super::props::AccessKind::Get);
+        let value = match value {
+            Some(v) if sel.value && may_read => Some(match props.format {
+                Format::B64 => base64::engine::general_purpose::STANDARD.encode(v),
+                _ => String::from_utf8_lossy(v).into_owned(),
+            }),
+            _ => None,
+        };
+        let df = (sel.description
+            && (props.access != AccessSet::ALL || props.scope == Scope::Permanent))
+            .then(|| DfProperties {
+                access_type: props.access,
+                scope: Some(props.scope),
+                ..DfProperties::default()
+            });
+        TndsNode {
+            name: self.name(id).to_owned(),
+            path: None,
+            rt: (rt != RtProperties::default()).then_some(rt),
+            df,
+            children: Vec::new(),
+            value,
+        }
+    }
+}
