@@ -5,3 +5,4 @@
 //! standard management objects). It performs no I/O: no sockets, no clock, no files.
 
 pub mod dm;
+pub mod syncml;
