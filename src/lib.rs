@@ -5,4 +5,6 @@
 //! standard management objects). It performs no I/O: no sockets, no clock, no files.
 
 pub mod dm;
+pub mod engine;
+pub mod sim;
 pub mod syncml;

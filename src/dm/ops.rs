@@ -168,7 +168,8 @@ pub struct ResultItem {
     pub data: Vec<u8>,
 }
 
-const MAX_TITLE: usize = 255;
+/// Longest Title property, in bytes (TND 8.3).
+pub(crate) const MAX_TITLE: usize = 255;
 
 fn who_name(who: Principal<'_>) -> String {
     match who {
@@ -631,10 +632,15 @@ impl DmTree {
             ));
         }
         let src = self.lookup(&source.uri)?;
-        if !self.allowed(who, src, AclCmd::Get) {
-            return Err(denied(who, "Get", &source.uri));
+        // Copy reads the whole source subtree: every node needs the Get right and a description
+        // that allows Get, else the copy would be a readable duplicate of what the server may
+        // not read.
+        for node in self.subtree(src) {
+            if !self.allowed(who, node, AclCmd::Get) {
+                return Err(denied(who, "Get", &self.uri_of(node)));
+            }
+            self.check_access(node, AccessKind::Get, "Copy")?;
         }
-        self.check_access(src, AccessKind::Get, "Copy")?;
         if source.uri.contains(&target.uri) {
             return Err(OpError::BadRequest {
                 reason: "cannot copy a node into itself".into(),

@@ -441,10 +441,12 @@ impl DmTree {
                 acl.revoke(*cmd, server);
             }
             if acl.is_empty() {
+                // Judged on the tree as revoked so far (pre-order: ancestors inside the
+                // subtree are already done), not on the tree before the revoke.
                 let inherited_grants = match self.slot(node).parent {
                     Some(p) => cmds
                         .iter()
-                        .any(|c| self.effective_acl(p).0.allows(*c, server)),
+                        .any(|c| work.effective_acl(p).0.allows(*c, server)),
                     None => false,
                 };
                 if inherited_grants {

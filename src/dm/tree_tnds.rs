@@ -48,6 +48,14 @@ struct Shape {
 fn shape(node: &TndsNode) -> Result<Shape, OpError> {
     let rt = node.rt.as_ref();
     let df = node.df.as_ref();
+    if let Some(title) = rt.and_then(|r| r.title.as_ref())
+        && title.len() > super::ops::MAX_TITLE
+    {
+        return Err(OpError::TooLarge {
+            len: title.len(),
+            limit: super::ops::MAX_TITLE,
+        });
+    }
     let format = rt
         .and_then(|r| r.format)
         .or_else(|| df.and_then(|d| d.df_format))
@@ -346,20 +354,13 @@ impl DmTree {
                         uri: uri.to_string(),
                     });
                 }
+                // "Delete the sub-nodes, then Add each node" (TND 9.2): each sub-node is
+                // deleted as a plain Delete would be, with its permanence, AccessType and ACL
+                // checks (405/425), so a Replace right on the node is not a Delete right below.
                 let children: Vec<NodeId> = self.children(id).map(|(_, c)| c).collect();
                 for child in children {
-                    if self
-                        .subtree(child)
-                        .into_iter()
-                        .any(|n| self.props(n).scope == Scope::Permanent)
-                    {
-                        return Err(OpError::NotAllowed {
-                            cmd: "Replace",
-                            uri: uri.to_string(),
-                            reason: "the subtree holds a permanent node",
-                        });
-                    }
-                    self.remove_subtree(child);
+                    let child_uri = self.uri_of(child);
+                    self.delete(ctx.who, &Target::from(child_uri))?;
                 }
                 if let Some(ty) = shape.ty {
                     self.props_mut(id).ty = NodeType::DdfName(ty);

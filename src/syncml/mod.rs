@@ -7,6 +7,7 @@
 pub mod auth;
 pub mod message;
 pub mod pkg0;
+pub mod session;
 pub mod xml;
 
 pub use crate::dm::status::StatusCode;

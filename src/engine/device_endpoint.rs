@@ -1,0 +1,199 @@
+//! The device endpoint: where devices open SyncML DM 1.2 sessions over HTTP. It accepts
+//! `application/vnd.syncml.dm+xml` and the `application/vnd.syncml+xml` some clients send
+//! (chunked bodies included, since hyper reassembles them), finds or starts the device's
+//! session, and answers with the session's reply: the server's own credentials and a RespURI
+//! that carries a session token.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode as HttpStatus, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use tokio::net::TcpListener;
+
+use super::devices::{Devices, Incoming};
+use crate::syncml::auth::HMAC_HEADER;
+use crate::syncml::message::{MIME_XML, MIME_XML_LEGACY};
+use crate::syncml::session::server::ServerConfig;
+use crate::syncml::xml;
+
+/// Settings of the device endpoint.
+#[derive(Debug, Clone)]
+pub struct DeviceEndpointConfig {
+    /// The URL path devices post to, e.g. `/dm`.
+    pub path: String,
+    /// The largest message accepted (advertised as MaxMsgSize).
+    pub max_msg_size: u64,
+    /// The largest object accepted.
+    pub max_obj_size: u64,
+}
+
+impl Default for DeviceEndpointConfig {
+    fn default() -> Self {
+        DeviceEndpointConfig {
+            path: "/dm".to_owned(),
+            max_msg_size: 65_536,
+            max_obj_size: 1 << 20,
+        }
+    }
+}
+
+#[derive(Clone)]
+struct EndpointState {
+    devices: Arc<Mutex<Devices>>,
+    server: ServerConfig,
+}
+
+/// A running device endpoint.
+#[derive(Debug)]
+pub struct DeviceEndpoint {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// The URL devices use (the server address in their DMAcc).
+    pub url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for DeviceEndpoint {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Starts the endpoint on `listener`.
+pub fn spawn(
+    listener: TcpListener,
+    cfg: DeviceEndpointConfig,
+    devices: Arc<Mutex<Devices>>,
+) -> std::io::Result<DeviceEndpoint> {
+    let addr = listener.local_addr()?;
+    let url = format!("http://{addr}{}", cfg.path);
+    let state = EndpointState {
+        devices,
+        server: ServerConfig {
+            server_uri: url.clone(),
+            resp_uri: Some(url.clone()),
+            max_msg_size: cfg.max_msg_size,
+            max_obj_size: cfg.max_obj_size,
+        },
+    };
+    let app = Router::new()
+        .route(&cfg.path, post(handle_new))
+        .route(&format!("{}/s/{{token}}", cfg.path), post(handle_token))
+        .with_state(state);
+    let task = tokio::spawn(async move {
+        // The server only stops when the task is aborted.
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(DeviceEndpoint { addr, url, task })
+}
+
+fn media_type_ok(headers: &HeaderMap) -> Option<&'static str> {
+    let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let base = ct.split(';').next()?.trim().to_ascii_lowercase();
+    if base == MIME_XML {
+        Some(MIME_XML)
+    } else if base == MIME_XML_LEGACY {
+        Some(MIME_XML_LEGACY)
+    } else {
+        None
+    }
+}
+
+async fn handle_new(State(st): State<EndpointState>, headers: HeaderMap, body: Bytes) -> Response {
+    handle(st, None, headers, body)
+}
+
+async fn handle_token(
+    State(st): State<EndpointState>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    handle(st, Some(token), headers, body)
+}
+
+fn random16() -> [u8; 16] {
+    let mut b = [0u8; 16];
+    // The OS generator does not fail on supported platforms; a zero nonce would only weaken
+    // one challenge, and the next one is fresh again.
+    let _ = getrandom::fill(&mut b);
+    b
+}
+
+fn handle(st: EndpointState, token: Option<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let Some(media) = media_type_ok(&headers) else {
+        return (
+            HttpStatus::UNSUPPORTED_MEDIA_TYPE,
+            "expected application/vnd.syncml.dm+xml",
+        )
+            .into_response();
+    };
+    let hmac = headers
+        .get(HMAC_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    // Route by the message's own header: DevId (Source) and SessionID.
+    let (dev_id, session_id) = match xml::decode(&body) {
+        Ok(m) => (m.hdr.source.loc_uri, m.hdr.session_id),
+        Err(e) => {
+            if let Ok(mut d) = st.devices.lock() {
+                d.stats.bad_messages += 1;
+            }
+            return (
+                HttpStatus::BAD_REQUEST,
+                format!("not a SyncML DM message: {e}"),
+            )
+                .into_response();
+        }
+    };
+    let Ok(mut devices) = st.devices.lock() else {
+        return HttpStatus::INTERNAL_SERVER_ERROR.into_response();
+    };
+    if let Some(t) = &token {
+        match devices.session_for_token(t) {
+            Some((d, s)) if d == dev_id && s == session_id => {}
+            _ => {
+                devices.stats.bad_messages += 1;
+                return (HttpStatus::NOT_FOUND, "no such session").into_response();
+            }
+        }
+    }
+    let new_token = token.unwrap_or_else(|| {
+        random16()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect::<String>()
+    });
+    let result = devices.handle_message(
+        &st.server,
+        Incoming {
+            dev_id: &dev_id,
+            session_id: &session_id,
+            body: &body,
+            hmac: hmac.as_deref(),
+            random: random16(),
+            token: new_token,
+        },
+    );
+    match result {
+        None => {
+            devices.stats.unknown_devices += 1;
+            (HttpStatus::FORBIDDEN, "unknown device").into_response()
+        }
+        Some(Err(e)) => (HttpStatus::BAD_REQUEST, e.to_string()).into_response(),
+        Some(Ok(reply)) => {
+            let mut resp = (HttpStatus::OK, reply.body).into_response();
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
+            if let Some(h) = reply.hmac.and_then(|h| HeaderValue::from_str(&h).ok()) {
+                resp.headers_mut().insert(HMAC_HEADER, h);
+            }
+            resp
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! The engine's record of enrolled devices: credentials both ways and their nonces, the
+//! device's DevInfo and last fetched DM tree, its queue of management commands waiting for
+//! a session, and the DM sessions in progress. Plain data behind one lock that is never held
+//! across an `.await`; the sans-IO [`ServerSession`] does the protocol work.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::SystemTime;
+
+use tokio::sync::oneshot;
+
+use crate::dm::ops::ResultItem;
+use crate::dm::tnds::TndsDocument;
+use crate::dm::tree::{DmTree, TreeLimits};
+use crate::dm::uri::Target;
+use crate::syncml::StatusCode;
+use crate::syncml::auth::Nonce;
+use crate::syncml::session::creds::Credentials;
+use crate::syncml::session::server::{DeviceAuth, ServerConfig, ServerEvent, ServerSession};
+use crate::syncml::session::{CommandOutcome, DeviceCommand};
+
+/// What happened to a queued command.
+pub type CommandResult = Result<CommandOutcome, CommandError>;
+
+/// Why a queued command got no status.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandError {
+    /// The session ended before the device answered it.
+    #[error("the DM session ended before the device answered")]
+    SessionLost,
+    /// The device is not enrolled.
+    #[error("device {0} is not enrolled")]
+    UnknownDevice(String),
+    /// The engine is shutting down.
+    #[error("the engine is shutting down")]
+    Shutdown,
+}
+
+/// An enrolled device.
+#[derive(Debug, Clone)]
+pub struct DeviceRecord {
+    /// `./DevInfo/DevId`.
+    pub dev_id: String,
+    /// What the device presents (its CLCRED).
+    pub client: Credentials,
+    /// The nonce the device must use next.
+    pub client_nonce: Nonce,
+    /// What this server presents to the device (its SRVCRED).
+    pub server: Credentials,
+    /// The nonce the device issued for this server.
+    pub server_nonce: Nonce,
+    /// Where Package #0 reaches the device (an HTTP URL here; WAP Push in real networks).
+    pub push: Option<String>,
+    /// DevInfo leaves from the last Package 1.
+    pub devinfo: Vec<(String, String)>,
+    /// The device's tree as last fetched (what this server may read of it).
+    pub tree: Option<DmTree>,
+    /// When the device last completed a session.
+    pub last_seen: Option<SystemTime>,
+    /// True until the first session has fetched DevInfo and the tree.
+    pub needs_inventory: bool,
+}
+
+impl DeviceRecord {
+    /// A newly enrolled device; its first session fetches its tree.
+    pub fn new(
+        dev_id: &str,
+        client: Credentials,
+        server: Credentials,
+        push: Option<String>,
+    ) -> DeviceRecord {
+        DeviceRecord {
+            dev_id: dev_id.to_owned(),
+            client,
+            client_nonce: Nonce::resync(),
+            server,
+            server_nonce: Nonce::resync(),
+            push,
+            devinfo: Vec::new(),
+            tree: None,
+            last_seen: None,
+            needs_inventory: true,
+        }
+    }
+}
+
+/// One message from a device, as the endpoint received it.
+#[derive(Debug)]
+pub(crate) struct Incoming<'a> {
+    /// Source LocURI of the message.
+    pub(crate) dev_id: &'a str,
+    /// Its SessionID.
+    pub(crate) session_id: &'a str,
+    /// The raw body.
+    pub(crate) body: &'a [u8],
+    /// The `x-syncml-hmac` header.
+    pub(crate) hmac: Option<&'a str>,
+    /// 16 fresh random bytes for nonces.
+    pub(crate) random: [u8; 16],
+    /// The RespURI token for a new session.
+    pub(crate) token: String,
+}
+
+/// Who is waiting for a command's outcome.
+#[derive(Debug)]
+enum Waiter {
+    Caller(oneshot::Sender<CommandResult>),
+    /// The engine's own inventory fetch (first session).
+    Inventory,
+}
+
+/// Counters of refusals, for operators and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EndpointStats {
+    /// Messages from devices that are not enrolled.
+    pub unknown_devices: u64,
+    /// Sessions ended because the device failed authentication.
+    pub auth_failures: u64,
+    /// Messages refused as malformed or out of sequence.
+    pub bad_messages: u64,
+    /// Sessions completed.
+    pub sessions_completed: u64,
+}
+
+/// All device state of one engine.
+#[derive(Debug, Default)]
+pub struct Devices {
+    records: HashMap<String, DeviceRecord>,
+    queues: HashMap<String, VecDeque<(u64, DeviceCommand)>>,
+    waiters: HashMap<u64, Waiter>,
+    sessions: HashMap<(String, String), ServerSession<u64>>,
+    /// RespURI tokens of sessions in progress: token → (DevId, SessionID).
+    tokens: HashMap<String, (String, String)>,
+    next_tag: u64,
+    /// Refusal and completion counters.
+    pub stats: EndpointStats,
+}
+
+impl Devices {
+    /// Enrols (or re-enrols) a device.
+    pub fn enrol(&mut self, record: DeviceRecord) {
+        self.records.insert(record.dev_id.clone(), record);
+    }
+
+    /// A device's record.
+    pub fn get(&self, dev_id: &str) -> Option<&DeviceRecord> {
+        self.records.get(dev_id)
+    }
+
+    /// Every device id, sorted.
+    pub fn ids(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.records.keys().cloned().collect();
+        v.sort();
+        v
+    }
+
+    /// Number of enrolled devices.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// True when no device is enrolled.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    /// Queues a command for the device's next session (or the running one's next package).
+    pub fn enqueue(
+        &mut self,
+        dev_id: &str,
+        cmd: DeviceCommand,
+    ) -> Result<oneshot::Receiver<CommandResult>, CommandError> {
+        if !self.records.contains_key(dev_id) {
+            return Err(CommandError::UnknownDevice(dev_id.to_owned()));
+        }
+        let (tx, rx) = oneshot::channel();
+        let tag = self.alloc_tag();
+        self.waiters.insert(tag, Waiter::Caller(tx));
+        self.push(dev_id, tag, cmd);
+        Ok(rx)
+    }
+
+    fn alloc_tag(&mut self) -> u64 {
+        self.next_tag += 1;
+        self.next_tag
+    }
+
+    fn push(&mut self, dev_id: &str, tag: u64, cmd: DeviceCommand) {
+        if let Some(session) = self
+            .sessions
+            .iter_mut()
+            .find(|((d, _), _)| d == dev_id)
+            .map(|(_, s)| s)
+        {
+            session.enqueue(tag, cmd);
+        } else {
+            self.queues
+                .entry(dev_id.to_owned())
+                .or_default()
+                .push_back((tag, cmd));
+        }
+    }
+
+    /// Number of commands waiting for the device's next session.
+    pub fn queued(&self, dev_id: &str) -> usize {
+        self.queues.get(dev_id).map_or(0, VecDeque::len)
+    }
+
+    /// The session a RespURI token names.
+    pub fn session_for_token(&self, token: &str) -> Option<(String, String)> {
+        self.tokens.get(token).cloned()
+    }
+
+    /// Handles one message of a device session. `None` when the device is not enrolled.
+    pub(crate) fn handle_message(
+        &mut self,
+        cfg: &ServerConfig,
+        incoming: Incoming<'_>,
+    ) -> Option<Result<crate::syncml::session::server::Reply, crate::syncml::session::SessionError>>
+    {
+        let Incoming {
+            dev_id,
+            session_id,
+            body,
+            hmac,
+            random,
+            token,
+        } = incoming;
+        let key = (dev_id.to_owned(), session_id.to_owned());
+        if !self.sessions.contains_key(&key) {
+            let record = self.records.get_mut(dev_id)?;
+            let auth = DeviceAuth {
+                dev_id: record.dev_id.clone(),
+                client: record.client.clone(),
+                client_nonce: record.client_nonce.clone(),
+                server: record.server.clone(),
+                server_nonce: record.server_nonce.clone(),
+            };
+            let mut session_cfg = cfg.clone();
+            if let Some(base) = &cfg.resp_uri {
+                session_cfg.resp_uri = Some(format!("{base}/s/{token}"));
+            }
+            let needs_inventory = record.needs_inventory;
+            let mut session = ServerSession::new(session_cfg, auth);
+            if needs_inventory {
+                let tag = self.next_tag + 1;
+                self.next_tag = tag;
+                self.waiters.insert(tag, Waiter::Inventory);
+                session.enqueue(
+                    tag,
+                    DeviceCommand::Get {
+                        target: Target::parse(".?list=TNDS+ACL+Format+Type+Value+Title")
+                            .unwrap_or_else(|_| Target::from(crate::dm::uri::NodeUri::root())),
+                    },
+                );
+            }
+            for (tag, cmd) in self.queues.remove(dev_id).unwrap_or_default() {
+                session.enqueue(tag, cmd);
+            }
+            self.tokens.insert(token, key.clone());
+            self.sessions.insert(key.clone(), session);
+        }
+        let session = self.sessions.get_mut(&key)?;
+        let result = session.handle_request(body, hmac, random);
+        let mut events = Vec::new();
+        while let Some(e) = session.poll_event() {
+            events.push(e);
+        }
+        let done = session.is_done();
+        if result.is_err() {
+            self.stats.bad_messages += 1;
+        }
+        for e in events {
+            self.apply_event(dev_id, e);
+        }
+        if done && let Some(mut s) = self.sessions.remove(&key) {
+            self.tokens.retain(|_, v| *v != key);
+            for (tag, cmd) in s.abandon() {
+                if matches!(self.waiters.get(&tag), Some(Waiter::Inventory)) {
+                    // The next session asks for the inventory afresh.
+                    self.waiters.remove(&tag);
+                    continue;
+                }
+                self.queues
+                    .entry(dev_id.to_owned())
+                    .or_default()
+                    .push_back((tag, cmd));
+            }
+            while let Some(e) = s.poll_event() {
+                self.apply_event(dev_id, e);
+            }
+        }
+        Some(result)
+    }
+
+    fn apply_event(&mut self, dev_id: &str, event: ServerEvent<u64>) {
+        let Some(record) = self.records.get_mut(dev_id) else {
+            return;
+        };
+        match event {
+            ServerEvent::ClientNonce(n) => record.client_nonce = n,
+            ServerEvent::ServerNonce(n) => record.server_nonce = n,
+            ServerEvent::DevInfo(leaves) => record.devinfo = leaves,
+            ServerEvent::AuthFailed(_) => self.stats.auth_failures += 1,
+            ServerEvent::Ended { aborted } => {
+                if !aborted {
+                    record.last_seen = Some(SystemTime::now());
+                    self.stats.sessions_completed += 1;
+                }
+            }
+            ServerEvent::CommandDone { tag, outcome } => match self.waiters.remove(&tag) {
+                Some(Waiter::Caller(tx)) => {
+                    // The caller may have stopped waiting; the outcome is then not needed.
+                    let _ = tx.send(Ok(outcome));
+                }
+                Some(Waiter::Inventory) => {
+                    record.needs_inventory = false;
+                    if outcome.status == StatusCode::OK
+                        && let Some(item) = outcome.results.first()
+                    {
+                        record.tree = tree_from_results(item);
+                    }
+                }
+                None => {}
+            },
+            ServerEvent::CommandLost { tag } => {
+                if let Some(Waiter::Caller(tx)) = self.waiters.remove(&tag) {
+                    // As above: a caller that stopped waiting needs no answer.
+                    let _ = tx.send(Err(CommandError::SessionLost));
+                }
+            }
+            ServerEvent::Authenticated
+            | ServerEvent::ServerRejected(_)
+            | ServerEvent::GenericAlert(_) => {}
+        }
+    }
+}
+
+fn tree_from_results(item: &ResultItem) -> Option<DmTree> {
+    let doc = TndsDocument::from_xml(&item.data).ok()?;
+    DmTree::from_tnds(&doc, TreeLimits::default()).ok()
+}

@@ -1,0 +1,362 @@
+//! A simulated device that is a real DM client: its own DM tree (DevInfo, DevDetail, a DMAcc
+//! per server, the bootstrap config root, and the enterprise and operator subtrees of the
+//! spec's example), ACLs enforced by [`crate::dm`], and DM sessions over HTTP driven by the
+//! sans-IO [`ClientSession`]. It checks the server's credentials before acting, keeps the
+//! nonces it is given, and only ever talks to loopback addresses.
+
+use std::net::IpAddr;
+
+use crate::dm::acl::{Acl, AclCmd};
+use crate::dm::mo::{AuthLevel, AuthType, BootConfigEntry, DevDetail, DevInfo, DmAcc, MoError};
+use crate::dm::props::Format;
+use crate::dm::tree::{DmTree, NodeProps};
+use crate::dm::uri::{NodeUri, UriLimits};
+use crate::syncml::StatusCode;
+use crate::syncml::auth::{AuthScheme, HMAC_HEADER, Nonce, Password};
+use crate::syncml::message::MIME_XML;
+use crate::syncml::session::SessionError;
+use crate::syncml::session::client::{ClientConfig, ClientEvent, ClientSession};
+use crate::syncml::session::creds::Credentials;
+
+/// Why a simulated session failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SimError {
+    /// The device has no account for this server.
+    #[error("no DM account for server {0}")]
+    NoAccount(String),
+    /// The account is dormant and no valid trigger asked for the session.
+    #[error("the account for {0} is dormant: the device does not call it on its own")]
+    Dormant(String),
+    /// The account cannot be read.
+    #[error("the DM account is unusable: {0}")]
+    Account(#[from] MoError),
+    /// A URL is not on loopback: the simulator never leaves this machine.
+    #[error("refusing to contact {0}: simulated devices only talk to loopback addresses")]
+    NotLoopback(String),
+    /// HTTP failed.
+    #[error("HTTP request to the DM server failed: {0}")]
+    Http(String),
+    /// The server answered with an HTTP error.
+    #[error("the DM server answered HTTP {0}")]
+    HttpStatus(u16),
+    /// The session broke.
+    #[error(transparent)]
+    Session(#[from] SessionError),
+}
+
+/// What a session did, for tests and the fleet's counters.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionReport {
+    /// Messages the device sent.
+    pub messages: usize,
+    /// (command, target, status) for every command executed.
+    pub executed: Vec<(String, String, StatusCode)>,
+    /// True when the server proved itself.
+    pub server_authenticated: bool,
+    /// True when the session ended normally.
+    pub completed: bool,
+    /// Set when the server refused the device's credentials.
+    pub rejected: Option<StatusCode>,
+    /// Exec requests that passed the ACL check: (target, data).
+    pub execs: Vec<(String, Option<String>)>,
+}
+
+/// True when `url`'s host is a loopback address or `localhost`.
+pub fn is_loopback_url(url: &str) -> bool {
+    let Ok(parsed) = reqwest::Url::parse(url) else {
+        return false;
+    };
+    match parsed.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
+        Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
+        None => false,
+    }
+}
+
+/// How a simulated device is set up for one server.
+#[derive(Debug, Clone)]
+pub struct SimAccount {
+    /// The server's ServerID.
+    pub server_id: String,
+    /// The server's device endpoint URL.
+    pub server_url: String,
+    /// The scheme both sides use.
+    pub scheme: AuthScheme,
+    /// The device's user name and secret (CLCRED).
+    pub client: (String, String),
+    /// The server's name and secret (SRVCRED).
+    pub server: (String, String),
+}
+
+/// A simulated device.
+#[derive(Debug, Clone)]
+pub struct SimDevice {
+    /// `./DevInfo/DevId`.
+    pub dev_id: String,
+    /// The device's DM tree.
+    pub tree: DmTree,
+    /// The largest message it accepts.
+    pub max_msg_size: u64,
+    /// When false, the first message of a session carries no credentials (407 first).
+    pub cred_before_challenge: bool,
+}
+
+fn aauth_type(scheme: AuthScheme) -> AuthType {
+    match scheme {
+        AuthScheme::Basic => AuthType::Basic,
+        AuthScheme::Md5 => AuthType::Digest,
+        AuthScheme::Hmac => AuthType::Hmac,
+    }
+}
+
+fn scheme_of(t: AuthType) -> Option<AuthScheme> {
+    match t {
+        AuthType::Basic => Some(AuthScheme::Basic),
+        AuthType::Digest => Some(AuthScheme::Md5),
+        AuthType::Hmac => Some(AuthScheme::Hmac),
+        _ => None,
+    }
+}
+
+impl SimDevice {
+    /// A device with the standard MOs, an account for `account.server_id` that manages
+    /// `./Vendor/Enterprise` and `./Vendor/Operator`, and an empty `./BootConfig`.
+    pub fn new(dev_id: &str, account: &SimAccount) -> Result<SimDevice, SimError> {
+        let mut tree = DmTree::new();
+        DevInfo {
+            dev_id: dev_id.to_owned(),
+            man: "dmdeleg".to_owned(),
+            model: "SimPhone".to_owned(),
+            dmv: "1.2".to_owned(),
+            lang: "en-US".to_owned(),
+        }
+        .install(&mut tree)?;
+        DevDetail {
+            uri_limits: UriLimits::ANDROID,
+            dev_typ: "smartphone".to_owned(),
+            oem: "dmdeleg".to_owned(),
+            fwv: "1.0".to_owned(),
+            swv: "1.0".to_owned(),
+            hwv: "1.0".to_owned(),
+            lrg_obj: true,
+        }
+        .install(&mut tree)?;
+        let mut dev = SimDevice {
+            dev_id: dev_id.to_owned(),
+            tree,
+            max_msg_size: 16_384,
+            cred_before_challenge: true,
+        };
+        dev.add_account("dms", account)?;
+        let sid = &account.server_id;
+        let all = Acl::parse(&format!(
+            "Add={sid}&Delete={sid}&Exec={sid}&Get={sid}&Replace={sid}"
+        ))
+        .map_err(|e| SimError::Http(e.to_string()))?;
+        let setup = |tree: &mut DmTree| -> Result<(), crate::dm::tree::TreeError> {
+            let uri = |s: &str| NodeUri::parse(s).unwrap_or_default();
+            tree.ensure_interior(
+                &uri("./Vendor"),
+                NodeProps::interior().with_acl(all.clone()),
+            )?;
+            tree.ensure_interior(&uri("./Vendor/Enterprise/Apps/Mail"), NodeProps::interior())?;
+            tree.put_leaf(
+                &uri("./Vendor/Enterprise/Apps/Mail/Server"),
+                "imap.enterprise.example",
+                NodeProps::leaf(Format::Chr, "text/plain"),
+            )?;
+            tree.put_leaf(
+                &uri("./Vendor/Enterprise/Policy"),
+                "strict",
+                NodeProps::leaf(Format::Chr, "text/plain"),
+            )?;
+            tree.ensure_interior(
+                &uri("./Vendor/Operator/Connectivity/APN"),
+                NodeProps::interior(),
+            )?;
+            tree.put_leaf(
+                &uri("./Vendor/Operator/Connectivity/APN/Name"),
+                "internet",
+                NodeProps::leaf(Format::Chr, "text/plain"),
+            )?;
+            tree.ensure_interior(
+                &BootConfigEntry::default_root(),
+                NodeProps::interior().with_acl(all.clone()),
+            )?;
+            tree.set_acl(
+                &uri("./DMAcc"),
+                Acl::parse(&format!("Add={sid}&Get={sid}&Replace={sid}")).unwrap_or_default(),
+            )?;
+            Ok(())
+        };
+        setup(&mut dev.tree).map_err(|e| SimError::Http(e.to_string()))?;
+        Ok(dev)
+    }
+
+    /// Installs a DMAcc for a server, as a bootstrap would.
+    pub fn add_account(&mut self, name: &str, account: &SimAccount) -> Result<(), SimError> {
+        let mut acc = DmAcc::new_digest(
+            name,
+            &account.server_id,
+            &account.server_url,
+            (&account.client.0, &account.client.1),
+            (&account.server.0, &account.server.1),
+        );
+        let t = aauth_type(account.scheme);
+        acc.aauth_pref = Some(t);
+        for a in &mut acc.app_auth {
+            a.auth_type = t;
+        }
+        let sid = &account.server_id;
+        let acl = Acl::for_server(sid, &[AclCmd::Get, AclCmd::Replace, AclCmd::Delete])
+            .map_err(|e| SimError::Http(e.to_string()))?;
+        acc.install(&mut self.tree, Some(acl))?;
+        Ok(())
+    }
+
+    fn client_config(&self, acc: &DmAcc) -> Result<ClientConfig, SimError> {
+        let missing = || SimError::NoAccount(acc.server_id.clone());
+        let cl = acc.client_cred().ok_or_else(missing)?;
+        let sv = acc.server_cred().ok_or_else(missing)?;
+        let scheme = scheme_of(cl.auth_type).ok_or_else(missing)?;
+        let server_scheme = scheme_of(sv.auth_type).unwrap_or(scheme);
+        let nonce = |d: &Option<Vec<u8>>| d.clone().map_or_else(Nonce::resync, Nonce::from_bytes);
+        Ok(ClientConfig {
+            dev_id: self.dev_id.clone(),
+            server_id: acc.server_id.clone(),
+            server_uri: acc.server_uri().ok_or_else(missing)?.to_owned(),
+            client: Credentials {
+                scheme,
+                name: cl.auth_name.clone().unwrap_or_default(),
+                secret: Password::new(cl.secret.as_ref().map(|s| s.expose()).unwrap_or("")),
+            },
+            client_nonce: nonce(&cl.data),
+            server: Credentials {
+                scheme: server_scheme,
+                name: sv.auth_name.clone().unwrap_or_default(),
+                secret: Password::new(sv.secret.as_ref().map(|s| s.expose()).unwrap_or("")),
+            },
+            server_nonce: nonce(&sv.data),
+            max_msg_size: self.max_msg_size,
+            max_obj_size: 1 << 20,
+            cred_before_challenge: self.cred_before_challenge,
+        })
+    }
+
+    /// Runs one DM session with the server `server_id`. `trigger` is the session id of a
+    /// verified Package #0 (a server-initiated session); without it the session is the
+    /// device's own, which a dormant account never gets.
+    pub async fn session(
+        &mut self,
+        http: &reqwest::Client,
+        server_id: &str,
+        trigger: Option<u16>,
+        session_id: u16,
+    ) -> Result<SessionReport, SimError> {
+        let acc = DmAcc::find_by_server_id(&self.tree, server_id)
+            .ok_or_else(|| SimError::NoAccount(server_id.to_owned()))?;
+        if acc.dormant && trigger.is_none() {
+            return Err(SimError::Dormant(server_id.to_owned()));
+        }
+        let cfg = self.client_config(&acc)?;
+        let devinfo = DevInfo::read(&self.tree)?;
+        let mut session = ClientSession::new(
+            cfg,
+            devinfo,
+            trigger.unwrap_or(session_id),
+            trigger.is_some(),
+        );
+        let mut report = SessionReport::default();
+        let mut result = Ok(());
+        while let Some(tx) = session.poll_transmit() {
+            if !is_loopback_url(&tx.uri) {
+                result = Err(SimError::NotLoopback(tx.uri.clone()));
+                break;
+            }
+            report.messages += 1;
+            let mut req = http
+                .post(&tx.uri)
+                .header(reqwest::header::CONTENT_TYPE, MIME_XML)
+                .body(tx.body);
+            if let Some(h) = &tx.hmac {
+                req = req.header(HMAC_HEADER, h);
+            }
+            let resp = match req.send().await {
+                Ok(r) => r,
+                Err(e) => {
+                    result = Err(SimError::Http(e.to_string()));
+                    break;
+                }
+            };
+            if !resp.status().is_success() {
+                result = Err(SimError::HttpStatus(resp.status().as_u16()));
+                break;
+            }
+            let hmac = resp
+                .headers()
+                .get(HMAC_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            let body = match resp.bytes().await {
+                Ok(b) => b,
+                Err(e) => {
+                    result = Err(SimError::Http(e.to_string()));
+                    break;
+                }
+            };
+            let mut fresh = [0u8; 16];
+            // A failed OS generator only weakens this one nonce.
+            let _ = getrandom::fill(&mut fresh);
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs() as i64)
+                .ok();
+            if let Err(e) =
+                session.handle_response(&mut self.tree, &body, hmac.as_deref(), fresh, now)
+            {
+                result = Err(e.into());
+                break;
+            }
+            self.absorb(&acc, &mut session, &mut report);
+        }
+        self.absorb(&acc, &mut session, &mut report);
+        result.map(|()| report)
+    }
+
+    /// Applies the session's events: nonces to the account, outcomes to the report.
+    fn absorb(&mut self, acc: &DmAcc, session: &mut ClientSession, report: &mut SessionReport) {
+        while let Some(e) = session.poll_event() {
+            match e {
+                ClientEvent::ClientNonce(n) => {
+                    // The account may have been deleted by this very session.
+                    let _ = DmAcc::store_nonce(
+                        &mut self.tree,
+                        &acc.name,
+                        AuthLevel::ClCred,
+                        n.as_bytes(),
+                    );
+                }
+                ClientEvent::ServerNonce(n) => {
+                    let _ = DmAcc::store_nonce(
+                        &mut self.tree,
+                        &acc.name,
+                        AuthLevel::SrvCred,
+                        n.as_bytes(),
+                    );
+                }
+                ClientEvent::ServerAuthenticated => report.server_authenticated = true,
+                ClientEvent::ClientRejected(c) => report.rejected = Some(c),
+                ClientEvent::Executed {
+                    cmd,
+                    target,
+                    status,
+                } => report.executed.push((cmd.to_owned(), target, status)),
+                ClientEvent::Exec { target, data } => report.execs.push((target, data)),
+                ClientEvent::Ended { aborted } => report.completed = !aborted,
+                ClientEvent::ServerRejected(_) | ClientEvent::Redirected(_) => {}
+            }
+        }
+    }
+}

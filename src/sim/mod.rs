@@ -1,0 +1,3 @@
+//! Simulated DM clients: devices with real DM trees that speak SyncML DM over HTTP.
+
+pub mod device;

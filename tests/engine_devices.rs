@@ -1,0 +1,260 @@
+//! The engine's device endpoint and simulated devices over real HTTP on 127.0.0.1.
+
+use std::sync::{Arc, Mutex};
+
+use dmdeleg::dm::acl::{Acl, AclCmd};
+use dmdeleg::dm::mo::DmAcc;
+use dmdeleg::dm::tnds::TndsDocument;
+use dmdeleg::dm::uri::{NodeUri, Target};
+use dmdeleg::engine::device_endpoint::{self, DeviceEndpoint, DeviceEndpointConfig};
+use dmdeleg::engine::devices::{DeviceRecord, Devices};
+use dmdeleg::sim::device::{SimAccount, SimDevice, SimError, is_loopback_url};
+use dmdeleg::syncml::StatusCode;
+use dmdeleg::syncml::auth::{AuthScheme, Password};
+use dmdeleg::syncml::session::DeviceCommand;
+use dmdeleg::syncml::session::creds::Credentials;
+
+const SRV: &str = "dms1.example";
+
+fn uri(s: &str) -> NodeUri {
+    NodeUri::parse(s).unwrap()
+}
+
+async fn engine() -> (Arc<Mutex<Devices>>, DeviceEndpoint) {
+    engine_with(DeviceEndpointConfig::default()).await
+}
+
+async fn engine_with(cfg: DeviceEndpointConfig) -> (Arc<Mutex<Devices>>, DeviceEndpoint) {
+    let devices = Arc::new(Mutex::new(Devices::default()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ep = device_endpoint::spawn(listener, cfg, devices.clone()).unwrap();
+    (devices, ep)
+}
+
+/// The tree without the nonces (AAuthData), which every session may rotate.
+fn without_nonces(tree: &dmdeleg::dm::tree::DmTree) -> dmdeleg::dm::tree::DmTree {
+    let mut t = tree.clone();
+    for acc in DmAcc::all(tree).into_iter().flatten() {
+        for a in &acc.app_auth {
+            let _ = t.remove(&uri(&format!(
+                "./DMAcc/{}/AppAuth/{}/AAuthData",
+                acc.name, a.name
+            )));
+        }
+    }
+    t
+}
+
+fn enrol(devices: &Arc<Mutex<Devices>>, dev_id: &str, scheme: AuthScheme) {
+    let c = |name: &str, secret: &str| Credentials {
+        scheme,
+        name: name.into(),
+        secret: Password::new(secret),
+    };
+    devices.lock().unwrap().enrol(DeviceRecord::new(
+        dev_id,
+        c(&format!("{dev_id}-user"), "client-secret"),
+        c(SRV, "server-secret"),
+        None,
+    ));
+}
+
+fn sim(dev_id: &str, url: &str, scheme: AuthScheme, client_secret: &str) -> SimDevice {
+    SimDevice::new(
+        dev_id,
+        &SimAccount {
+            server_id: SRV.into(),
+            server_url: url.into(),
+            scheme,
+            client: (format!("{dev_id}-user"), client_secret.into()),
+            server: (SRV.into(), "server-secret".into()),
+        },
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_device_enrols_and_the_server_runs_every_kind_of_command() {
+    let (devices, ep) = engine().await;
+    enrol(&devices, "IMEI:1", AuthScheme::Md5);
+    let mut dev = sim("IMEI:1", &ep.url, AuthScheme::Md5, "client-secret");
+    let http = reqwest::Client::new();
+
+    // The first session fetches the device's inventory.
+    let report = dev.session(&http, SRV, None, 1).await.unwrap();
+    assert!(
+        report.completed && report.server_authenticated,
+        "{report:?}"
+    );
+    {
+        let d = devices.lock().unwrap();
+        let rec = d.get("IMEI:1").unwrap();
+        assert!(!rec.needs_inventory);
+        let tree = rec.tree.as_ref().expect("the tree was fetched");
+        assert!(tree.exists(&uri("./Vendor/Enterprise/Policy")));
+        assert!(
+            rec.devinfo
+                .iter()
+                .any(|(u, v)| u == "./DevInfo/DevId" && v == "IMEI:1")
+        );
+        assert!(rec.last_seen.is_some());
+    }
+
+    let doc = TndsDocument::from_xml(include_bytes!("data/tnds-dmacc-delegated.xml")).unwrap();
+    let mut rx = Vec::new();
+    {
+        let mut d = devices.lock().unwrap();
+        let mut q = |cmd| rx.push(d.enqueue("IMEI:1", cmd).unwrap());
+        q(DeviceCommand::Get {
+            target: Target::parse("./Vendor?list=Struct").unwrap(),
+        });
+        q(DeviceCommand::Get {
+            target: Target::parse("./Vendor/Enterprise?list=TNDS").unwrap(),
+        });
+        q(DeviceCommand::AddTnds {
+            target: uri("./DMAcc"),
+            doc,
+        });
+        q(DeviceCommand::replace_acl(
+            &uri("./Vendor/Enterprise"),
+            &Acl::parse(&format!("Get={SRV}+dms2&Replace={SRV}+dms2")).unwrap(),
+        ));
+        q(DeviceCommand::Delete {
+            target: uri("./Vendor/Operator/Connectivity"),
+        });
+        q(DeviceCommand::Exec {
+            target: uri("./Vendor"),
+            data: Some("reboot".into()),
+            correlator: None,
+        });
+    }
+    let report = dev.session(&http, SRV, None, 2).await.unwrap();
+    assert!(report.completed, "{report:?}");
+    let mut outcomes = Vec::new();
+    for r in rx {
+        outcomes.push(r.await.unwrap().unwrap());
+    }
+    for (i, o) in outcomes.iter().enumerate() {
+        assert_eq!(o.status, StatusCode::OK, "command {i}: {o:?}");
+    }
+    assert!(
+        outcomes[0]
+            .results
+            .iter()
+            .any(|r| r.source == "./Vendor/Enterprise/Policy")
+    );
+    let listed = TndsDocument::from_xml(&outcomes[1].results[0].data).unwrap();
+    assert_eq!(listed.nodes[0].name, "Enterprise");
+    // The device's tree really changed.
+    assert_eq!(
+        DmAcc::read(&dev.tree, "DelegatedSrv").unwrap().server_id,
+        "srv.delegated.example"
+    );
+    assert!(
+        dev.tree
+            .has_right(&uri("./Vendor/Enterprise"), "dms2", AclCmd::Replace)
+    );
+    assert!(!dev.tree.exists(&uri("./Vendor/Operator/Connectivity")));
+    assert_eq!(
+        report.execs,
+        vec![("./Vendor".to_owned(), Some("reboot".to_owned()))]
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_password_is_refused_and_counted_and_nothing_runs() {
+    let (devices, ep) = engine().await;
+    enrol(&devices, "IMEI:2", AuthScheme::Md5);
+    let mut dev = sim("IMEI:2", &ep.url, AuthScheme::Md5, "wrong-secret");
+    let before = dev.tree.clone();
+    let rx = devices
+        .lock()
+        .unwrap()
+        .enqueue(
+            "IMEI:2",
+            DeviceCommand::Delete {
+                target: uri("./Vendor"),
+            },
+        )
+        .unwrap();
+    let http = reqwest::Client::new();
+    let report = dev.session(&http, SRV, None, 1).await.unwrap();
+    assert_eq!(
+        report.rejected,
+        Some(StatusCode::UNAUTHORIZED),
+        "{report:?}"
+    );
+    assert!(report.executed.is_empty(), "{report:?}");
+    let (now, then) = (without_nonces(&dev.tree), without_nonces(&before));
+    assert!(now.same_as(&then), "{:?}", now.diff(&then));
+    assert_eq!(devices.lock().unwrap().stats.auth_failures, 1);
+    // The command waits for a session that authenticates.
+    assert_eq!(devices.lock().unwrap().queued("IMEI:2"), 1);
+    drop(rx);
+}
+
+#[tokio::test]
+async fn hmac_and_a_tiny_max_msg_size_over_http() {
+    let (devices, ep) = engine_with(DeviceEndpointConfig {
+        max_msg_size: 1_500,
+        ..DeviceEndpointConfig::default()
+    })
+    .await;
+    enrol(&devices, "IMEI:3", AuthScheme::Hmac);
+    let mut dev = sim("IMEI:3", &ep.url, AuthScheme::Hmac, "client-secret");
+    dev.max_msg_size = 1_500;
+    let http = reqwest::Client::new();
+    let report = dev.session(&http, SRV, None, 1).await.unwrap();
+    assert!(
+        report.completed && report.server_authenticated,
+        "{report:?}"
+    );
+    // The inventory (the whole tree as TNDS) needed several messages.
+    assert!(report.messages > 3, "{report:?}");
+    assert!(
+        devices
+            .lock()
+            .unwrap()
+            .get("IMEI:3")
+            .unwrap()
+            .tree
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn unknown_devices_and_bad_media_types_are_refused() {
+    let (devices, ep) = engine().await;
+    let mut dev = sim("IMEI:404", &ep.url, AuthScheme::Md5, "client-secret");
+    let http = reqwest::Client::new();
+    let err = dev.session(&http, SRV, None, 1).await.unwrap_err();
+    assert!(matches!(err, SimError::HttpStatus(403)), "{err}");
+    assert_eq!(devices.lock().unwrap().stats.unknown_devices, 1);
+    let resp = http
+        .post(&ep.url)
+        .header("content-type", "text/plain")
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 415);
+    // The legacy media type is accepted (and a malformed body is a 400, not a crash).
+    let resp = http
+        .post(&ep.url)
+        .header("content-type", "application/vnd.syncml+xml; charset=utf-8")
+        .body("<SyncML>")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+}
+
+#[test]
+fn simulated_devices_only_follow_loopback_urls() {
+    assert!(is_loopback_url("http://127.0.0.1:8080/dm"));
+    assert!(is_loopback_url("http://localhost/dm"));
+    assert!(is_loopback_url("http://[::1]:80/dm"));
+    assert!(!is_loopback_url("http://10.0.0.1/dm"));
+    assert!(!is_loopback_url("https://dm.example.com/dm"));
+    assert!(!is_loopback_url("not a url"));
+}

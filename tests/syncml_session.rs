@@ -1,0 +1,521 @@
+//! Server and client DM sessions driven against each other in memory (sans-IO): the client is
+//! a device with a real DM tree that enforces its ACLs; messages go through the XML codec.
+
+use dmdeleg::dm::acl::{Acl, AclCmd};
+use dmdeleg::dm::mo::{DevDetail, DevInfo, DmAcc};
+use dmdeleg::dm::props::Format;
+use dmdeleg::dm::tnds::TndsDocument;
+use dmdeleg::dm::tree::{DmTree, NodeProps};
+use dmdeleg::dm::uri::{NodeUri, Target, UriLimits};
+use dmdeleg::syncml::StatusCode;
+use dmdeleg::syncml::auth::{AuthScheme, Nonce, Password};
+use dmdeleg::syncml::session::DeviceCommand;
+use dmdeleg::syncml::session::client::{ClientConfig, ClientEvent, ClientSession};
+use dmdeleg::syncml::session::creds::Credentials;
+use dmdeleg::syncml::session::server::{DeviceAuth, ServerConfig, ServerEvent, ServerSession};
+
+const DEV: &str = "IMEI:493005100592800";
+const SRV: &str = "dms1.example";
+
+fn uri(s: &str) -> NodeUri {
+    NodeUri::parse(s).unwrap()
+}
+
+fn creds(scheme: AuthScheme, name: &str, secret: &str) -> Credentials {
+    Credentials {
+        scheme,
+        name: name.to_owned(),
+        secret: Password::new(secret),
+    }
+}
+
+fn devinfo() -> DevInfo {
+    DevInfo {
+        dev_id: DEV.into(),
+        man: "Device Factory, Inc.".into(),
+        model: "SmartPhone2000".into(),
+        dmv: "1.2".into(),
+        lang: "en-US".into(),
+    }
+}
+
+/// A device tree: DevInfo, DevDetail, dms1's account, and ./Vendor with an enterprise part
+/// dms1 manages and an operator part it may only read.
+fn device_tree() -> DmTree {
+    let mut t = DmTree::new();
+    devinfo().install(&mut t).unwrap();
+    DevDetail {
+        uri_limits: UriLimits::ANDROID,
+        dev_typ: "smartphone".into(),
+        oem: "Factory".into(),
+        fwv: "1".into(),
+        swv: "1".into(),
+        hwv: "1".into(),
+        lrg_obj: true,
+    }
+    .install(&mut t)
+    .unwrap();
+    let acc = DmAcc::new_digest(
+        "dms1",
+        SRV,
+        "http://127.0.0.1:1/dm",
+        ("device-user", "device-secret"),
+        (SRV, "server-secret"),
+    );
+    acc.install(
+        &mut t,
+        Some(Acl::for_server(SRV, &[AclCmd::Get, AclCmd::Replace, AclCmd::Delete]).unwrap()),
+    )
+    .unwrap();
+    t.set_acl(
+        &uri("./DMAcc"),
+        Acl::parse(&format!("Get={SRV}&Add={SRV}&Replace={SRV}")).unwrap(),
+    )
+    .unwrap();
+    t.ensure_interior(
+        &uri("./Vendor/Enterprise"),
+        NodeProps::interior().with_acl(
+            Acl::parse(&format!(
+                "Get={SRV}&Add={SRV}&Replace={SRV}&Delete={SRV}&Exec={SRV}"
+            ))
+            .unwrap(),
+        ),
+    )
+    .unwrap();
+    t.put_leaf(
+        &uri("./Vendor/Enterprise/Mail"),
+        "imap.example",
+        NodeProps::leaf(Format::Chr, "text/plain"),
+    )
+    .unwrap();
+    t.ensure_interior(
+        &uri("./Vendor/Operator"),
+        NodeProps::interior().with_acl(Acl::parse(&format!("Get={SRV}")).unwrap()),
+    )
+    .unwrap();
+    t.put_leaf(
+        &uri("./Vendor/Operator/APN"),
+        "internet",
+        NodeProps::leaf(Format::Chr, "text/plain"),
+    )
+    .unwrap();
+    t
+}
+
+struct Pair {
+    tree: DmTree,
+    server: ServerSession<u32>,
+    client: ClientSession,
+    server_events: Vec<ServerEvent<u32>>,
+    client_events: Vec<ClientEvent>,
+    messages: usize,
+    counter: u8,
+}
+
+struct Setup {
+    scheme: AuthScheme,
+    client_secret_on_device: &'static str,
+    cred_before_challenge: bool,
+    device_max_msg: u64,
+    server_max_msg: u64,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            scheme: AuthScheme::Md5,
+            client_secret_on_device: "device-secret",
+            cred_before_challenge: true,
+            device_max_msg: 16_384,
+            server_max_msg: 65_536,
+        }
+    }
+}
+
+impl Pair {
+    fn new(setup: Setup) -> Pair {
+        let initial = Nonce::resync();
+        let server = ServerSession::new(
+            ServerConfig {
+                server_uri: "http://127.0.0.1:1/dm".into(),
+                resp_uri: Some("http://127.0.0.1:1/dm/s/abc".into()),
+                max_msg_size: setup.server_max_msg,
+                max_obj_size: 1 << 20,
+            },
+            DeviceAuth {
+                dev_id: DEV.into(),
+                client: creds(setup.scheme, "device-user", "device-secret"),
+                client_nonce: initial.clone(),
+                server: creds(setup.scheme, SRV, "server-secret"),
+                server_nonce: initial.clone(),
+            },
+        );
+        let client = ClientSession::new(
+            ClientConfig {
+                dev_id: DEV.into(),
+                server_id: SRV.into(),
+                server_uri: "http://127.0.0.1:1/dm".into(),
+                client: creds(setup.scheme, "device-user", setup.client_secret_on_device),
+                client_nonce: initial.clone(),
+                server: creds(setup.scheme, SRV, "server-secret"),
+                server_nonce: initial,
+                max_msg_size: setup.device_max_msg,
+                max_obj_size: 1 << 20,
+                cred_before_challenge: setup.cred_before_challenge,
+            },
+            devinfo(),
+            0x1A2B,
+            true,
+        );
+        Pair {
+            tree: device_tree(),
+            server,
+            client,
+            server_events: Vec::new(),
+            client_events: Vec::new(),
+            messages: 0,
+            counter: 0,
+        }
+    }
+
+    fn fresh(&mut self) -> [u8; 16] {
+        self.counter = self.counter.wrapping_add(1);
+        [self.counter; 16]
+    }
+
+    /// Runs the session until neither side has anything to send.
+    fn drive(&mut self) {
+        for _ in 0..200 {
+            let Some(tx) = self.client.poll_transmit() else {
+                break;
+            };
+            self.messages += 1;
+            let fresh = self.fresh();
+            let reply = match self
+                .server
+                .handle_request(&tx.body, tx.hmac.as_deref(), fresh)
+            {
+                Ok(r) => r,
+                Err(e) => panic!("server refused a message: {e}"),
+            };
+            let fresh = self.fresh();
+            self.client
+                .handle_response(
+                    &mut self.tree,
+                    &reply.body,
+                    reply.hmac.as_deref(),
+                    fresh,
+                    Some(1_700_000_000),
+                )
+                .unwrap();
+            while let Some(e) = self.server.poll_event() {
+                self.server_events.push(e);
+            }
+            while let Some(e) = self.client.poll_event() {
+                self.client_events.push(e);
+            }
+        }
+        while let Some(e) = self.server.poll_event() {
+            self.server_events.push(e);
+        }
+        while let Some(e) = self.client.poll_event() {
+            self.client_events.push(e);
+        }
+    }
+
+    fn outcome(&self, tag: u32) -> (StatusCode, Vec<dmdeleg::dm::ops::ResultItem>) {
+        for e in &self.server_events {
+            if let ServerEvent::CommandDone { tag: t, outcome } = e
+                && *t == tag
+            {
+                return (outcome.status, outcome.results.clone());
+            }
+        }
+        panic!("no outcome for command {tag}: {:?}", self.server_events);
+    }
+}
+
+fn dmacc_tnds() -> TndsDocument {
+    TndsDocument::from_xml(include_bytes!("data/tnds-dmacc-delegated.xml")).unwrap()
+}
+
+#[test]
+fn a_full_session_runs_every_command_and_reports_every_status() {
+    let mut p = Pair::new(Setup::default());
+    p.server.enqueue(
+        1,
+        DeviceCommand::Get {
+            target: Target::parse("./Vendor?list=Struct").unwrap(),
+        },
+    );
+    p.server.enqueue(
+        2,
+        DeviceCommand::Get {
+            target: Target::parse("./Vendor/Enterprise?list=TNDS+ACL+Value").unwrap(),
+        },
+    );
+    p.server.enqueue(
+        3,
+        DeviceCommand::AddTnds {
+            target: uri("./DMAcc"),
+            doc: dmacc_tnds(),
+        },
+    );
+    p.server.enqueue(
+        4,
+        DeviceCommand::replace_acl(
+            &uri("./Vendor/Enterprise"),
+            &Acl::parse(&format!(
+                "Get={SRV}+dms2&Replace={SRV}+dms2&Add={SRV}&Delete={SRV}&Exec={SRV}"
+            ))
+            .unwrap(),
+        ),
+    );
+    p.server.enqueue(
+        5,
+        DeviceCommand::Delete {
+            target: uri("./Vendor/Enterprise/Mail"),
+        },
+    );
+    p.server.enqueue(
+        6,
+        DeviceCommand::Exec {
+            target: uri("./Vendor/Enterprise"),
+            data: Some("wipe".into()),
+            correlator: None,
+        },
+    );
+    p.drive();
+    assert!(p.server.is_done() && p.client.is_done());
+    assert!(p.server_events.contains(&ServerEvent::Authenticated));
+    assert!(p.client_events.contains(&ClientEvent::ServerAuthenticated));
+    let (st, results) = p.outcome(1);
+    assert_eq!(st, StatusCode::OK);
+    let sources: Vec<&str> = results.iter().map(|r| r.source.as_str()).collect();
+    assert!(sources.contains(&"./Vendor/Enterprise/Mail"), "{sources:?}");
+    assert!(sources.contains(&"./Vendor/Operator/APN"), "{sources:?}");
+    let (st, results) = p.outcome(2);
+    assert_eq!(st, StatusCode::OK);
+    let doc = TndsDocument::from_xml(&results[0].data).unwrap();
+    assert_eq!(doc.nodes[0].name, "Enterprise");
+    assert_eq!(p.outcome(3).0, StatusCode::OK);
+    assert_eq!(p.outcome(4).0, StatusCode::OK);
+    assert_eq!(p.outcome(5).0, StatusCode::OK);
+    assert_eq!(p.outcome(6).0, StatusCode::OK);
+    // The device really changed.
+    assert_eq!(
+        DmAcc::read(&p.tree, "DelegatedSrv").unwrap().server_id,
+        "srv.delegated.example"
+    );
+    assert!(
+        p.tree
+            .has_right(&uri("./Vendor/Enterprise"), "dms2", AclCmd::Replace)
+    );
+    assert!(!p.tree.exists(&uri("./Vendor/Enterprise/Mail")));
+    assert!(
+        p.client_events
+            .iter()
+            .any(|e| matches!(e, ClientEvent::Exec { data: Some(d), .. } if d == "wipe"))
+    );
+    // DevInfo arrived in Package 1.
+    assert!(p.server_events.iter().any(
+        |e| matches!(e, ServerEvent::DevInfo(l) if l.iter().any(|(u, v)| u == "./DevInfo/DevId" && v == DEV))
+    ));
+}
+
+#[test]
+fn outside_its_acl_the_server_gets_425_and_the_tree_is_unchanged() {
+    let mut p = Pair::new(Setup::default());
+    let before = p.tree.clone();
+    p.server.enqueue(
+        1,
+        DeviceCommand::replace_text(&uri("./Vendor/Operator/APN"), "evil"),
+    );
+    p.server.enqueue(
+        2,
+        DeviceCommand::Delete {
+            target: uri("./Vendor/Operator"),
+        },
+    );
+    p.server.enqueue(
+        3,
+        DeviceCommand::add_text(&uri("./Vendor/Operator/New"), "x"),
+    );
+    p.drive();
+    for tag in 1..=3 {
+        assert_eq!(
+            p.outcome(tag).0,
+            StatusCode::PERMISSION_DENIED,
+            "command {tag}"
+        );
+    }
+    assert!(p.tree.same_as(&before), "{:?}", p.tree.diff(&before));
+}
+
+#[test]
+fn a_wrong_password_gets_401_and_nothing_runs() {
+    let mut p = Pair::new(Setup {
+        client_secret_on_device: "not-the-secret",
+        ..Setup::default()
+    });
+    let before = p.tree.clone();
+    p.server.enqueue(
+        1,
+        DeviceCommand::Delete {
+            target: uri("./Vendor/Enterprise"),
+        },
+    );
+    p.drive();
+    assert!(
+        p.server_events
+            .iter()
+            .any(|e| matches!(e, ServerEvent::AuthFailed(c) if *c == StatusCode::UNAUTHORIZED)),
+        "{:?}",
+        p.server_events
+    );
+    assert!(p.server.is_done());
+    assert!(!p.server_events.contains(&ServerEvent::Authenticated));
+    assert!(p.tree.same_as(&before));
+    assert!(
+        p.client_events
+            .iter()
+            .any(|e| matches!(e, ClientEvent::ClientRejected(_)))
+    );
+}
+
+#[test]
+fn missing_credentials_get_a_407_challenge_then_success() {
+    let mut p = Pair::new(Setup {
+        cred_before_challenge: false,
+        ..Setup::default()
+    });
+    p.server.enqueue(
+        1,
+        DeviceCommand::replace_text(&uri("./Vendor/Enterprise/Mail"), "new"),
+    );
+    p.drive();
+    assert_eq!(p.outcome(1).0, StatusCode::OK);
+    assert!(p.server_events.contains(&ServerEvent::Authenticated));
+    assert_eq!(
+        p.tree.value_str(&uri("./Vendor/Enterprise/Mail")),
+        Some("new")
+    );
+}
+
+#[test]
+fn an_hmac_session_authenticates_every_message() {
+    let mut p = Pair::new(Setup {
+        scheme: AuthScheme::Hmac,
+        ..Setup::default()
+    });
+    p.server.enqueue(
+        1,
+        DeviceCommand::replace_text(&uri("./Vendor/Enterprise/Mail"), "hmac"),
+    );
+    p.server.enqueue(
+        2,
+        DeviceCommand::Get {
+            target: Target::parse("./Vendor/Enterprise/Mail").unwrap(),
+        },
+    );
+    p.drive();
+    assert_eq!(p.outcome(1).0, StatusCode::OK);
+    let (st, results) = p.outcome(2);
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(results[0].data, b"hmac");
+}
+
+#[test]
+fn a_tiny_max_msg_size_completes_over_several_messages_with_large_objects() {
+    let mut p = Pair::new(Setup {
+        device_max_msg: 1_400,
+        server_max_msg: 1_400,
+        ..Setup::default()
+    });
+    p.server.enqueue(
+        1,
+        DeviceCommand::AddTnds {
+            target: uri("./DMAcc"),
+            doc: dmacc_tnds(),
+        },
+    );
+    for i in 0..6 {
+        p.server.enqueue(
+            10 + i,
+            DeviceCommand::add_text(&uri(&format!("./Vendor/Enterprise/K{i}")), "value"),
+        );
+    }
+    p.server.enqueue(
+        20,
+        DeviceCommand::Get {
+            target: Target::parse("./Vendor?list=TNDS").unwrap(),
+        },
+    );
+    p.drive();
+    assert!(p.messages > 4, "only {} messages", p.messages);
+    assert_eq!(p.outcome(1).0, StatusCode::OK);
+    for i in 0..6 {
+        assert_eq!(p.outcome(10 + i).0, StatusCode::OK);
+    }
+    let (st, results) = p.outcome(20);
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(results[0].ty, "application/vnd.syncml.dmtnds+xml");
+    let doc = TndsDocument::from_xml(&results[0].data).unwrap();
+    assert_eq!(doc.nodes[0].name, "Vendor");
+    assert!(DmAcc::read(&p.tree, "DelegatedSrv").is_ok());
+}
+
+#[test]
+fn atomic_is_all_or_nothing_and_sequence_stops_at_the_first_failure() {
+    let mut p = Pair::new(Setup::default());
+    let before = p.tree.clone();
+    p.server.enqueue(
+        1,
+        DeviceCommand::Atomic(vec![
+            DeviceCommand::add_text(&uri("./Vendor/Enterprise/A"), "1"),
+            DeviceCommand::replace_text(&uri("./Vendor/Operator/APN"), "denied"),
+        ]),
+    );
+    p.server.enqueue(
+        2,
+        DeviceCommand::Sequence(vec![
+            DeviceCommand::add_text(&uri("./Vendor/Enterprise/B"), "1"),
+            DeviceCommand::Delete {
+                target: uri("./Vendor/Nope"),
+            },
+            DeviceCommand::add_text(&uri("./Vendor/Enterprise/C"), "1"),
+        ]),
+    );
+    p.drive();
+    let done: Vec<_> = p
+        .server_events
+        .iter()
+        .filter_map(|e| match e {
+            ServerEvent::CommandDone { tag, outcome } => Some((*tag, outcome.clone())),
+            _ => None,
+        })
+        .collect();
+    let atomic = &done.iter().find(|(t, _)| *t == 1).unwrap().1;
+    assert_eq!(atomic.status, StatusCode::ATOMIC_FAILED);
+    assert_eq!(
+        atomic.children,
+        vec![
+            StatusCode::ATOMIC_ROLLBACK_OK,
+            StatusCode::PERMISSION_DENIED
+        ]
+    );
+    let seq = &done.iter().find(|(t, _)| *t == 2).unwrap().1;
+    assert_eq!(seq.status, StatusCode::OK);
+    assert_eq!(
+        seq.children,
+        vec![
+            StatusCode::OK,
+            StatusCode::NOT_FOUND,
+            StatusCode::NOT_EXECUTED
+        ]
+    );
+    assert!(!p.tree.exists(&uri("./Vendor/Enterprise/A")));
+    assert!(p.tree.exists(&uri("./Vendor/Enterprise/B")));
+    assert!(!p.tree.exists(&uri("./Vendor/Enterprise/C")));
+    assert!(!before.exists(&uri("./Vendor/Enterprise/B")));
+}
