@@ -258,3 +258,65 @@ fn simulated_devices_only_follow_loopback_urls() {
     assert!(!is_loopback_url("https://dm.example.com/dm"));
     assert!(!is_loopback_url("not a url"));
 }
+
+#[tokio::test]
+async fn a_valid_package0_starts_a_session_and_a_bad_digest_is_ignored() {
+    let (devices, ep) = engine().await;
+    enrol(&devices, "IMEI:5", AuthScheme::Md5);
+    let mut dev = sim("IMEI:5", &ep.url, AuthScheme::Md5, "client-secret");
+    let http = reqwest::Client::new();
+    // A first session exchanges nonces, so the trigger below uses a fresh one.
+    dev.session(&http, SRV, None, 1).await.unwrap();
+    let trigger = devices
+        .lock()
+        .unwrap()
+        .trigger("IMEI:5", SRV, 0x2A)
+        .unwrap();
+    let (server, session_id) = dev.verify_trigger(&trigger).unwrap();
+    assert_eq!((server.as_str(), session_id), (SRV, 0x2A));
+    let mut tampered = trigger.clone();
+    tampered[0] ^= 0xFF;
+    assert!(matches!(
+        dev.verify_trigger(&tampered),
+        Err(SimError::BadTrigger(_))
+    ));
+    let mut other = trigger.clone();
+    let last = other.len() - 1;
+    other[last] ^= 0x01;
+    assert!(dev.verify_trigger(&other).is_err());
+    assert!(dev.verify_trigger(&trigger[..10]).is_err());
+    // The verified trigger opens the session with its session id (Alert 1200).
+    let rx = devices
+        .lock()
+        .unwrap()
+        .enqueue(
+            "IMEI:5",
+            DeviceCommand::replace_text(&uri("./Vendor/Enterprise/Policy"), "relaxed"),
+        )
+        .unwrap();
+    let report = dev.session(&http, SRV, Some(session_id), 0).await.unwrap();
+    assert!(report.completed, "{report:?}");
+    assert_eq!(rx.await.unwrap().unwrap().status, StatusCode::OK);
+    assert_eq!(
+        dev.tree.value_str(&uri("./Vendor/Enterprise/Policy")),
+        Some("relaxed")
+    );
+}
+
+#[tokio::test]
+async fn a_dormant_account_is_never_called_on_the_devices_own_initiative() {
+    let (devices, ep) = engine().await;
+    enrol(&devices, "IMEI:6", AuthScheme::Md5);
+    let mut dev = sim("IMEI:6", &ep.url, AuthScheme::Md5, "client-secret");
+    let mut acc = DmAcc::find_by_server_id(&dev.tree, SRV).unwrap();
+    acc.dormant = true;
+    acc.install(&mut dev.tree, None).unwrap();
+    let http = reqwest::Client::new();
+    let err = dev.session(&http, SRV, None, 1).await.unwrap_err();
+    assert!(matches!(err, SimError::Dormant(_)), "{err}");
+    assert_eq!(devices.lock().unwrap().stats.sessions_completed, 0);
+    let trigger = devices.lock().unwrap().trigger("IMEI:6", SRV, 7).unwrap();
+    let (_, sid) = dev.verify_trigger(&trigger).unwrap();
+    let report = dev.session(&http, SRV, Some(sid), 0).await.unwrap();
+    assert!(report.completed);
+}

@@ -36,6 +36,18 @@ pub enum CommandError {
     Shutdown,
 }
 
+/// Why a Package #0 could not be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TriggerError {
+    /// The device is not enrolled.
+    #[error("device {0} is not enrolled")]
+    UnknownDevice(String),
+    /// The trigger could not be encoded (a ServerID longer than 255 bytes).
+    #[error("cannot build the trigger: {0}")]
+    Encode(crate::syncml::pkg0::Pkg0Error),
+}
+
 /// An enrolled device.
 #[derive(Debug, Clone)]
 pub struct DeviceRecord {
@@ -199,6 +211,28 @@ impl Devices {
                 .or_default()
                 .push_back((tag, cmd));
         }
+    }
+
+    /// Builds the Package #0 that asks the device to open a session with this server
+    /// (`server_id`), with the digest the device checks: the SRVCRED secret and the nonce the
+    /// device issued for the server.
+    pub fn trigger(
+        &self,
+        dev_id: &str,
+        server_id: &str,
+        session_id: u16,
+    ) -> Result<Vec<u8>, TriggerError> {
+        let record = self
+            .records
+            .get(dev_id)
+            .ok_or_else(|| TriggerError::UnknownDevice(dev_id.to_owned()))?;
+        crate::syncml::pkg0::Trigger::new(session_id, server_id)
+            .encode(
+                server_id,
+                &record.server.secret,
+                record.server_nonce.as_bytes(),
+            )
+            .map_err(TriggerError::Encode)
     }
 
     /// Number of commands waiting for the device's next session.

@@ -28,6 +28,9 @@ pub enum SimError {
     /// The account is dormant and no valid trigger asked for the session.
     #[error("the account for {0} is dormant: the device does not call it on its own")]
     Dormant(String),
+    /// A Package #0 was refused (bad digest, unknown server, malformed).
+    #[error("the notification was ignored: {0}")]
+    BadTrigger(String),
     /// The account cannot be read.
     #[error("the DM account is unusable: {0}")]
     Account(#[from] MoError),
@@ -193,6 +196,27 @@ impl SimDevice {
         };
         setup(&mut dev.tree).map_err(|e| SimError::Http(e.to_string()))?;
         Ok(dev)
+    }
+
+    /// Checks a Package #0 that reached the device: the trigger must name a server the device
+    /// has an account for, and its digest must verify with that account's SRVCRED secret and
+    /// the nonce the device issued (or, failing that, the resync nonce). Returns the ServerID
+    /// and the session id to open; anything else is refused and the device does nothing.
+    pub fn verify_trigger(&self, bytes: &[u8]) -> Result<(String, u16), SimError> {
+        let (trigger, _) =
+            crate::syncml::pkg0::parse(bytes).map_err(|e| SimError::BadTrigger(e.to_string()))?;
+        let acc = DmAcc::find_by_server_id(&self.tree, &trigger.server_id)
+            .ok_or_else(|| SimError::NoAccount(trigger.server_id.clone()))?;
+        let sv = acc
+            .server_cred()
+            .ok_or_else(|| SimError::NoAccount(trigger.server_id.clone()))?;
+        let secret = Password::new(sv.secret.as_ref().map(|s| s.expose()).unwrap_or(""));
+        let stored = sv.data.clone().unwrap_or_default();
+        let [resync, legacy] = Nonce::resync_candidates();
+        let candidates: [&[u8]; 3] = [&stored, resync.as_bytes(), legacy.as_bytes()];
+        crate::syncml::pkg0::verify(bytes, &secret, &candidates)
+            .map_err(|e| SimError::BadTrigger(e.to_string()))?;
+        Ok((trigger.server_id, trigger.session_id))
     }
 
     /// Installs a DMAcc for a server, as a bootstrap would.
