@@ -5,6 +5,8 @@
 //! standard management objects). It performs no I/O: no sockets, no clock, no files.
 
 pub mod dm;
+mod xmltext;
 pub mod engine;
 pub mod sim;
 pub mod syncml;
+pub mod store;

@@ -37,6 +37,10 @@ use quick_xml::reader::Reader;
 use super::acl::{Acl, AclError};
 use super::props::{AccessKind, AccessSet, CaseSense, Format, NodeType, Occurrence, Scope};
 use super::uri::{NodeUri, UriError};
+use crate::xmltext::{
+    Escaper, Sink, XmlWriter, configure_reader, escape_into, is_xml_ws, leading_ws_len, offset,
+    resolve_reference, shorten, take_trimmed, trim_xml, unclosed_message,
+};
 
 /// The only `VerDTD` this codec reads and writes.
 pub const VER_DTD: &str = "1.2";
@@ -405,7 +409,7 @@ impl TndsDocument {
     /// The document as compact XML, with `xmlns="syncml:dmddf1.2"` on `MgmtTree`.
     pub fn to_xml(&self) -> String {
         let mut out = String::with_capacity(self.size_hint());
-        Writer {
+        XmlWriter {
             out: &mut out,
             pretty: false,
         }
@@ -417,7 +421,7 @@ impl TndsDocument {
     /// text is written inline, so it reads back exactly like [`TndsDocument::to_xml`].
     pub fn to_xml_pretty(&self) -> String {
         let mut out = String::with_capacity(self.size_hint() * 2);
-        Writer {
+        XmlWriter {
             out: &mut out,
             pretty: true,
         }
@@ -428,7 +432,7 @@ impl TndsDocument {
     /// Appends the compact XML of the document to `out`.
     pub fn write_xml(&self, out: &mut Vec<u8>) {
         out.reserve(self.size_hint());
-        Writer { out, pretty: false }.document(self);
+        XmlWriter { out, pretty: false }.document(self);
     }
 
     /// Number of `Node` elements in the document.
@@ -444,32 +448,6 @@ impl TndsDocument {
 // ---------------------------------------------------------------------------------------------
 // Parsing
 // ---------------------------------------------------------------------------------------------
-
-/// XML whitespace (S production).
-fn is_xml_ws(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
-}
-
-fn is_xml_ws_char(c: char) -> bool {
-    matches!(c, ' ' | '\t' | '\n' | '\r')
-}
-
-fn trim_xml(s: &str) -> &str {
-    s.trim_matches(is_xml_ws_char)
-}
-
-/// At most 64 characters of `s`, with `…` when cut.
-fn shorten(s: &str) -> String {
-    const MAX: usize = 64;
-    match s.char_indices().nth(MAX) {
-        Some((i, _)) => {
-            let mut out = s.get(..i).unwrap_or_default().to_owned();
-            out.push('…');
-            out
-        }
-        None => s.to_owned(),
-    }
-}
 
 const FORMAT_CHOICES: &str = "b64, bin, bool, chr, int, node, null, xml, date, time or float";
 
@@ -746,12 +724,7 @@ impl<'a> Parser<'a> {
 
     fn run(mut self) -> Result<TndsDocument, TndsError> {
         let mut reader = Reader::from_reader(self.input);
-        {
-            let config = reader.config_mut();
-            config.check_end_names = true;
-            config.trim_text(false);
-            config.expand_empty_elements = false;
-        }
+        configure_reader(reader.config_mut());
         loop {
             let at = offset(reader.buffer_position());
             let event = match reader.read_event() {
@@ -775,11 +748,7 @@ impl<'a> Parser<'a> {
         if let Some(&(el, start)) = self.stack.last() {
             return Err(self.xml_err(
                 self.input.len(),
-                format!(
-                    "unexpected end of input: <{}> opened at {} is not closed",
-                    el.name(),
-                    self.pos(start)
-                ),
+                unclosed_message(el.name(), self.pos(start)),
             ));
         }
         if !self.root_done {
@@ -1186,12 +1155,7 @@ impl<'a> Parser<'a> {
     }
 
     fn take_trimmed(&mut self) -> String {
-        let trimmed = trim_xml(&self.text);
-        if trimmed.len() == self.text.len() {
-            std::mem::take(&mut self.text)
-        } else {
-            trimmed.to_owned()
-        }
+        take_trimmed(&mut self.text)
     }
 
     /// Appends `piece` (of raw length `raw_len`) to the open text element, or checks that it
@@ -1227,9 +1191,8 @@ impl<'a> Parser<'a> {
                     if raw.bytes().all(is_xml_ws) {
                         Ok(())
                     } else {
-                        let lead = raw.len() - raw.trim_start_matches(is_xml_ws_char).len();
                         Err(TndsError::UnexpectedText {
-                            pos: self.pos(at.saturating_add(lead)),
+                            pos: self.pos(at.saturating_add(leading_ws_len(raw))),
                             parent: el.name().to_owned(),
                             text: shorten(trim_xml(raw)),
                         })
@@ -1265,20 +1228,7 @@ impl<'a> Parser<'a> {
 
     fn reference(&mut self, r: &BytesRef<'_>, at: usize) -> Result<(), TndsError> {
         let name: &str = r;
-        let ch = match r.resolve_char_ref() {
-            Ok(Some(ch)) => ch,
-            Ok(None) => match name {
-                "amp" => '&',
-                "lt" => '<',
-                "gt" => '>',
-                "quot" => '"',
-                "apos" => '\'',
-                _ => {
-                    return Err(self.xml_err(at, format!("undefined entity `&{};`", shorten(name))));
-                }
-            },
-            Err(e) => return Err(self.xml_err(at, e.to_string())),
-        };
+        let ch = resolve_reference(r).map_err(|message| self.xml_err(at, message))?;
         let mut utf8 = [0u8; 4];
         let s: &str = ch.encode_utf8(&mut utf8);
         if self.stack.is_empty() {
@@ -1296,125 +1246,12 @@ impl<'a> Parser<'a> {
     }
 }
 
-/// A reader offset as `usize` (saturating; offsets never exceed the input length in practice).
-fn offset(pos: u64) -> usize {
-    usize::try_from(pos).unwrap_or(usize::MAX)
-}
-
 // ---------------------------------------------------------------------------------------------
 // Writing
 // ---------------------------------------------------------------------------------------------
 
-/// Where the writer appends text.
-trait Sink {
-    fn put(&mut self, s: &str);
-}
-
-impl Sink for String {
-    #[inline]
-    fn put(&mut self, s: &str) {
-        self.push_str(s);
-    }
-}
-
-impl Sink for Vec<u8> {
-    #[inline]
-    fn put(&mut self, s: &str) {
-        self.extend_from_slice(s.as_bytes());
-    }
-}
-
-/// Appends `s` escaped for element content: `&`, `<`, `>` as entities, `\r` and control
-/// characters other than tab and newline as character references.
-fn escape_into<O: Sink + ?Sized>(out: &mut O, s: &str) {
-    let bytes = s.as_bytes();
-    let mut last = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let rep: &str = match b {
-            b'&' => "&amp;",
-            b'<' => "&lt;",
-            b'>' => "&gt;",
-            b'\r' => "&#13;",
-            b'\t' | b'\n' => continue,
-            0..=0x1F => {
-                // Only ASCII bytes are matched, so `last..i` lies on character boundaries.
-                out.put(s.get(last..i).unwrap_or_default());
-                out.put("&#");
-                let digits = [b'0' + b / 10, b'0' + b % 10];
-                let digits = if b < 10 { &digits[1..] } else { &digits[..] };
-                out.put(std::str::from_utf8(digits).unwrap_or("0"));
-                out.put(";");
-                last = i + 1;
-                continue;
-            }
-            _ => continue,
-        };
-        out.put(s.get(last..i).unwrap_or_default());
-        out.put(rep);
-        last = i + 1;
-    }
-    out.put(s.get(last..).unwrap_or_default());
-}
-
-/// Lets `Display` values (the ACL) be written escaped without a temporary string.
-struct Escaper<'o, O: Sink>(&'o mut O);
-
-impl<O: Sink> fmt::Write for Escaper<'_, O> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        escape_into(self.0, s);
-        Ok(())
-    }
-}
-
-const SPACES: &str = "                                                                ";
-
-struct Writer<'o, O: Sink> {
-    out: &'o mut O,
-    pretty: bool,
-}
-
-impl<O: Sink> Writer<'_, O> {
-    #[inline]
-    fn indent(&mut self, depth: usize) {
-        if self.pretty {
-            self.out.put("\n");
-            let mut n = depth * 2;
-            while n > 0 {
-                let k = n.min(SPACES.len());
-                self.out.put(SPACES.get(..k).unwrap_or_default());
-                n -= k;
-            }
-        }
-    }
-
-    fn open(&mut self, depth: usize, tag: &str) {
-        self.indent(depth);
-        self.out.put("<");
-        self.out.put(tag);
-        self.out.put(">");
-    }
-
-    fn close(&mut self, depth: usize, tag: &str) {
-        self.indent(depth);
-        self.out.put("</");
-        self.out.put(tag);
-        self.out.put(">");
-    }
-
-    fn text_el(&mut self, depth: usize, tag: &str, text: &str) {
-        self.open(depth, tag);
-        escape_into(self.out, text);
-        self.out.put("</");
-        self.out.put(tag);
-        self.out.put(">");
-    }
-
-    fn opt_text_el(&mut self, depth: usize, tag: &str, text: &Option<String>) {
-        if let Some(text) = text {
-            self.text_el(depth, tag, text);
-        }
-    }
-
+/// The TNDS element methods of the shared writer.
+impl<O: Sink> XmlWriter<'_, O> {
     /// `<tag><name/></tag>` on one line.
     fn choice_el(&mut self, depth: usize, tag: &str, name: &str) {
         self.open(depth, tag);

@@ -8,6 +8,7 @@ pub mod auth;
 pub mod message;
 pub mod pkg0;
 pub mod session;
+pub mod wbxml;
 pub mod xml;
 
 pub use crate::dm::status::StatusCode;

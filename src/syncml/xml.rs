@@ -41,6 +41,10 @@ use quick_xml::name::ResolveResult;
 use quick_xml::reader::NsReader;
 
 pub use crate::dm::tnds::Position;
+use crate::xmltext::{
+    Sink, XmlWriter, configure_reader, escape_into, is_xml_ws, leading_ws_len, offset, put_number,
+    resolve_reference, shorten, take_trimmed, trim_xml, unclosed_message,
+};
 
 use super::StatusCode;
 use super::message::{
@@ -251,14 +255,14 @@ pub fn encode(msg: &SyncMl) -> Vec<u8> {
 /// Appends the compact XML of `msg` to `out`.
 pub fn encode_into(msg: &SyncMl, out: &mut Vec<u8>) {
     out.reserve(size_hint(msg));
-    Writer { out, pretty: false }.message(msg);
+    XmlWriter { out, pretty: false }.message(msg);
 }
 
 /// Encodes a message as XML indented by two spaces per level, for people to read. Text
 /// values stay on the line of their element, so the result decodes to the same message.
 pub fn encode_pretty(msg: &SyncMl) -> String {
     let mut out = String::with_capacity(size_hint(msg).saturating_mul(2));
-    Writer {
+    XmlWriter {
         out: &mut out,
         pretty: true,
     }
@@ -269,32 +273,6 @@ pub fn encode_pretty(msg: &SyncMl) -> String {
 // ---------------------------------------------------------------------------------------------
 // Parsing
 // ---------------------------------------------------------------------------------------------
-
-/// XML whitespace (S production).
-fn is_xml_ws(b: u8) -> bool {
-    matches!(b, b' ' | b'\t' | b'\n' | b'\r')
-}
-
-fn is_xml_ws_char(c: char) -> bool {
-    matches!(c, ' ' | '\t' | '\n' | '\r')
-}
-
-fn trim_xml(s: &str) -> &str {
-    s.trim_matches(is_xml_ws_char)
-}
-
-/// At most 64 characters of `s`, with `…` when cut.
-fn shorten(s: &str) -> String {
-    const MAX: usize = 64;
-    match s.char_indices().nth(MAX) {
-        Some((i, _)) => {
-            let mut out = s.get(..i).unwrap_or_default().to_owned();
-            out.push('…');
-            out
-        }
-        None => s.to_owned(),
-    }
-}
 
 /// An unsigned decimal number: ASCII digits only (no sign, no spaces), without overflow.
 fn number<T: std::str::FromStr>(s: &str) -> Option<T> {
@@ -310,11 +288,6 @@ fn internal_at(input: &[u8], at: usize) -> CodecError {
         pos: Position::at(input, at),
         message: "internal decoder state error".to_owned(),
     }
-}
-
-/// A reader offset as `usize` (saturating; offsets never exceed the input length in practice).
-fn offset(pos: u64) -> usize {
-    usize::try_from(pos).unwrap_or(usize::MAX)
 }
 
 /// The commands of DM.
@@ -834,12 +807,7 @@ impl<'a> Parser<'a> {
 
     fn run(mut self) -> Result<SyncMl, CodecError> {
         let mut reader = NsReader::from_reader(self.input);
-        {
-            let config = reader.config_mut();
-            config.check_end_names = true;
-            config.trim_text(false);
-            config.expand_empty_elements = false;
-        }
+        configure_reader(reader.config_mut());
         loop {
             let at = offset(reader.buffer_position());
             let step = match reader.read_resolved_event() {
@@ -894,11 +862,7 @@ impl<'a> Parser<'a> {
         if let Some(open) = self.stack.last() {
             return Err(self.xml_err(
                 self.input.len(),
-                format!(
-                    "unexpected end of input: <{}> opened at {} is not closed",
-                    open.el.name(),
-                    self.pos(open.at)
-                ),
+                unclosed_message(open.el.name(), self.pos(open.at)),
             ));
         }
         if !self.root_done {
@@ -1148,12 +1112,7 @@ impl<'a> Parser<'a> {
     }
 
     fn take_trimmed(&mut self) -> String {
-        let trimmed = trim_xml(&self.text);
-        if trimmed.len() == self.text.len() {
-            std::mem::take(&mut self.text)
-        } else {
-            trimmed.to_owned()
-        }
+        take_trimmed(&mut self.text)
     }
 
     fn take_number<T: std::str::FromStr>(
@@ -1551,9 +1510,8 @@ impl<'a> Parser<'a> {
                 if raw.bytes().all(is_xml_ws) {
                     Ok(())
                 } else {
-                    let lead = raw.len() - raw.trim_start_matches(is_xml_ws_char).len();
                     Err(CodecError::UnexpectedText {
-                        pos: self.pos(at.saturating_add(lead)),
+                        pos: self.pos(at.saturating_add(leading_ws_len(raw))),
                         parent: el.name().to_owned(),
                         text: shorten(trim_xml(raw)),
                     })
@@ -1591,20 +1549,7 @@ impl<'a> Parser<'a> {
 
     fn reference(&mut self, r: &BytesRef<'_>, at: usize) -> Result<(), CodecError> {
         let name: &str = r;
-        let ch = match r.resolve_char_ref() {
-            Ok(Some(ch)) => ch,
-            Ok(None) => match name {
-                "amp" => '&',
-                "lt" => '<',
-                "gt" => '>',
-                "quot" => '"',
-                "apos" => '\'',
-                _ => {
-                    return Err(self.xml_err(at, format!("undefined entity `&{};`", shorten(name))));
-                }
-            },
-            Err(e) => return Err(self.xml_err(at, e.to_string())),
-        };
+        let ch = resolve_reference(r).map_err(|message| self.xml_err(at, message))?;
         let mut utf8 = [0u8; 4];
         let s: &str = ch.encode_utf8(&mut utf8);
         match self.current() {
@@ -1642,137 +1587,14 @@ fn size_hint(msg: &SyncMl) -> usize {
     512 + commands(&msg.body.commands)
 }
 
-/// Where the writer appends text.
-trait Sink {
-    fn put(&mut self, s: &str);
-}
-
-impl Sink for String {
-    #[inline]
-    fn put(&mut self, s: &str) {
-        self.push_str(s);
-    }
-}
-
-impl Sink for Vec<u8> {
-    #[inline]
-    fn put(&mut self, s: &str) {
-        self.extend_from_slice(s.as_bytes());
-    }
-}
-
-/// Appends `s` escaped for element content: `&`, `<`, `>` as entities, `\r` and control
-/// characters other than tab and newline as character references.
-fn escape_into<O: Sink + ?Sized>(out: &mut O, s: &str) {
-    let bytes = s.as_bytes();
-    let mut last = 0;
-    for (i, &b) in bytes.iter().enumerate() {
-        let rep: &str = match b {
-            b'&' => "&amp;",
-            b'<' => "&lt;",
-            b'>' => "&gt;",
-            b'\t' | b'\n' => continue,
-            0..=0x1F => {
-                // Only ASCII bytes are matched, so `last..i` lies on character boundaries.
-                out.put(s.get(last..i).unwrap_or_default());
-                out.put("&#");
-                let digits = [b'0' + b / 10, b'0' + b % 10];
-                let digits = if b < 10 { &digits[1..] } else { &digits[..] };
-                out.put(std::str::from_utf8(digits).unwrap_or("0"));
-                out.put(";");
-                last = i + 1;
-                continue;
-            }
-            _ => continue,
-        };
-        out.put(s.get(last..i).unwrap_or_default());
-        out.put(rep);
-        last = i + 1;
-    }
-    out.put(s.get(last..).unwrap_or_default());
-}
-
-/// Appends the decimal digits of `n`.
-fn put_number<O: Sink + ?Sized>(out: &mut O, mut n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        if let Some(slot) = buf.get_mut(i) {
-            // `n % 10` is a single digit.
-            *slot = b'0' + (n % 10) as u8;
-        }
-        n /= 10;
-        if n == 0 || i == 0 {
-            break;
-        }
-    }
-    out.put(
-        buf.get(i..)
-            .and_then(|d| std::str::from_utf8(d).ok())
-            .unwrap_or("0"),
-    );
-}
-
-const SPACES: &str = "                                                                ";
-
-struct Writer<'o, O: Sink> {
-    out: &'o mut O,
-    pretty: bool,
-}
-
-impl<O: Sink> Writer<'_, O> {
-    #[inline]
-    fn indent(&mut self, depth: usize) {
-        if self.pretty {
-            self.out.put("\n");
-            let mut n = depth * 2;
-            while n > 0 {
-                let k = n.min(SPACES.len());
-                self.out.put(SPACES.get(..k).unwrap_or_default());
-                n -= k;
-            }
-        }
-    }
-
-    fn open(&mut self, depth: usize, tag: &str) {
-        self.indent(depth);
-        self.out.put("<");
-        self.out.put(tag);
-        self.out.put(">");
-    }
-
-    fn close(&mut self, depth: usize, tag: &str) {
-        self.indent(depth);
-        self.out.put("</");
-        self.out.put(tag);
-        self.out.put(">");
-    }
-
-    fn end_tag(&mut self, tag: &str) {
-        self.out.put("</");
-        self.out.put(tag);
-        self.out.put(">");
-    }
-
+/// The SyncML element methods of the shared writer.
+impl<O: Sink> XmlWriter<'_, O> {
     fn flag(&mut self, depth: usize, tag: &str, on: bool) {
         if on {
             self.indent(depth);
             self.out.put("<");
             self.out.put(tag);
             self.out.put("/>");
-        }
-    }
-
-    fn text_el(&mut self, depth: usize, tag: &str, text: &str) {
-        self.open(depth, tag);
-        escape_into(self.out, text);
-        self.end_tag(tag);
-    }
-
-    fn opt_text_el(&mut self, depth: usize, tag: &str, text: &Option<String>) {
-        if let Some(text) = text {
-            self.text_el(depth, tag, text);
         }
     }
 

@@ -1,0 +1,232 @@
+//! The engine's SQLite store: one file, WAL with `synchronous=FULL` (both read back after
+//! setting), schema versions applied by [`migrations`], and a single writer thread that owns
+//! the connection. Async callers hand it closures through a bounded channel; the writer runs
+//! up to [`BATCH`] of them in one transaction, each inside a savepoint (a failing one rolls
+//! back alone), commits, and only then answers each caller: nothing a caller does after the
+//! answer can get ahead of the commit (group commit, DESIGN.md section 5).
+
+pub mod devices;
+pub mod migrations;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rusqlite::{Connection, OpenFlags};
+use tokio::sync::{mpsc, oneshot};
+
+/// Most operations one transaction groups.
+pub const BATCH: usize = 128;
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// SQLite reported an error.
+    #[error("database error: {0}")]
+    Sqlite(String),
+    /// The file could not be opened or set up.
+    #[error("cannot open the database {path}: {reason}")]
+    Open {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A pragma did not take the value asked for.
+    #[error("the database refused {pragma}={wanted} (it reports {got})")]
+    Pragma {
+        /// The pragma.
+        pragma: &'static str,
+        /// The value asked for.
+        wanted: String,
+        /// The value read back.
+        got: String,
+    },
+    /// The file was written by a newer dmdeleg.
+    #[error("the database is at schema version {found}, newer than this dmdeleg knows ({known})")]
+    TooNew {
+        /// The file's version.
+        found: i64,
+        /// The newest version this build knows.
+        known: i64,
+    },
+    /// A stored value cannot be read back.
+    #[error("stored data is damaged: {0}")]
+    Corrupt(String),
+    /// The writer thread is gone (the store was closed).
+    #[error("the store is closed")]
+    Closed,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        StoreError::Sqlite(e.to_string())
+    }
+}
+
+/// Opens (creating if needed) the database file, sets WAL and `synchronous=FULL` and checks
+/// both took, then applies the migrations.
+pub fn open(path: &Path) -> Result<Connection, StoreError> {
+    let open_err = |e: rusqlite::Error| StoreError::Open {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    };
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(open_err)?;
+    configure(&conn)?;
+    migrations::apply(&conn)?;
+    Ok(conn)
+}
+
+fn configure(conn: &Connection) -> Result<(), StoreError> {
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Pragma {
+            pragma: "journal_mode",
+            wanted: "wal".into(),
+            got: mode,
+        });
+    }
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    let sync: i64 = conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?;
+    if sync != 2 {
+        return Err(StoreError::Pragma {
+            pragma: "synchronous",
+            wanted: "2 (FULL)".into(),
+            got: sync.to_string(),
+        });
+    }
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
+type Job = Box<dyn FnOnce(&mut rusqlite::Transaction<'_>) -> Reply + Send>;
+
+struct Inner {
+    tx: mpsc::Sender<Job>,
+    path: PathBuf,
+}
+
+/// A handle to the store's writer thread; cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.inner.path)
+            .finish()
+    }
+}
+
+impl Store {
+    /// Opens the database and starts its writer thread. The thread ends when the last handle
+    /// is dropped.
+    pub fn start(path: &Path) -> Result<Store, StoreError> {
+        let mut conn = open(path)?;
+        let (tx, mut rx) = mpsc::channel::<Job>(1024);
+        std::thread::Builder::new()
+            .name("dmdeleg-store".into())
+            .spawn(move || {
+                while let Some(first) = rx.blocking_recv() {
+                    let mut jobs = vec![first];
+                    while jobs.len() < BATCH {
+                        match rx.try_recv() {
+                            Ok(j) => jobs.push(j),
+                            Err(_) => break,
+                        }
+                    }
+                    run_batch(&mut conn, jobs);
+                }
+            })
+            .map_err(|e| StoreError::Open {
+                path: path.to_owned(),
+                reason: format!("cannot start the writer thread: {e}"),
+            })?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                tx,
+                path: path.to_owned(),
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` on the writer thread inside the current group's transaction (in a savepoint of
+    /// its own), and returns its result once the group has committed.
+    pub async fn call<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |txn| {
+            let result = (|| {
+                let sp = txn.savepoint()?;
+                let value = f(&sp)?;
+                sp.commit()?;
+                Ok(value)
+            })();
+            Box::new(move |commit: Result<(), StoreError>| {
+                // The caller may have stopped waiting; then nobody needs the answer.
+                let _ = tx.send(commit.and(result));
+            })
+        });
+        self.inner
+            .tx
+            .send(job)
+            .await
+            .map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+fn run_batch(conn: &mut Connection, jobs: Vec<Job>) {
+    let mut txn = match conn.transaction() {
+        Ok(t) => t,
+        // Without a transaction nothing runs: dropping the jobs drops their reply channels,
+        // so every caller gets an error instead of waiting.
+        Err(_) => return,
+    };
+    let replies: Vec<Reply> = jobs.into_iter().map(|job| job(&mut txn)).collect();
+    let commit = txn.commit().map_err(StoreError::from);
+    for reply in replies {
+        reply(commit.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wal_and_full_sync_are_read_back() {
+        let dir = std::env::temp_dir().join(format!("dmdeleg-store-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("pragmas.db");
+        let conn = open(&path).unwrap();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal");
+        let sync: i64 = conn
+            .query_row("PRAGMA synchronous", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(sync, 2);
+        drop(conn);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
