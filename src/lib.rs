@@ -5,8 +5,9 @@
 //! standard management objects). It performs no I/O: no sockets, no clock, no files.
 
 pub mod dm;
-mod xmltext;
 pub mod engine;
 pub mod sim;
-pub mod syncml;
 pub mod store;
+pub mod syncml;
+pub mod tls;
+mod xmltext;

@@ -25,9 +25,10 @@ async fn engine() -> (Arc<Mutex<Devices>>, DeviceEndpoint) {
 }
 
 async fn engine_with(cfg: DeviceEndpointConfig) -> (Arc<Mutex<Devices>>, DeviceEndpoint) {
+    dmdeleg::tls::install_crypto_provider();
     let devices = Arc::new(Mutex::new(Devices::default()));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ep = device_endpoint::spawn(listener, cfg, devices.clone()).unwrap();
+    let ep = device_endpoint::spawn(listener, cfg, devices.clone(), None).unwrap();
     (devices, ep)
 }
 

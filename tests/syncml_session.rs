@@ -162,6 +162,7 @@ impl Pair {
                 max_msg_size: setup.device_max_msg,
                 max_obj_size: 1 << 20,
                 cred_before_challenge: setup.cred_before_challenge,
+                fail_paths: Vec::new(),
             },
             devinfo(),
             0x1A2B,

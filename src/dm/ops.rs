@@ -81,6 +81,12 @@ pub enum OpError {
         /// The node limit.
         limit: usize,
     },
+    /// 500: the command failed on the device.
+    #[error("the command failed: {reason}")]
+    CommandFailed {
+        /// Why.
+        reason: String,
+    },
     /// 415: the data's media type or format is not supported.
     #[error("unsupported media type or format: {what}")]
     UnsupportedMedia {
@@ -103,6 +109,7 @@ impl OpError {
             OpError::TooLarge { .. } => StatusCode::REQUEST_ENTITY_TOO_LARGE,
             OpError::DeviceFull { .. } => StatusCode::DEVICE_FULL,
             OpError::UnsupportedMedia { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            OpError::CommandFailed { .. } => StatusCode::COMMAND_FAILED,
         }
     }
 }

@@ -15,7 +15,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use tokio::net::TcpListener;
 
-use super::devices::{Devices, Incoming};
+use super::devices::{DeviceRecord, Devices, Incoming};
+use crate::store::Store;
 use crate::syncml::auth::HMAC_HEADER;
 use crate::syncml::message::{MIME_XML, MIME_XML_LEGACY};
 use crate::syncml::session::server::ServerConfig;
@@ -46,6 +47,7 @@ impl Default for DeviceEndpointConfig {
 struct EndpointState {
     devices: Arc<Mutex<Devices>>,
     server: ServerConfig,
+    store: Option<Store>,
 }
 
 /// A running device endpoint.
@@ -64,11 +66,13 @@ impl Drop for DeviceEndpoint {
     }
 }
 
-/// Starts the endpoint on `listener`.
+/// Starts the endpoint on `listener`. With a store, every change to a device's nonces or
+/// inventory is committed before the reply that carries it leaves.
 pub fn spawn(
     listener: TcpListener,
     cfg: DeviceEndpointConfig,
     devices: Arc<Mutex<Devices>>,
+    store: Option<Store>,
 ) -> std::io::Result<DeviceEndpoint> {
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}{}", cfg.path);
@@ -80,6 +84,7 @@ pub fn spawn(
             max_msg_size: cfg.max_msg_size,
             max_obj_size: cfg.max_obj_size,
         },
+        store,
     };
     let app = Router::new()
         .route(&cfg.path, post(handle_new))
@@ -105,7 +110,7 @@ fn media_type_ok(headers: &HeaderMap) -> Option<&'static str> {
 }
 
 async fn handle_new(State(st): State<EndpointState>, headers: HeaderMap, body: Bytes) -> Response {
-    handle(st, None, headers, body)
+    respond(st, None, headers, body).await
 }
 
 async fn handle_token(
@@ -114,7 +119,33 @@ async fn handle_token(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    handle(st, Some(token), headers, body)
+    respond(st, Some(token), headers, body).await
+}
+
+/// Runs the message through the session, persists what changed, then answers.
+async fn respond(
+    st: EndpointState,
+    token: Option<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let store = st.store.clone();
+    let (response, changed) = handle(st, token, headers, body);
+    if let (Some(store), Some(record)) = (store, changed) {
+        let now = std::time::SystemTime::now();
+        let saved = store
+            .call(move |conn| crate::store::devices::upsert(conn, &record, now))
+            .await;
+        if saved.is_err() {
+            // The device must not get a nonce the server could forget: it retries later.
+            return (
+                HttpStatus::SERVICE_UNAVAILABLE,
+                "the server cannot save its state",
+            )
+                .into_response();
+        }
+    }
+    response
 }
 
 fn random16() -> [u8; 16] {
@@ -125,13 +156,35 @@ fn random16() -> [u8; 16] {
     b
 }
 
-fn handle(st: EndpointState, token: Option<String>, headers: HeaderMap, body: Bytes) -> Response {
-    let Some(media) = media_type_ok(&headers) else {
-        return (
-            HttpStatus::UNSUPPORTED_MEDIA_TYPE,
-            "expected application/vnd.syncml.dm+xml",
+/// The state of a device record that must be durable before a reply leaves.
+fn durable_state(devices: &Devices, dev_id: &str) -> Option<(Vec<u8>, Vec<u8>, bool, bool)> {
+    devices.get(dev_id).map(|r| {
+        (
+            r.client_nonce.as_bytes().to_vec(),
+            r.server_nonce.as_bytes().to_vec(),
+            r.needs_inventory,
+            r.last_seen.is_some(),
         )
-            .into_response();
+    })
+}
+
+/// Handles the message under the devices lock (never held across an await); returns the
+/// response and the device record to persist first, when it changed.
+fn handle(
+    st: EndpointState,
+    token: Option<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> (Response, Option<DeviceRecord>) {
+    let response = |r: Response| (r, None);
+    let Some(media) = media_type_ok(&headers) else {
+        return response(
+            (
+                HttpStatus::UNSUPPORTED_MEDIA_TYPE,
+                "expected application/vnd.syncml.dm+xml",
+            )
+                .into_response(),
+        );
     };
     let hmac = headers
         .get(HMAC_HEADER)
@@ -144,22 +197,24 @@ fn handle(st: EndpointState, token: Option<String>, headers: HeaderMap, body: By
             if let Ok(mut d) = st.devices.lock() {
                 d.stats.bad_messages += 1;
             }
-            return (
-                HttpStatus::BAD_REQUEST,
-                format!("not a SyncML DM message: {e}"),
-            )
-                .into_response();
+            return response(
+                (
+                    HttpStatus::BAD_REQUEST,
+                    format!("not a SyncML DM message: {e}"),
+                )
+                    .into_response(),
+            );
         }
     };
     let Ok(mut devices) = st.devices.lock() else {
-        return HttpStatus::INTERNAL_SERVER_ERROR.into_response();
+        return response(HttpStatus::INTERNAL_SERVER_ERROR.into_response());
     };
     if let Some(t) = &token {
         match devices.session_for_token(t) {
             Some((d, s)) if d == dev_id && s == session_id => {}
             _ => {
                 devices.stats.bad_messages += 1;
-                return (HttpStatus::NOT_FOUND, "no such session").into_response();
+                return response((HttpStatus::NOT_FOUND, "no such session").into_response());
             }
         }
     }
@@ -169,6 +224,7 @@ fn handle(st: EndpointState, token: Option<String>, headers: HeaderMap, body: By
             .map(|b| format!("{b:02x}"))
             .collect::<String>()
     });
+    let before = durable_state(&devices, &dev_id);
     let result = devices.handle_message(
         &st.server,
         Incoming {
@@ -180,12 +236,20 @@ fn handle(st: EndpointState, token: Option<String>, headers: HeaderMap, body: By
             token: new_token,
         },
     );
+    let changed = if durable_state(&devices, &dev_id) != before {
+        devices.get(&dev_id).cloned()
+    } else {
+        None
+    };
     match result {
         None => {
             devices.stats.unknown_devices += 1;
-            (HttpStatus::FORBIDDEN, "unknown device").into_response()
+            response((HttpStatus::FORBIDDEN, "unknown device").into_response())
         }
-        Some(Err(e)) => (HttpStatus::BAD_REQUEST, e.to_string()).into_response(),
+        Some(Err(e)) => (
+            (HttpStatus::BAD_REQUEST, e.to_string()).into_response(),
+            changed,
+        ),
         Some(Ok(reply)) => {
             let mut resp = (HttpStatus::OK, reply.body).into_response();
             resp.headers_mut()
@@ -193,7 +257,7 @@ fn handle(st: EndpointState, token: Option<String>, headers: HeaderMap, body: By
             if let Some(h) = reply.hmac.and_then(|h| HeaderValue::from_str(&h).ok()) {
                 resp.headers_mut().insert(HMAC_HEADER, h);
             }
-            resp
+            (resp, changed)
         }
     }
 }

@@ -3,3 +3,5 @@
 
 pub mod device_endpoint;
 pub mod devices;
+pub mod dm_server;
+pub mod notifier;

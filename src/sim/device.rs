@@ -37,6 +37,17 @@ pub enum SimError {
     /// A URL is not on loopback: the simulator never leaves this machine.
     #[error("refusing to contact {0}: simulated devices only talk to loopback addresses")]
     NotLoopback(String),
+    /// The session was dropped on purpose (fault injection).
+    #[error("the session was dropped (injected fault)")]
+    Dropped,
+    /// The device state file could not be read or written.
+    #[error("device state file {path}: {reason}")]
+    State {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
     /// HTTP failed.
     #[error("HTTP request to the DM server failed: {0}")]
     Http(String),
@@ -63,6 +74,10 @@ pub struct SessionReport {
     pub rejected: Option<StatusCode>,
     /// Exec requests that passed the ACL check: (target, data).
     pub execs: Vec<(String, Option<String>)>,
+    /// Bytes of the messages the device sent.
+    pub bytes_sent: usize,
+    /// Bytes of the replies it received.
+    pub bytes_received: usize,
 }
 
 /// True when `url`'s host is a loopback address or `localhost`.
@@ -104,6 +119,19 @@ pub struct SimDevice {
     pub max_msg_size: u64,
     /// When false, the first message of a session carries no credentials (407 first).
     pub cred_before_challenge: bool,
+    /// Injected faults.
+    pub faults: DeviceFaults,
+}
+
+/// Faults a simulated device can be told to show.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeviceFaults {
+    /// Stop answering after this many messages of a session (the session is dropped).
+    pub drop_after_messages: Option<usize>,
+    /// Wait this long before sending each message (a slow device or network).
+    pub delay: Option<std::time::Duration>,
+    /// Commands on nodes under these URIs fail with 500 and change nothing.
+    pub fail_paths: Vec<NodeUri>,
 }
 
 fn aauth_type(scheme: AuthScheme) -> AuthType {
@@ -151,6 +179,7 @@ impl SimDevice {
             tree,
             max_msg_size: 16_384,
             cred_before_challenge: true,
+            faults: DeviceFaults::default(),
         };
         dev.add_account("dms", account)?;
         let sid = &account.server_id;
@@ -266,6 +295,7 @@ impl SimDevice {
             max_msg_size: self.max_msg_size,
             max_obj_size: 1 << 20,
             cred_before_challenge: self.cred_before_challenge,
+            fail_paths: self.faults.fail_paths.clone(),
         })
     }
 
@@ -299,7 +329,19 @@ impl SimDevice {
                 result = Err(SimError::NotLoopback(tx.uri.clone()));
                 break;
             }
+            if self
+                .faults
+                .drop_after_messages
+                .is_some_and(|n| report.messages >= n)
+            {
+                result = Err(SimError::Dropped);
+                break;
+            }
+            if let Some(d) = self.faults.delay {
+                tokio::time::sleep(d).await;
+            }
             report.messages += 1;
+            report.bytes_sent += tx.body.len();
             let mut req = http
                 .post(&tx.uri)
                 .header(reqwest::header::CONTENT_TYPE, MIME_XML)
@@ -330,6 +372,7 @@ impl SimDevice {
                     break;
                 }
             };
+            report.bytes_received += body.len();
             let mut fresh = [0u8; 16];
             // A failed OS generator only weakens this one nonce.
             let _ = getrandom::fill(&mut fresh);
@@ -347,6 +390,56 @@ impl SimDevice {
         }
         self.absorb(&acc, &mut session, &mut report);
         result.map(|()| report)
+    }
+
+    /// Writes the device (its whole tree, secrets included: it is the device's own storage) to
+    /// `path` as TNDS.
+    pub fn save(&self, path: &std::path::Path) -> Result<(), SimError> {
+        let doc = self
+            .tree
+            .export_tnds(
+                crate::dm::tree::Principal::Device,
+                &NodeUri::root(),
+                &NodeUri::root(),
+                &crate::dm::uri::TndsSelection::ALL,
+            )
+            .map_err(|e| SimError::State {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, doc.to_xml())
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .map_err(|e| SimError::State {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })
+    }
+
+    /// Reads a device saved with [`SimDevice::save`].
+    pub fn load(path: &std::path::Path) -> Result<SimDevice, SimError> {
+        let err = |reason: String| SimError::State {
+            path: path.display().to_string(),
+            reason,
+        };
+        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+        let doc =
+            crate::dm::tnds::TndsDocument::from_xml(&bytes).map_err(|e| err(e.to_string()))?;
+        let mut tree = DmTree::from_tnds(&doc, crate::dm::tree::TreeLimits::default())
+            .map_err(|e| err(e.to_string()))?;
+        // The root's ACL is not part of the document; a device's default applies.
+        let detail = DevDetail::read(&tree)?;
+        let mut limits = *tree.limits();
+        limits.uri = detail.uri_limits;
+        tree.set_limits(limits);
+        let dev_id = DevInfo::read(&tree)?.dev_id;
+        Ok(SimDevice {
+            dev_id,
+            tree,
+            max_msg_size: 16_384,
+            cred_before_challenge: true,
+            faults: DeviceFaults::default(),
+        })
     }
 
     /// Applies the session's events: nonces to the account, outcomes to the report.

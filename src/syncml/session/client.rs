@@ -50,6 +50,8 @@ pub struct ClientConfig {
     /// Send credentials in the first message; when false the device waits for the server's
     /// challenge (407), as some clients do.
     pub cred_before_challenge: bool,
+    /// Fault injection: commands on nodes under these URIs fail with 500 and change nothing.
+    pub fail_paths: Vec<crate::dm::uri::NodeUri>,
 }
 
 /// What happened, for the device to act on.
@@ -597,7 +599,15 @@ impl ClientSession {
                 let mut results = Vec::new();
                 for item in &c.items {
                     let target = item.target_uri().unwrap_or_default().to_owned();
-                    let r = run_item(tree, who, cmd, c.meta.as_ref(), item, &limits, now);
+                    let injected = Target::parse(&target)
+                        .is_ok_and(|t| self.cfg.fail_paths.iter().any(|p| p.contains(&t.uri)));
+                    let r = if injected {
+                        Err(OpError::CommandFailed {
+                            reason: "injected fault".into(),
+                        })
+                    } else {
+                        run_item(tree, who, cmd, c.meta.as_ref(), item, &limits, now)
+                    };
                     let st = match r {
                         Ok(items) => {
                             results.extend(items);

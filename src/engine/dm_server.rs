@@ -1,0 +1,167 @@
+//! One DM server identity as a running service: its device endpoint, its enrolled devices
+//! (loaded from the store at start, every change committed before it reaches a device), the
+//! notifier that wakes devices with Package #0, and the per-device command queues the rest of
+//! the engine feeds.
+
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+use super::device_endpoint::{self, DeviceEndpoint, DeviceEndpointConfig};
+use super::devices::{CommandError, CommandResult, DeviceRecord, Devices, EndpointStats};
+use super::notifier::{NotifyError, PushTransport};
+use crate::store::{Store, StoreError};
+use crate::syncml::session::DeviceCommand;
+
+/// Why the DM server could not start or act.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DmServerError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The listening socket failed.
+    #[error("cannot listen for devices: {0}")]
+    Listen(String),
+    /// The device is not enrolled.
+    #[error("device {0} is not enrolled")]
+    UnknownDevice(String),
+    /// The notification failed.
+    #[error(transparent)]
+    Notify(#[from] NotifyError),
+}
+
+/// Settings of one DM server.
+#[derive(Debug, Clone)]
+pub struct DmServerConfig {
+    /// This server's ServerID (what devices' ACLs and DMAcc name).
+    pub server_id: String,
+    /// The device endpoint's settings.
+    pub endpoint: DeviceEndpointConfig,
+}
+
+/// A running DM server.
+pub struct DmServer {
+    cfg: DmServerConfig,
+    devices: Arc<Mutex<Devices>>,
+    store: Option<Store>,
+    endpoint: DeviceEndpoint,
+    push: Arc<dyn PushTransport>,
+}
+
+impl std::fmt::Debug for DmServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DmServer")
+            .field("server_id", &self.cfg.server_id)
+            .field("url", &self.endpoint.url)
+            .finish()
+    }
+}
+
+impl DmServer {
+    /// Loads the enrolled devices from `store` (if any) and starts the device endpoint on
+    /// `listener`.
+    pub async fn start(
+        cfg: DmServerConfig,
+        listener: TcpListener,
+        store: Option<Store>,
+        push: Arc<dyn PushTransport>,
+    ) -> Result<DmServer, DmServerError> {
+        let mut devices = Devices::default();
+        if let Some(store) = &store {
+            let records = store.call(crate::store::devices::load_all).await?;
+            for r in records {
+                devices.enrol(r);
+            }
+        }
+        let devices = Arc::new(Mutex::new(devices));
+        let endpoint = device_endpoint::spawn(
+            listener,
+            cfg.endpoint.clone(),
+            devices.clone(),
+            store.clone(),
+        )
+        .map_err(|e| DmServerError::Listen(e.to_string()))?;
+        Ok(DmServer {
+            cfg,
+            devices,
+            store,
+            endpoint,
+            push,
+        })
+    }
+
+    /// The ServerID.
+    pub fn server_id(&self) -> &str {
+        &self.cfg.server_id
+    }
+
+    /// The URL devices use.
+    pub fn url(&self) -> &str {
+        &self.endpoint.url
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Devices> {
+        // A panic while holding the lock would be a bug elsewhere; the data is still usable.
+        self.devices.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Enrols a device: committed to the store first, then known to the endpoint.
+    pub async fn enrol(&self, record: DeviceRecord) -> Result<(), DmServerError> {
+        if let Some(store) = &self.store {
+            let r = record.clone();
+            let now = SystemTime::now();
+            store
+                .call(move |conn| crate::store::devices::upsert(conn, &r, now))
+                .await?;
+        }
+        self.lock().enrol(record);
+        Ok(())
+    }
+
+    /// A copy of a device's record.
+    pub fn device(&self, dev_id: &str) -> Option<DeviceRecord> {
+        self.lock().get(dev_id).cloned()
+    }
+
+    /// Every enrolled DevId.
+    pub fn device_ids(&self) -> Vec<String> {
+        self.lock().ids()
+    }
+
+    /// Queues a command for the device; the receiver gets its status and results.
+    pub fn enqueue(
+        &self,
+        dev_id: &str,
+        cmd: DeviceCommand,
+    ) -> Result<oneshot::Receiver<CommandResult>, CommandError> {
+        self.lock().enqueue(dev_id, cmd)
+    }
+
+    /// Wakes the device with a Package #0 so it opens a session.
+    pub async fn notify(&self, dev_id: &str) -> Result<(), DmServerError> {
+        let (bytes, address) = {
+            let devices = self.lock();
+            let record = devices
+                .get(dev_id)
+                .ok_or_else(|| DmServerError::UnknownDevice(dev_id.to_owned()))?;
+            let address = record.push.clone().ok_or(NotifyError::NoAddress)?;
+            let mut sid = [0u8; 2];
+            // Any session id will do; a failed generator just gives session 0.
+            let _ = getrandom::fill(&mut sid);
+            let bytes = devices
+                .trigger(dev_id, &self.cfg.server_id, u16::from_be_bytes(sid))
+                .map_err(|e| NotifyError::Transport(e.to_string()))?;
+            (bytes, address)
+        };
+        self.push.deliver(&address, bytes).await?;
+        Ok(())
+    }
+
+    /// Refusal and completion counters of the device endpoint.
+    pub fn stats(&self) -> EndpointStats {
+        self.lock().stats
+    }
+}
