@@ -321,3 +321,29 @@ async fn a_dormant_account_is_never_called_on_the_devices_own_initiative() {
     let report = dev.session(&http, SRV, Some(sid), 0).await.unwrap();
     assert!(report.completed);
 }
+
+#[tokio::test]
+async fn a_device_without_tnds_is_inventoried_with_struct_data() {
+    let (devices, ep) = engine().await;
+    enrol(&devices, "IMEI:7", AuthScheme::Md5);
+    let mut dev = sim("IMEI:7", &ep.url, AuthScheme::Md5, "client-secret");
+    dev.tnds = false;
+    let http = reqwest::Client::new();
+    let report = dev.session(&http, SRV, None, 1).await.unwrap();
+    assert!(report.completed, "{report:?}");
+    assert!(
+        report
+            .executed
+            .iter()
+            .any(|(c, t, s)| c == "Get" && t.contains("TNDS") && *s == StatusCode(406))
+    );
+    let d = devices.lock().unwrap();
+    let rec = d.get("IMEI:7").unwrap();
+    assert!(!rec.needs_inventory);
+    let tree = rec.tree.as_ref().unwrap();
+    assert_eq!(
+        tree.value_str(&uri("./Vendor/Enterprise/Policy")),
+        Some("strict")
+    );
+    assert_eq!(tree.value_str(&uri("./DevInfo/DevId")), Some("IMEI:7"));
+}

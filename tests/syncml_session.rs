@@ -163,6 +163,7 @@ impl Pair {
                 max_obj_size: 1 << 20,
                 cred_before_challenge: setup.cred_before_challenge,
                 fail_paths: Vec::new(),
+                tnds: true,
             },
             devinfo(),
             0x1A2B,

@@ -16,7 +16,7 @@ use crate::syncml::StatusCode;
 use crate::syncml::auth::Nonce;
 use crate::syncml::session::creds::Credentials;
 use crate::syncml::session::server::{DeviceAuth, ServerConfig, ServerEvent, ServerSession};
-use crate::syncml::session::{CommandOutcome, DeviceCommand};
+use crate::syncml::session::{CommandOutcome, DeviceCommand, SessionError};
 
 /// What happened to a queued command.
 pub type CommandResult = Result<CommandOutcome, CommandError>;
@@ -117,8 +117,10 @@ pub(crate) struct Incoming<'a> {
 #[derive(Debug)]
 enum Waiter {
     Caller(oneshot::Sender<CommandResult>),
-    /// The engine's own inventory fetch (first session).
+    /// The engine's own inventory fetch (first session), as TNDS.
     Inventory,
+    /// The inventory fetch for devices without TNDS: `?list=StructData`.
+    InventoryStruct,
 }
 
 /// Counters of refusals, for operators and tests.
@@ -250,8 +252,7 @@ impl Devices {
         &mut self,
         cfg: &ServerConfig,
         incoming: Incoming<'_>,
-    ) -> Option<Result<crate::syncml::session::server::Reply, crate::syncml::session::SessionError>>
-    {
+    ) -> Option<Result<crate::syncml::session::server::Reply, SessionError>> {
         let Incoming {
             dev_id,
             session_id,
@@ -295,22 +296,28 @@ impl Devices {
             self.sessions.insert(key.clone(), session);
         }
         let session = self.sessions.get_mut(&key)?;
-        let result = session.handle_request(body, hmac, random);
+        let received = session.receive(body, hmac, random);
         let mut events = Vec::new();
         while let Some(e) = session.poll_event() {
             events.push(e);
         }
+        // Events may queue follow-up commands (the inventory fallback) before the reply.
+        for e in events {
+            self.apply_event(dev_id, e);
+        }
+        let session = self.sessions.get_mut(&key)?;
+        let result = received.and_then(|()| session.poll_reply().ok_or(SessionError::Ended));
         let done = session.is_done();
         if result.is_err() {
             self.stats.bad_messages += 1;
         }
-        for e in events {
-            self.apply_event(dev_id, e);
-        }
         if done && let Some(mut s) = self.sessions.remove(&key) {
             self.tokens.retain(|_, v| *v != key);
             for (tag, cmd) in s.abandon() {
-                if matches!(self.waiters.get(&tag), Some(Waiter::Inventory)) {
+                if matches!(
+                    self.waiters.get(&tag),
+                    Some(Waiter::Inventory | Waiter::InventoryStruct)
+                ) {
                     // The next session asks for the inventory afresh.
                     self.waiters.remove(&tag);
                     continue;
@@ -348,11 +355,25 @@ impl Devices {
                     let _ = tx.send(Ok(outcome));
                 }
                 Some(Waiter::Inventory) => {
-                    record.needs_inventory = false;
                     if outcome.status == StatusCode::OK
                         && let Some(item) = outcome.results.first()
                     {
+                        record.needs_inventory = false;
                         record.tree = tree_from_results(item);
+                    } else {
+                        // No TNDS on this device: list the structure with the data instead.
+                        let tag = self.next_tag + 1;
+                        self.next_tag = tag;
+                        self.waiters.insert(tag, Waiter::InventoryStruct);
+                        let target = Target::parse(".?list=StructData")
+                            .unwrap_or_else(|_| Target::from(crate::dm::uri::NodeUri::root()));
+                        self.push(dev_id, tag, DeviceCommand::Get { target });
+                    }
+                }
+                Some(Waiter::InventoryStruct) => {
+                    record.needs_inventory = false;
+                    if outcome.status == StatusCode::OK {
+                        record.tree = Some(tree_from_struct(&outcome.results));
                     }
                 }
                 None => {}
@@ -368,6 +389,37 @@ impl Devices {
             | ServerEvent::GenericAlert(_) => {}
         }
     }
+}
+
+/// Rebuilds what a server may see of a tree from `?list=StructData` items.
+fn tree_from_struct(items: &[ResultItem]) -> DmTree {
+    use crate::dm::props::{Format, NodeType};
+    use crate::dm::tree::NodeProps;
+    let mut tree = DmTree::new();
+    for item in items {
+        let Ok(uri) = crate::dm::uri::NodeUri::parse(&item.source) else {
+            continue;
+        };
+        if uri.is_root() {
+            continue;
+        }
+        // A node that does not fit (a damaged listing) is skipped; the rest still helps.
+        let _ = if item.format == Format::Node {
+            tree.ensure_interior(
+                &uri,
+                NodeProps::interior().with_type(NodeType::DdfName(item.ty.clone())),
+            )
+            .map(|_| ())
+        } else {
+            tree.put_leaf(
+                &uri,
+                item.data.clone(),
+                NodeProps::leaf(item.format, &item.ty),
+            )
+            .map(|_| ())
+        };
+    }
+    tree
 }
 
 fn tree_from_results(item: &ResultItem) -> Option<DmTree> {

@@ -121,6 +121,8 @@ pub struct SimDevice {
     pub cred_before_challenge: bool,
     /// Injected faults.
     pub faults: DeviceFaults,
+    /// Whether the device understands TNDS (some real clients do not).
+    pub tnds: bool,
 }
 
 /// Faults a simulated device can be told to show.
@@ -180,6 +182,7 @@ impl SimDevice {
             max_msg_size: 16_384,
             cred_before_challenge: true,
             faults: DeviceFaults::default(),
+            tnds: true,
         };
         dev.add_account("dms", account)?;
         let sid = &account.server_id;
@@ -296,6 +299,7 @@ impl SimDevice {
             max_obj_size: 1 << 20,
             cred_before_challenge: self.cred_before_challenge,
             fail_paths: self.faults.fail_paths.clone(),
+            tnds: self.tnds,
         })
     }
 
@@ -439,6 +443,7 @@ impl SimDevice {
             max_msg_size: 16_384,
             cred_before_challenge: true,
             faults: DeviceFaults::default(),
+            tnds: true,
         })
     }
 

@@ -52,6 +52,9 @@ pub struct ClientConfig {
     pub cred_before_challenge: bool,
     /// Fault injection: commands on nodes under these URIs fail with 500 and change nothing.
     pub fail_paths: Vec<crate::dm::uri::NodeUri>,
+    /// Whether the device understands TNDS (`?list=TNDS`, TNDS Add and Replace). Devices
+    /// without it answer 406 to the listing and 415 to the data, as libdmclient does.
+    pub tnds: bool,
 }
 
 /// What happened, for the device to act on.
@@ -605,6 +608,16 @@ impl ClientSession {
                         Err(OpError::CommandFailed {
                             reason: "injected fault".into(),
                         })
+                    } else if !self.cfg.tnds && uses_tnds(item, c.meta.as_ref()) {
+                        Err(if matches!(cmd, Command::Get(_)) {
+                            OpError::NotSupported {
+                                what: "TNDS listings".into(),
+                            }
+                        } else {
+                            OpError::UnsupportedMedia {
+                                what: TNDS_XML_MIME.into(),
+                            }
+                        })
                     } else {
                         run_item(tree, who, cmd, c.meta.as_ref(), item, &limits, now)
                     };
@@ -644,6 +657,17 @@ impl ClientSession {
             status,
         });
     }
+}
+
+/// True when an item asks for or carries TNDS.
+fn uses_tnds(item: &Item, cmd_meta: Option<&Meta>) -> bool {
+    let listing = item.target_uri().is_some_and(|t| t.contains("?list=TNDS"));
+    let ty = item
+        .meta
+        .as_ref()
+        .and_then(|m| m.ty.as_deref())
+        .or_else(|| cmd_meta.and_then(|m| m.ty.as_deref()));
+    listing || ty.is_some_and(|t| t.trim() == TNDS_XML_MIME)
 }
 
 fn renumber(mut cmd: Command, next: &mut u32) -> Command {

@@ -143,6 +143,10 @@ pub struct ServerSession<T> {
     device_max_msg: usize,
     reassembler: Reassembler,
     events: VecDeque<ServerEvent<T>>,
+    /// A reply already complete (authentication failure, abort, next-message request).
+    ready: Option<Reply>,
+    /// The message taken in and the statuses answering it, for the reply still to build.
+    deferred: Option<(SyncMl, Vec<Status>)>,
 }
 
 fn text_item_data(format: Format, value: &[u8]) -> Data {
@@ -187,6 +191,8 @@ impl<T: Clone> ServerSession<T> {
             device_max_msg: 0,
             reassembler: Reassembler::new(0),
             events: VecDeque::new(),
+            ready: None,
+            deferred: None,
         }
     }
 
@@ -240,13 +246,27 @@ impl<T: Clone> ServerSession<T> {
         self.events.push_back(ServerEvent::Ended { aborted });
     }
 
-    /// Handles one message from the device and returns the reply.
+    /// Handles one message from the device and returns the reply (`receive`, then
+    /// `poll_reply`, for callers that need not react to the events in between).
     pub fn handle_request(
         &mut self,
         body: &[u8],
         hmac: Option<&str>,
         fresh: [u8; 16],
     ) -> Result<Reply, SessionError> {
+        self.receive(body, hmac, fresh)?;
+        self.poll_reply().ok_or(SessionError::Ended)
+    }
+
+    /// Takes in one message from the device. Its events (statuses, results, nonces) are then
+    /// ready in [`ServerSession::poll_event`]; commands queued after them still go into the
+    /// reply, which [`ServerSession::poll_reply`] builds.
+    pub fn receive(
+        &mut self,
+        body: &[u8],
+        hmac: Option<&str>,
+        fresh: [u8; 16],
+    ) -> Result<(), SessionError> {
         if self.phase == Phase::Done {
             return Err(SessionError::Ended);
         }
@@ -325,7 +345,8 @@ impl<T: Clone> ServerSession<T> {
                         self.finish(true);
                     }
                     // A message reporting an authentication failure holds only Status.
-                    return Ok(self.reply(&msg, vec![st], Vec::new(), true));
+                    self.ready = Some(self.reply(&msg, vec![st], Vec::new(), true));
+                    return Ok(());
                 }
             }
         } else {
@@ -438,10 +459,12 @@ impl<T: Clone> ServerSession<T> {
         }
         if aborted {
             self.finish(true);
-            return Ok(self.reply(&msg, statuses, Vec::new(), true));
+            self.ready = Some(self.reply(&msg, statuses, Vec::new(), true));
+            return Ok(());
         }
         if self.phase == Phase::Done {
-            return Ok(self.reply(&msg, statuses, Vec::new(), true));
+            self.ready = Some(self.reply(&msg, statuses, Vec::new(), true));
+            return Ok(());
         }
         if resend {
             // The device refused our credentials and told us its nonce: send the last
@@ -458,9 +481,21 @@ impl<T: Clone> ServerSession<T> {
                 data: Some(alert::NEXT_MESSAGE.to_string()),
                 ..Alert::default()
             });
-            return Ok(self.reply(&msg, statuses, vec![request_more], false));
+            self.ready = Some(self.reply(&msg, statuses, vec![request_more], false));
+            return Ok(());
         }
         self.collect_finished();
+        self.deferred = Some((msg, statuses));
+        Ok(())
+    }
+
+    /// The reply to the last message taken in, once.
+    #[must_use]
+    pub fn poll_reply(&mut self) -> Option<Reply> {
+        if let Some(r) = self.ready.take() {
+            return Some(r);
+        }
+        let (msg, statuses) = self.deferred.take()?;
         if self.outgoing.is_empty() && self.inflight.is_empty() {
             self.start_package();
         }
@@ -468,9 +503,9 @@ impl<T: Clone> ServerSession<T> {
             // Nothing left to ask: close the session with a message that has only Status.
             let reply = self.reply(&msg, statuses, Vec::new(), true);
             self.finish(false);
-            return Ok(Reply { end: true, ..reply });
+            return Some(Reply { end: true, ..reply });
         }
-        Ok(self.reply_with_package(&msg, statuses))
+        Some(self.reply_with_package(&msg, statuses))
     }
 
     /// Turns the queue into the next package: CmdIDs assigned, containers flattened for
