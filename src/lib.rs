@@ -4,6 +4,7 @@
 //! [`dm`] is the device-management core (node URIs, ACLs, the DM tree, TNDS and the
 //! standard management objects). It performs no I/O: no sockets, no clock, no files.
 
+pub mod config;
 pub mod dm;
 pub mod engine;
 pub mod sim;

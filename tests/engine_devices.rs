@@ -347,3 +347,45 @@ async fn a_device_without_tnds_is_inventoried_with_struct_data() {
     );
     assert_eq!(tree.value_str(&uri("./DevInfo/DevId")), Some("IMEI:7"));
 }
+
+#[tokio::test]
+async fn the_device_endpoint_serves_https_with_a_server_certificate() {
+    dmdeleg::tls::install_crypto_provider();
+    let pki = dmdeleg::tls::LabPki::generate("dmdeleg test CA").unwrap();
+    let issued = pki
+        .issue("dms1.example", &["127.0.0.1", "localhost"])
+        .unwrap();
+    let tls = dmdeleg::tls::server_config(issued.chain(), issued.key_der().unwrap()).unwrap();
+    let devices = Arc::new(Mutex::new(Devices::default()));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ep = device_endpoint::spawn_tls(
+        listener,
+        DeviceEndpointConfig::default(),
+        devices.clone(),
+        None,
+        tls,
+    )
+    .await
+    .unwrap();
+    assert!(ep.url.starts_with("https://127.0.0.1:"));
+    enrol(&devices, "IMEI:8", AuthScheme::Md5);
+    let mut dev = sim("IMEI:8", &ep.url, AuthScheme::Md5, "client-secret");
+    let http = dmdeleg::tls::reqwest_client(&[pki.ca_cert_der()], None).unwrap();
+    let report = dev.session(&http, SRV, None, 1).await.unwrap();
+    assert!(
+        report.completed && report.server_authenticated,
+        "{report:?}"
+    );
+    // A device that does not trust the server's CA cannot talk to it.
+    let other = dmdeleg::tls::LabPki::generate("another CA").unwrap();
+    let untrusting = dmdeleg::tls::reqwest_client(&[other.ca_cert_der()], None).unwrap();
+    assert!(dev.session(&untrusting, SRV, None, 2).await.is_err());
+    // The server notes the failed handshake once the client has hung up.
+    for _ in 0..100 {
+        if ep.tls_handshake_failures() >= 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(ep.tls_handshake_failures() >= 1);
+}

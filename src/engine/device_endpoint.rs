@@ -50,6 +50,13 @@ struct EndpointState {
     store: Option<Store>,
 }
 
+#[derive(Debug)]
+enum Serving {
+    Plain(tokio::task::JoinHandle<()>),
+    /// Dropping the handle stops the TLS server.
+    Tls(#[allow(dead_code)] crate::tls::TlsServerHandle),
+}
+
 /// A running device endpoint.
 #[derive(Debug)]
 pub struct DeviceEndpoint {
@@ -57,17 +64,29 @@ pub struct DeviceEndpoint {
     pub addr: SocketAddr,
     /// The URL devices use (the server address in their DMAcc).
     pub url: String,
-    task: tokio::task::JoinHandle<()>,
+    serving: Serving,
+}
+
+impl DeviceEndpoint {
+    /// TLS handshakes that failed (HTTPS endpoints only).
+    pub fn tls_handshake_failures(&self) -> u64 {
+        match &self.serving {
+            Serving::Tls(h) => h.handshake_failure_count(),
+            Serving::Plain(_) => 0,
+        }
+    }
 }
 
 impl Drop for DeviceEndpoint {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Serving::Plain(task) = &self.serving {
+            task.abort();
+        }
     }
 }
 
-/// Starts the endpoint on `listener`. With a store, every change to a device's nonces or
-/// inventory is committed before the reply that carries it leaves.
+/// Starts the endpoint on `listener`, over plain HTTP. With a store, every change to a
+/// device's nonces or inventory is committed before the reply that carries it leaves.
 pub fn spawn(
     listener: TcpListener,
     cfg: DeviceEndpointConfig,
@@ -76,25 +95,57 @@ pub fn spawn(
 ) -> std::io::Result<DeviceEndpoint> {
     let addr = listener.local_addr()?;
     let url = format!("http://{addr}{}", cfg.path);
+    let app = router(&cfg, &url, devices, store);
+    let task = tokio::spawn(async move {
+        // The server only stops when the task is aborted.
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(DeviceEndpoint {
+        addr,
+        url,
+        serving: Serving::Plain(task),
+    })
+}
+
+/// Starts the endpoint over HTTPS with the server certificate in `tls`.
+pub async fn spawn_tls(
+    listener: TcpListener,
+    cfg: DeviceEndpointConfig,
+    devices: Arc<Mutex<Devices>>,
+    store: Option<Store>,
+    tls: Arc<rustls::ServerConfig>,
+) -> std::io::Result<DeviceEndpoint> {
+    let addr = listener.local_addr()?;
+    let url = format!("https://{addr}{}", cfg.path);
+    let app = router(&cfg, &url, devices, store);
+    let handle = crate::tls::serve_tls(listener, tls, app).await;
+    Ok(DeviceEndpoint {
+        addr,
+        url,
+        serving: Serving::Tls(handle),
+    })
+}
+
+fn router(
+    cfg: &DeviceEndpointConfig,
+    url: &str,
+    devices: Arc<Mutex<Devices>>,
+    store: Option<Store>,
+) -> Router {
     let state = EndpointState {
         devices,
         server: ServerConfig {
-            server_uri: url.clone(),
-            resp_uri: Some(url.clone()),
+            server_uri: url.to_owned(),
+            resp_uri: Some(url.to_owned()),
             max_msg_size: cfg.max_msg_size,
             max_obj_size: cfg.max_obj_size,
         },
         store,
     };
-    let app = Router::new()
+    Router::new()
         .route(&cfg.path, post(handle_new))
         .route(&format!("{}/s/{{token}}", cfg.path), post(handle_token))
-        .with_state(state);
-    let task = tokio::spawn(async move {
-        // The server only stops when the task is aborted.
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok(DeviceEndpoint { addr, url, task })
+        .with_state(state)
 }
 
 fn media_type_ok(headers: &HeaderMap) -> Option<&'static str> {

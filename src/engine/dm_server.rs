@@ -69,6 +69,17 @@ impl DmServer {
         store: Option<Store>,
         push: Arc<dyn PushTransport>,
     ) -> Result<DmServer, DmServerError> {
+        DmServer::start_with_tls(cfg, listener, store, push, None).await
+    }
+
+    /// As [`DmServer::start`], serving HTTPS with `tls` when given.
+    pub async fn start_with_tls(
+        cfg: DmServerConfig,
+        listener: TcpListener,
+        store: Option<Store>,
+        push: Arc<dyn PushTransport>,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Result<DmServer, DmServerError> {
         let mut devices = Devices::default();
         if let Some(store) = &store {
             let records = store.call(crate::store::devices::load_all).await?;
@@ -77,12 +88,24 @@ impl DmServer {
             }
         }
         let devices = Arc::new(Mutex::new(devices));
-        let endpoint = device_endpoint::spawn(
-            listener,
-            cfg.endpoint.clone(),
-            devices.clone(),
-            store.clone(),
-        )
+        let endpoint = match tls {
+            None => device_endpoint::spawn(
+                listener,
+                cfg.endpoint.clone(),
+                devices.clone(),
+                store.clone(),
+            ),
+            Some(tls) => {
+                device_endpoint::spawn_tls(
+                    listener,
+                    cfg.endpoint.clone(),
+                    devices.clone(),
+                    store.clone(),
+                    tls,
+                )
+                .await
+            }
+        }
         .map_err(|e| DmServerError::Listen(e.to_string()))?;
         Ok(DmServer {
             cfg,

@@ -234,6 +234,21 @@ impl Fleet {
         cfg: FleetConfig,
         push_listen: Option<SocketAddr>,
     ) -> Result<Fleet, SimError> {
+        crate::tls::install_crypto_provider();
+        let http = reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()
+            .map_err(|e| SimError::Http(e.to_string()))?;
+        Fleet::start_with_client(cfg, push_listen, http).await
+    }
+
+    /// As [`Fleet::start`], with the HTTP client to use (e.g. one trusting a lab CA for an
+    /// HTTPS server).
+    pub async fn start_with_client(
+        cfg: FleetConfig,
+        push_listen: Option<SocketAddr>,
+        http: reqwest::Client,
+    ) -> Result<Fleet, SimError> {
         let mut members = HashMap::new();
         let mut order = Vec::new();
         for i in 0..cfg.count {
@@ -257,11 +272,6 @@ impl Fleet {
             );
             order.push(dev_id);
         }
-        crate::tls::install_crypto_provider();
-        let http = reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
-            .build()
-            .map_err(|e| SimError::Http(e.to_string()))?;
         let mut fleet = Fleet {
             cfg,
             members: Arc::new(members),
