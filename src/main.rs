@@ -45,10 +45,36 @@ enum Command {
     },
     /// Run a fleet of simulated DM devices against a DM server (loopback only).
     Sim(Box<SimArgs>),
+    /// Read and write SyncML DM and TNDS traffic, XML or WBXML.
+    Msg {
+        #[command(subcommand)]
+        action: MsgAction,
+    },
     /// Work with TNDS documents (DM tree serialisations) and DDF files.
     Tnds {
         #[command(subcommand)]
         action: TndsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum MsgAction {
+    /// Print a SyncML DM or TNDS message, XML or WBXML, as indented XML (`-` reads stdin).
+    Decode {
+        /// The message file, or `-`.
+        file: PathBuf,
+    },
+    /// Write the WBXML form of an XML SyncML DM or TNDS message (`-` reads stdin; the WBXML
+    /// goes to stdout unless --out is given).
+    Encode {
+        /// Encode as WBXML (the only binary form).
+        #[arg(long)]
+        wbxml: bool,
+        /// The XML message file, or `-`.
+        file: PathBuf,
+        /// Where to write the WBXML (default: stdout).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
     },
 }
 
@@ -185,6 +211,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Some(Command::Devices { action }) => devices(action),
         Some(Command::Sim(args)) => runtime()?.block_on(sim(*args)),
+        Some(Command::Msg { action }) => msg(action),
         Some(Command::Tnds { action }) => {
             match action {
                 TndsAction::Check { file } => {
@@ -205,6 +232,48 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     let doc = read_tnds(&file)?;
                     print!("{}", doc.to_xml_pretty());
                 }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn read_input(file: &PathBuf) -> anyhow::Result<Vec<u8>> {
+    use std::io::Read as _;
+    if file.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("cannot read standard input")?;
+        Ok(buf)
+    } else {
+        std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))
+    }
+}
+
+fn msg(action: MsgAction) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    match action {
+        MsgAction::Decode { file } => {
+            let bytes = read_input(&file)?;
+            let xml = dmdeleg::syncml::wbxml::decode_any(&bytes)
+                .with_context(|| format!("{} cannot be decoded", file.display()))?;
+            print!("{xml}");
+            Ok(ExitCode::SUCCESS)
+        }
+        MsgAction::Encode { wbxml, file, out } => {
+            if !wbxml {
+                bail!("say which encoding: --wbxml (XML is what `msg decode` prints)");
+            }
+            let bytes = read_input(&file)?;
+            let encoded = dmdeleg::syncml::wbxml::xml_to_wbxml(&bytes)
+                .with_context(|| format!("{} cannot be encoded", file.display()))?;
+            match out {
+                Some(path) => std::fs::write(&path, encoded)
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+                None => std::io::stdout()
+                    .write_all(&encoded)
+                    .context("cannot write standard output")?,
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -389,3 +389,63 @@ async fn the_device_endpoint_serves_https_with_a_server_certificate() {
     }
     assert!(ep.tls_handshake_failures() >= 1);
 }
+
+#[tokio::test]
+async fn outside_its_acl_the_server_gets_425_and_a_silent_device_gets_a_407_challenge() {
+    let (devices, ep) = engine().await;
+    enrol(&devices, "IMEI:9", AuthScheme::Md5);
+    let mut dev = sim("IMEI:9", &ep.url, AuthScheme::Md5, "client-secret");
+    // The device first sends no credentials: the server challenges (407), then it succeeds.
+    dev.cred_before_challenge = false;
+    let http = reqwest::Client::new();
+    let report = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        dev.session(&http, SRV, None, 1),
+    )
+    .await
+    .expect("the first session ends")
+    .unwrap();
+    assert!(report.completed && report.rejected.is_none(), "{report:?}");
+    assert!(
+        report.messages >= 3,
+        "challenge round trip expected: {report:?}"
+    );
+    // DevInfo is read-only for every server (Get=*): a Replace and a Delete there get 425.
+    let before = dev.tree.clone();
+    let (r1, r2) = {
+        let mut d = devices.lock().unwrap();
+        (
+            d.enqueue(
+                "IMEI:9",
+                DeviceCommand::replace_text(&uri("./DevInfo/Man"), "x"),
+            )
+            .unwrap(),
+            d.enqueue(
+                "IMEI:9",
+                DeviceCommand::Delete {
+                    target: uri("./DevDetail"),
+                },
+            )
+            .unwrap(),
+        )
+    };
+    let r = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        dev.session(&http, SRV, None, 2),
+    )
+    .await
+    .expect("the second session ends");
+    assert!(r.as_ref().is_ok_and(|r| r.completed), "{r:?}");
+    assert_eq!(
+        r1.await.unwrap().unwrap().status,
+        StatusCode::PERMISSION_DENIED
+    );
+    // DevDetail is permanent: 405 comes before the ACL for the device's own nodes.
+    let st = r2.await.unwrap().unwrap().status;
+    assert!(
+        st == StatusCode::PERMISSION_DENIED || st == StatusCode::COMMAND_NOT_ALLOWED,
+        "{st:?}"
+    );
+    let (now, then) = (without_nonces(&dev.tree), without_nonces(&before));
+    assert!(now.same_as(&then), "{:?}", now.diff(&then));
+}

@@ -2849,19 +2849,39 @@ fn flush_text(out: &mut Vec<u8>, text: &mut String) {
 pub enum AnyError {
     /// A WBXML document was refused.
     #[error("WBXML: {0}")]
-    Wbxml(#[from] WbxmlError),
+    Wbxml(WbxmlError),
     /// An XML SyncML message was refused.
     #[error("XML: {0}")]
-    Xml(#[from] CodecError),
+    Xml(CodecError),
     /// A TNDS document was refused.
     #[error("TNDS: {0}")]
-    Tnds(#[from] TndsError),
+    Tnds(TndsError),
     /// The XML document is neither a SyncML message nor a TNDS `MgmtTree`.
     #[error("not a SyncML message or a TNDS document: {reason}")]
     Unknown {
         /// Why.
         reason: String,
     },
+}
+
+// The messages already include the inner error, so it is not also exposed as a `source`
+// (an error chain would print it twice).
+impl From<WbxmlError> for AnyError {
+    fn from(e: WbxmlError) -> Self {
+        AnyError::Wbxml(e)
+    }
+}
+
+impl From<CodecError> for AnyError {
+    fn from(e: CodecError) -> Self {
+        AnyError::Xml(e)
+    }
+}
+
+impl From<TndsError> for AnyError {
+    fn from(e: TndsError) -> Self {
+        AnyError::Tnds(e)
+    }
 }
 
 /// What an XML document's root element is.

@@ -416,10 +416,12 @@ impl ClientSession {
                 }
                 if !s.data.is_success() {
                     if self.client_retries < 2 && s.chal.is_some() {
-                        // Resend Package 1 with credentials for the new nonce.
+                        // Resend Package 1 with credentials for the new nonce, with the status
+                        // of the server's header: it carries the nonce the device just issued
+                        // for the server, which the server must learn.
                         self.client_retries += 1;
                         self.outgoing.clear();
-                        self.hdr_status = None;
+                        self.hdr_status = Some(hdr_st.clone());
                         self.package_final = true;
                         self.queue_package1();
                         self.prepare();
