@@ -137,6 +137,12 @@ struct SimArgs {
     /// Largest message the devices accept.
     #[arg(long, default_value_t = 16_384)]
     max_msg_size: u64,
+    /// Devices speak WBXML (as most deployed clients do) instead of XML.
+    #[arg(long)]
+    wbxml: bool,
+    /// Half the devices speak XML and half WBXML.
+    #[arg(long)]
+    mixed_encoding: bool,
     /// Fault: drop every Nth session of each device.
     #[arg(long, default_value_t = 0)]
     drop_every: u32,
@@ -416,6 +422,12 @@ async fn sim(args: SimArgs) -> anyhow::Result<ExitCode> {
     cfg.seed = args.seed.clone();
     cfg.interval = args.interval.map(Duration::from_secs);
     cfg.max_msg_size = args.max_msg_size;
+    cfg.encoding = if args.wbxml {
+        dmdeleg::syncml::session::Encoding::Wbxml
+    } else {
+        dmdeleg::syncml::session::Encoding::Xml
+    };
+    cfg.mixed_encoding = args.mixed_encoding;
     cfg.drop_every = args.drop_every;
     cfg.offline_for = args.offline_secs.map(Duration::from_secs);
     cfg.state_dir = args.state_dir.clone();

@@ -449,3 +449,40 @@ async fn outside_its_acl_the_server_gets_425_and_a_silent_device_gets_a_407_chal
     let (now, then) = (without_nonces(&dev.tree), without_nonces(&before));
     assert!(now.same_as(&then), "{:?}", now.diff(&then));
 }
+
+#[tokio::test]
+async fn a_wbxml_device_gets_wbxml_answers_over_http() {
+    let (devices, ep) = engine().await;
+    enrol(&devices, "IMEI:10", AuthScheme::Md5);
+    let mut dev = sim("IMEI:10", &ep.url, AuthScheme::Md5, "client-secret");
+    dev.encoding = dmdeleg::syncml::session::Encoding::Wbxml;
+    let http = reqwest::Client::new();
+    let report = dev.session(&http, SRV, None, 1).await.unwrap();
+    assert!(
+        report.completed && report.server_authenticated,
+        "{report:?}"
+    );
+    let rx = devices
+        .lock()
+        .unwrap()
+        .enqueue(
+            "IMEI:10",
+            DeviceCommand::replace_text(&uri("./Vendor/Enterprise/Policy"), "wb"),
+        )
+        .unwrap();
+    dev.session(&http, SRV, None, 2).await.unwrap();
+    assert_eq!(rx.await.unwrap().unwrap().status, StatusCode::OK);
+    assert_eq!(
+        dev.tree.value_str(&uri("./Vendor/Enterprise/Policy")),
+        Some("wb")
+    );
+    // The legacy WBXML media type is accepted as well; the reply uses the DM one.
+    let resp = http
+        .post(&ep.url)
+        .header("content-type", "application/vnd.syncml+wbxml")
+        .body(vec![0x02, 0x00])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 400);
+}

@@ -23,7 +23,20 @@ async fn server(store: Option<Store>) -> DmServer {
 
 async fn server_on(addr: &str, store: Option<Store>) -> DmServer {
     dmdeleg::tls::install_crypto_provider();
-    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    // After a restart the previous server's socket closes when its aborted task is dropped,
+    // which may take a moment.
+    let mut tries = 0;
+    let listener = loop {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => break l,
+            Err(e) if tries < 100 => {
+                tries += 1;
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("cannot bind {addr}: {e}"),
+        }
+    };
     DmServer::start(
         DmServerConfig {
             server_id: SRV.into(),
@@ -38,7 +51,9 @@ async fn server_on(addr: &str, store: Option<Store>) -> DmServer {
 }
 
 async fn fleet_for(srv: &DmServer, count: usize, push: bool) -> Fleet {
-    let cfg = FleetConfig::new(SRV, srv.url(), count);
+    let mut cfg = FleetConfig::new(SRV, srv.url(), count);
+    // Half the devices speak WBXML, as most deployed clients do.
+    cfg.mixed_encoding = true;
     let fleet = Fleet::start(cfg.clone(), push.then(|| "127.0.0.1:0".parse().unwrap()))
         .await
         .unwrap();

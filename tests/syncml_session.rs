@@ -9,10 +9,10 @@ use dmdeleg::dm::tree::{DmTree, NodeProps};
 use dmdeleg::dm::uri::{NodeUri, Target, UriLimits};
 use dmdeleg::syncml::StatusCode;
 use dmdeleg::syncml::auth::{AuthScheme, Nonce, Password};
-use dmdeleg::syncml::session::DeviceCommand;
 use dmdeleg::syncml::session::client::{ClientConfig, ClientEvent, ClientSession};
 use dmdeleg::syncml::session::creds::Credentials;
 use dmdeleg::syncml::session::server::{DeviceAuth, ServerConfig, ServerEvent, ServerSession};
+use dmdeleg::syncml::session::{DeviceCommand, Encoding};
 
 const DEV: &str = "IMEI:493005100592800";
 const SRV: &str = "dms1.example";
@@ -118,6 +118,7 @@ struct Setup {
     cred_before_challenge: bool,
     device_max_msg: u64,
     server_max_msg: u64,
+    encoding: Encoding,
 }
 
 impl Default for Setup {
@@ -128,6 +129,7 @@ impl Default for Setup {
             cred_before_challenge: true,
             device_max_msg: 16_384,
             server_max_msg: 65_536,
+            encoding: Encoding::Xml,
         }
     }
 }
@@ -135,7 +137,7 @@ impl Default for Setup {
 impl Pair {
     fn new(setup: Setup) -> Pair {
         let initial = Nonce::resync();
-        let server = ServerSession::new(
+        let mut server = ServerSession::new(
             ServerConfig {
                 server_uri: "http://127.0.0.1:1/dm".into(),
                 resp_uri: Some("http://127.0.0.1:1/dm/s/abc".into()),
@@ -150,6 +152,7 @@ impl Pair {
                 server_nonce: initial.clone(),
             },
         );
+        server.set_encoding(setup.encoding);
         let client = ClientSession::new(
             ClientConfig {
                 dev_id: DEV.into(),
@@ -164,6 +167,7 @@ impl Pair {
                 cred_before_challenge: setup.cred_before_challenge,
                 fail_paths: Vec::new(),
                 tnds: true,
+                encoding: setup.encoding,
             },
             devinfo(),
             0x1A2B,
@@ -520,4 +524,33 @@ fn atomic_is_all_or_nothing_and_sequence_stops_at_the_first_failure() {
     assert!(p.tree.exists(&uri("./Vendor/Enterprise/B")));
     assert!(!p.tree.exists(&uri("./Vendor/Enterprise/C")));
     assert!(!before.exists(&uri("./Vendor/Enterprise/B")));
+}
+
+#[test]
+fn a_wbxml_session_with_tnds_and_large_objects() {
+    let mut p = Pair::new(Setup {
+        encoding: Encoding::Wbxml,
+        device_max_msg: 1_400,
+        server_max_msg: 1_400,
+        ..Setup::default()
+    });
+    p.server.enqueue(
+        1,
+        DeviceCommand::AddTnds {
+            target: uri("./DMAcc"),
+            doc: dmacc_tnds(),
+        },
+    );
+    p.server.enqueue(
+        2,
+        DeviceCommand::Get {
+            target: Target::parse("./Vendor?list=TNDS").unwrap(),
+        },
+    );
+    p.drive();
+    assert_eq!(p.outcome(1).0, StatusCode::OK);
+    let (st, results) = p.outcome(2);
+    assert_eq!(st, StatusCode::OK);
+    assert!(TndsDocument::from_xml(&results[0].data).is_ok());
+    assert!(DmAcc::read(&p.tree, "DelegatedSrv").is_ok());
 }

@@ -18,9 +18,8 @@ use tokio::net::TcpListener;
 use super::devices::{DeviceRecord, Devices, Incoming};
 use crate::store::Store;
 use crate::syncml::auth::HMAC_HEADER;
-use crate::syncml::message::{MIME_XML, MIME_XML_LEGACY};
+use crate::syncml::session::Encoding;
 use crate::syncml::session::server::ServerConfig;
-use crate::syncml::xml;
 
 /// Settings of the device endpoint.
 #[derive(Debug, Clone)]
@@ -148,16 +147,9 @@ fn router(
         .with_state(state)
 }
 
-fn media_type_ok(headers: &HeaderMap) -> Option<&'static str> {
+fn encoding_of(headers: &HeaderMap) -> Option<Encoding> {
     let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
-    let base = ct.split(';').next()?.trim().to_ascii_lowercase();
-    if base == MIME_XML {
-        Some(MIME_XML)
-    } else if base == MIME_XML_LEGACY {
-        Some(MIME_XML_LEGACY)
-    } else {
-        None
-    }
+    Encoding::from_content_type(ct)
 }
 
 async fn handle_new(State(st): State<EndpointState>, headers: HeaderMap, body: Bytes) -> Response {
@@ -228,11 +220,11 @@ fn handle(
     body: Bytes,
 ) -> (Response, Option<DeviceRecord>) {
     let response = |r: Response| (r, None);
-    let Some(media) = media_type_ok(&headers) else {
+    let Some(encoding) = encoding_of(&headers) else {
         return response(
             (
                 HttpStatus::UNSUPPORTED_MEDIA_TYPE,
-                "expected application/vnd.syncml.dm+xml",
+                "expected application/vnd.syncml.dm+xml or application/vnd.syncml.dm+wbxml",
             )
                 .into_response(),
         );
@@ -242,7 +234,7 @@ fn handle(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     // Route by the message's own header: DevId (Source) and SessionID.
-    let (dev_id, session_id) = match xml::decode(&body) {
+    let (dev_id, session_id) = match encoding.decode(&body) {
         Ok(m) => (m.hdr.source.loc_uri, m.hdr.session_id),
         Err(e) => {
             if let Ok(mut d) = st.devices.lock() {
@@ -285,6 +277,7 @@ fn handle(
             hmac: hmac.as_deref(),
             random: random16(),
             token: new_token,
+            encoding,
         },
     );
     let changed = if durable_state(&devices, &dev_id) != before {
@@ -303,8 +296,10 @@ fn handle(
         ),
         Some(Ok(reply)) => {
             let mut resp = (HttpStatus::OK, reply.body).into_response();
-            resp.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static(encoding.mime()),
+            );
             if let Some(h) = reply.hmac.and_then(|h| HeaderValue::from_str(&h).ok()) {
                 resp.headers_mut().insert(HMAC_HEADER, h);
             }

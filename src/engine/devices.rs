@@ -111,6 +111,8 @@ pub(crate) struct Incoming<'a> {
     pub(crate) random: [u8; 16],
     /// The RespURI token for a new session.
     pub(crate) token: String,
+    /// How the message is encoded (a new session answers in the same encoding).
+    pub(crate) encoding: crate::syncml::session::Encoding,
 }
 
 /// Who is waiting for a command's outcome.
@@ -260,6 +262,7 @@ impl Devices {
             hmac,
             random,
             token,
+            encoding,
         } = incoming;
         let key = (dev_id.to_owned(), session_id.to_owned());
         if !self.sessions.contains_key(&key) {
@@ -277,6 +280,7 @@ impl Devices {
             }
             let needs_inventory = record.needs_inventory;
             let mut session = ServerSession::new(session_cfg, auth);
+            session.set_encoding(encoding);
             if needs_inventory {
                 let tag = self.next_tag + 1;
                 self.next_tag = tag;

@@ -13,7 +13,6 @@ use crate::dm::tree::{DmTree, NodeProps};
 use crate::dm::uri::{NodeUri, UriLimits};
 use crate::syncml::StatusCode;
 use crate::syncml::auth::{AuthScheme, HMAC_HEADER, Nonce, Password};
-use crate::syncml::message::MIME_XML;
 use crate::syncml::session::SessionError;
 use crate::syncml::session::client::{ClientConfig, ClientEvent, ClientSession};
 use crate::syncml::session::creds::Credentials;
@@ -123,6 +122,8 @@ pub struct SimDevice {
     pub faults: DeviceFaults,
     /// Whether the device understands TNDS (some real clients do not).
     pub tnds: bool,
+    /// XML or WBXML on the wire.
+    pub encoding: crate::syncml::session::Encoding,
 }
 
 /// Faults a simulated device can be told to show.
@@ -183,6 +184,7 @@ impl SimDevice {
             cred_before_challenge: true,
             faults: DeviceFaults::default(),
             tnds: true,
+            encoding: crate::syncml::session::Encoding::Xml,
         };
         dev.add_account("dms", account)?;
         let sid = &account.server_id;
@@ -300,6 +302,7 @@ impl SimDevice {
             cred_before_challenge: self.cred_before_challenge,
             fail_paths: self.faults.fail_paths.clone(),
             tnds: self.tnds,
+            encoding: self.encoding,
         })
     }
 
@@ -348,7 +351,7 @@ impl SimDevice {
             report.bytes_sent += tx.body.len();
             let mut req = http
                 .post(&tx.uri)
-                .header(reqwest::header::CONTENT_TYPE, MIME_XML)
+                .header(reqwest::header::CONTENT_TYPE, self.encoding.mime())
                 .body(tx.body);
             if let Some(h) = &tx.hmac {
                 req = req.header(HMAC_HEADER, h);
@@ -444,6 +447,7 @@ impl SimDevice {
             cred_before_challenge: true,
             faults: DeviceFaults::default(),
             tnds: true,
+            encoding: crate::syncml::session::Encoding::Xml,
         })
     }
 

@@ -54,6 +54,10 @@ pub struct FleetConfig {
     pub offline_for: Option<Duration>,
     /// Where device trees are kept, so they survive restarts.
     pub state_dir: Option<PathBuf>,
+    /// XML or WBXML; with `mixed_encoding`, odd-numbered devices use the other one.
+    pub encoding: crate::syncml::session::Encoding,
+    /// Alternate the encoding device by device.
+    pub mixed_encoding: bool,
 }
 
 impl FleetConfig {
@@ -72,6 +76,18 @@ impl FleetConfig {
             drop_every: 0,
             offline_for: None,
             state_dir: None,
+            encoding: crate::syncml::session::Encoding::Xml,
+            mixed_encoding: false,
+        }
+    }
+
+    /// The encoding device `i` uses.
+    pub fn encoding_of(&self, i: usize) -> crate::syncml::session::Encoding {
+        use crate::syncml::session::Encoding;
+        match (self.mixed_encoding && i % 2 == 1, self.encoding) {
+            (false, e) => e,
+            (true, Encoding::Xml) => Encoding::Wbxml,
+            (true, Encoding::Wbxml) => Encoding::Xml,
         }
     }
 
@@ -263,6 +279,7 @@ impl Fleet {
             };
             device.max_msg_size = cfg.max_msg_size;
             device.faults = cfg.faults.clone();
+            device.encoding = cfg.encoding_of(i);
             members.insert(
                 dev_id.clone(),
                 Arc::new(Member {

@@ -24,7 +24,6 @@ use crate::syncml::message::{
     Alert, Command, Data, Item, ItemCmd, LocRef, Meta, Results, Status, SyncBody, SyncHdr, SyncMl,
     SyncMlVersion, alert,
 };
-use crate::syncml::xml;
 
 /// A device's settings for one server account.
 #[derive(Debug, Clone)]
@@ -55,6 +54,8 @@ pub struct ClientConfig {
     /// Whether the device understands TNDS (`?list=TNDS`, TNDS Add and Replace). Devices
     /// without it answer 406 to the listing and 415 to the data, as libdmclient does.
     pub tnds: bool,
+    /// How the device encodes its messages.
+    pub encoding: super::Encoding,
 }
 
 /// What happened, for the device to act on.
@@ -304,7 +305,7 @@ impl ClientSession {
             }));
         }
         msg.body.is_final = package_done && self.package_final;
-        let body = xml::encode(&msg);
+        let body = self.cfg.encoding.encode(&msg);
         let hmac = self.cfg.client.hmac_header(&self.cfg.client_nonce, &body);
         self.to_send = Some(Transmit {
             uri: self.uri.clone(),
@@ -327,11 +328,11 @@ impl ClientSession {
         if self.done {
             return Err(SessionError::Ended);
         }
-        let msg = match xml::decode(body) {
+        let msg = match self.cfg.encoding.decode(body) {
             Ok(m) => m,
             Err(e) => {
                 self.end(true);
-                return Err(SessionError::Codec(e.to_string()));
+                return Err(e);
             }
         };
         if msg.hdr.session_id != self.session_id {
@@ -495,10 +496,10 @@ impl ClientSession {
         self.package_final = keep;
         if let Some(t) = self.to_send.as_mut() {
             // Re-encode with Final: the failure report is a complete package.
-            if let Ok(mut m) = xml::decode(&t.body) {
+            if let Ok(mut m) = self.cfg.encoding.decode(&t.body) {
                 m.body.commands.retain(|c| !matches!(c, Command::Alert(_)));
                 m.body.is_final = true;
-                t.body = xml::encode(&m);
+                t.body = self.cfg.encoding.encode(&m);
                 t.hmac = self.cfg.client.hmac_header(&self.cfg.client_nonce, &t.body);
             }
         }

@@ -17,6 +17,59 @@ use crate::dm::tnds::TndsDocument;
 use crate::dm::uri::{NodeUri, Target};
 use crate::syncml::StatusCode;
 
+/// How a session's messages are encoded on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Encoding {
+    /// `application/vnd.syncml.dm+xml`.
+    #[default]
+    Xml,
+    /// `application/vnd.syncml.dm+wbxml`, what most deployed clients send.
+    Wbxml,
+}
+
+impl Encoding {
+    /// The media type of messages in this encoding.
+    pub fn mime(self) -> &'static str {
+        match self {
+            Encoding::Xml => crate::syncml::message::MIME_XML,
+            Encoding::Wbxml => crate::syncml::message::MIME_WBXML,
+        }
+    }
+
+    /// The encoding a Content-Type names (parameters ignored), if it is a SyncML DM one;
+    /// the older `application/vnd.syncml+xml` and `+wbxml` that some clients send count too.
+    pub fn from_content_type(ct: &str) -> Option<Encoding> {
+        let base = ct.split(';').next()?.trim().to_ascii_lowercase();
+        match base.as_str() {
+            "application/vnd.syncml.dm+xml" | "application/vnd.syncml+xml" => Some(Encoding::Xml),
+            "application/vnd.syncml.dm+wbxml" | "application/vnd.syncml+wbxml" => {
+                Some(Encoding::Wbxml)
+            }
+            _ => None,
+        }
+    }
+
+    /// Decodes a message.
+    pub fn decode(self, bytes: &[u8]) -> Result<crate::syncml::message::SyncMl, SessionError> {
+        match self {
+            Encoding::Xml => {
+                crate::syncml::xml::decode(bytes).map_err(|e| SessionError::Codec(e.to_string()))
+            }
+            Encoding::Wbxml => {
+                crate::syncml::wbxml::decode(bytes).map_err(|e| SessionError::Codec(e.to_string()))
+            }
+        }
+    }
+
+    /// Encodes a message.
+    pub fn encode(self, msg: &crate::syncml::message::SyncMl) -> Vec<u8> {
+        match self {
+            Encoding::Xml => crate::syncml::xml::encode(msg),
+            Encoding::Wbxml => crate::syncml::wbxml::encode(msg),
+        }
+    }
+}
+
 /// The SyncHdr values of DM 1.2.
 pub const VER_DTD: &str = "1.2";
 /// VerProto of DM 1.2.

@@ -13,7 +13,7 @@ use base64::Engine as _;
 
 use super::creds::{Credentials, Verdict, chal_nonce};
 use super::packer::{self, Chunked, Outgoing, Reassembler};
-use super::{CommandOutcome, DeviceCommand, SessionError, VER_DTD, VER_PROTO};
+use super::{CommandOutcome, DeviceCommand, Encoding, SessionError, VER_DTD, VER_PROTO};
 use crate::dm::ops::ResultItem;
 use crate::dm::props::Format;
 use crate::dm::tree_tnds::TNDS_XML_MIME;
@@ -23,7 +23,6 @@ use crate::syncml::message::{
     Alert, Chal, Command, Container, Data, Exec, Item, ItemCmd, LocRef, Meta, Status, SyncBody,
     SyncHdr, SyncMl, SyncMlVersion, alert,
 };
-use crate::syncml::xml;
 
 /// What the server knows about one device's credentials.
 #[derive(Debug, Clone)]
@@ -147,6 +146,8 @@ pub struct ServerSession<T> {
     ready: Option<Reply>,
     /// The message taken in and the statuses answering it, for the reply still to build.
     deferred: Option<(SyncMl, Vec<Status>)>,
+    /// The device's encoding, which the replies use too.
+    encoding: Encoding,
 }
 
 fn text_item_data(format: Format, value: &[u8]) -> Data {
@@ -193,7 +194,18 @@ impl<T: Clone> ServerSession<T> {
             events: VecDeque::new(),
             ready: None,
             deferred: None,
+            encoding: Encoding::Xml,
         }
+    }
+
+    /// Sets the encoding the device uses (the first message's Content-Type); replies follow it.
+    pub fn set_encoding(&mut self, encoding: Encoding) {
+        self.encoding = encoding;
+    }
+
+    /// The encoding of this session's messages.
+    pub fn encoding(&self) -> Encoding {
+        self.encoding
     }
 
     /// Queues a command; it goes out in the next package.
@@ -270,7 +282,7 @@ impl<T: Clone> ServerSession<T> {
         if self.phase == Phase::Done {
             return Err(SessionError::Ended);
         }
-        let msg = xml::decode(body).map_err(|e| SessionError::Codec(e.to_string()))?;
+        let msg = self.encoding.decode(body)?;
         if msg.hdr.source.loc_uri != self.auth.dev_id {
             return Err(SessionError::OutOfSequence(format!(
                 "message from `{}` in a session of `{}`",
@@ -862,7 +874,7 @@ impl<T: Clone> ServerSession<T> {
     }
 
     fn seal(&self, msg: SyncMl, end: bool) -> Reply {
-        let body = xml::encode(&msg);
+        let body = self.encoding.encode(&msg);
         let hmac = self.auth.server.hmac_header(&self.auth.server_nonce, &body);
         Reply { body, hmac, end }
     }
