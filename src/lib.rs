@@ -5,6 +5,7 @@
 //! standard management objects). It performs no I/O: no sockets, no clock, no files.
 
 pub mod config;
+pub mod delegation;
 pub mod dm;
 pub mod engine;
 pub mod sim;

@@ -47,6 +47,10 @@ fn without_nonces(tree: &dmdeleg::dm::tree::DmTree) -> dmdeleg::dm::tree::DmTree
 }
 
 fn enrol(devices: &Arc<Mutex<Devices>>, dev_id: &str, scheme: AuthScheme) {
+    enrol_as(devices, dev_id, &format!("{dev_id}-user"), scheme);
+}
+
+fn enrol_as(devices: &Arc<Mutex<Devices>>, dev_id: &str, user: &str, scheme: AuthScheme) {
     let c = |name: &str, secret: &str| Credentials {
         scheme,
         name: name.into(),
@@ -54,7 +58,7 @@ fn enrol(devices: &Arc<Mutex<Devices>>, dev_id: &str, scheme: AuthScheme) {
     };
     devices.lock().unwrap().enrol(DeviceRecord::new(
         dev_id,
-        c(&format!("{dev_id}-user"), "client-secret"),
+        c(user, "client-secret"),
         c(SRV, "server-secret"),
         None,
     ));
@@ -485,4 +489,129 @@ async fn a_wbxml_device_gets_wbxml_answers_over_http() {
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 400);
+}
+
+/// Sends a raw HTTP/1.1 request and returns the status code and body.
+async fn raw_post(addr: std::net::SocketAddr, head: &str, body_chunks: &[&[u8]]) -> (u16, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    for c in body_chunks {
+        s.write_all(format!("{:x}\r\n", c.len()).as_bytes())
+            .await
+            .unwrap();
+        s.write_all(c).await.unwrap();
+        s.write_all(b"\r\n").await.unwrap();
+    }
+    s.write_all(b"0\r\n\r\n").await.unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out).await.unwrap();
+    let text = String::from_utf8_lossy(&out).into_owned();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.as_bytes().to_vec())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn chunked_bodies_and_odd_content_encodings_are_accepted() {
+    let (devices, ep) = engine().await;
+    // Basic credentials cannot hold a `:` in the user name.
+    enrol_as(&devices, "IMEI:11", "dev11", AuthScheme::Basic);
+    // A Package 1 with basic credentials, sent chunked in three pieces with an identity
+    // Content-Encoding and a legacy media type with parameters.
+    let cred = dmdeleg::syncml::auth::basic_cred("dev11", &Password::new("client-secret"));
+    let msg = format!(
+        "<SyncML xmlns=\"SYNCML:SYNCML1.2\"><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto>\
+         <SessionID>5</SessionID><MsgID>1</MsgID><Target><LocURI>{url}</LocURI></Target>\
+         <Source><LocURI>IMEI:11</LocURI><LocName>dev11</LocName></Source>\
+         <Cred><Meta><Type xmlns=\"syncml:metinf\">syncml:auth-basic</Type>\
+         <Format xmlns=\"syncml:metinf\">b64</Format></Meta><Data>{cred}</Data></Cred></SyncHdr>\
+         <SyncBody><Alert><CmdID>1</CmdID><Data>1201</Data></Alert><Final></Final></SyncBody></SyncML>",
+        url = ep.url
+    );
+    let bytes = msg.as_bytes();
+    let third = bytes.len() / 3;
+    let head = format!(
+        "POST /dm HTTP/1.1\r\nHost: {}\r\nContent-Type: application/vnd.syncml+xml; charset=UTF-8\r\n\
+         Content-Encoding: identity\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        ep.addr
+    );
+    let (status, body) = raw_post(
+        ep.addr,
+        &head,
+        &[
+            &bytes[..third],
+            &bytes[third..2 * third],
+            &bytes[2 * third..],
+        ],
+    )
+    .await;
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    let reply = dmdeleg::syncml::xml::decode(&body).unwrap();
+    // The reply carries the server's own credentials and a RespURI, and accepts ours (212).
+    assert!(reply.hdr.cred.is_some());
+    assert!(
+        reply
+            .hdr
+            .resp_uri
+            .as_deref()
+            .is_some_and(|u| u.starts_with(&ep.url))
+    );
+    assert_eq!(reply.hdr_status().unwrap().data, StatusCode::AUTH_ACCEPTED);
+}
+
+#[tokio::test]
+async fn a_device_aborting_the_session_loses_nothing_queued() {
+    let (devices, ep) = engine().await;
+    enrol_as(&devices, "IMEI:12", "dev12", AuthScheme::Basic);
+    let rx = devices
+        .lock()
+        .unwrap()
+        .enqueue(
+            "IMEI:12",
+            DeviceCommand::Get {
+                target: Target::parse("./DevInfo/Man").unwrap(),
+            },
+        )
+        .unwrap();
+    let cred = dmdeleg::syncml::auth::basic_cred("dev12", &Password::new("client-secret"));
+    let abort = format!(
+        "<SyncML xmlns=\"SYNCML:SYNCML1.2\"><SyncHdr><VerDTD>1.2</VerDTD><VerProto>DM/1.2</VerProto>\
+         <SessionID>9</SessionID><MsgID>1</MsgID><Target><LocURI>{url}</LocURI></Target>\
+         <Source><LocURI>IMEI:12</LocURI></Source>\
+         <Cred><Meta><Type xmlns=\"syncml:metinf\">syncml:auth-basic</Type>\
+         <Format xmlns=\"syncml:metinf\">b64</Format></Meta><Data>{cred}</Data></Cred></SyncHdr>\
+         <SyncBody><Alert><CmdID>1</CmdID><Data>1223</Data></Alert><Final/></SyncBody></SyncML>",
+        url = ep.url
+    );
+    let http = reqwest::Client::new();
+    let resp = http
+        .post(&ep.url)
+        .header("content-type", "application/vnd.syncml.dm+xml")
+        .body(abort)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let reply = dmdeleg::syncml::xml::decode(&resp.bytes().await.unwrap()).unwrap();
+    assert!(reply.body.is_final);
+    // The Get either never left or was lost: it is queued again or reported lost, never
+    // silently dropped.
+    let queued = devices.lock().unwrap().queued("IMEI:12");
+    if queued == 0 {
+        let r = tokio::time::timeout(std::time::Duration::from_secs(5), rx)
+            .await
+            .expect("an outcome arrives")
+            .unwrap();
+        assert!(r.is_err(), "{r:?}");
+    } else {
+        assert_eq!(queued, 1);
+    }
 }

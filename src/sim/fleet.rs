@@ -113,7 +113,11 @@ impl FleetConfig {
             server_id: self.server_id.clone(),
             server_url: self.server_url.clone(),
             scheme: self.scheme,
-            client: (dev_id.to_ascii_lowercase(), self.secret(&dev_id, "client")),
+            // No `:` in user names: basic credentials could not carry it.
+            client: (
+                dev_id.to_ascii_lowercase().replace(':', "-"),
+                self.secret(&dev_id, "client"),
+            ),
             server: (self.server_id.clone(), self.secret(&dev_id, "server")),
         }
     }

@@ -247,6 +247,13 @@ pub fn parse_import(text: &str, toml: bool) -> Result<Vec<Enrolment>, ImportErro
         if e.client_name.is_empty() || e.server_name.is_empty() {
             return Err(bad("client_name and server_name are required"));
         }
+        if e.auth_type.trim() == "BASIC"
+            && (e.client_name.contains(':') || e.server_name.contains(':'))
+        {
+            return Err(bad(
+                "with BASIC authentication a user name cannot contain `:`",
+            ));
+        }
         if e.client_secret.is_empty() || e.server_secret.is_empty() {
             return Err(bad("client_secret and server_secret are required"));
         }
