@@ -45,6 +45,11 @@ enum Command {
     },
     /// Run a fleet of simulated DM devices against a DM server (loopback only).
     Sim(Box<SimArgs>),
+    /// Make certificates for a lab or a first deployment.
+    Certs {
+        #[command(subcommand)]
+        action: CertsAction,
+    },
     /// Read and write SyncML DM and TNDS traffic, XML or WBXML.
     Msg {
         #[command(subcommand)]
@@ -54,6 +59,20 @@ enum Command {
     Tnds {
         #[command(subcommand)]
         action: TndsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsAction {
+    /// Write a CA (ca.pem, ca.key) and, for each NAME, a certificate and key usable as server
+    /// and as client (NAME.pem, NAME.key) into DIR. ECDSA P-256, valid one year; private keys
+    /// are written with mode 0600; existing files are never overwritten.
+    Init {
+        /// The directory (created if needed).
+        dir: PathBuf,
+        /// The names to issue certificates for (default: dms1 dms2).
+        #[arg(long = "name", default_values_t = [String::from("dms1"), String::from("dms2")])]
+        names: Vec<String>,
     },
 }
 
@@ -218,6 +237,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::Devices { action }) => devices(action),
         Some(Command::Sim(args)) => runtime()?.block_on(sim(*args)),
         Some(Command::Msg { action }) => msg(action),
+        Some(Command::Certs {
+            action: CertsAction::Init { dir, names },
+        }) => {
+            let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+            let files = dmdeleg::tls::init_dir(&dir, &refs)
+                .with_context(|| format!("no certificates written to {}", dir.display()))?;
+            for f in &files {
+                println!("wrote {}", f.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Some(Command::Tnds { action }) => {
             match action {
                 TndsAction::Check { file } => {

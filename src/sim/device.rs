@@ -47,6 +47,9 @@ pub enum SimError {
         /// Why.
         reason: String,
     },
+    /// The simulated device could not be set up (a bad name or account).
+    #[error("the simulated device cannot be set up: {0}")]
+    Setup(String),
     /// HTTP failed.
     #[error("HTTP request to the DM server failed: {0}")]
     Http(String),
@@ -77,6 +80,21 @@ pub struct SessionReport {
     pub bytes_sent: usize,
     /// Bytes of the replies it received.
     pub bytes_received: usize,
+}
+
+/// An error with its causes, in plain words (reqwest's own message names only the request).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !text.contains(&s) {
+            text.push_str(": ");
+            text.push_str(&s);
+        }
+        cur = c.source();
+    }
+    text
 }
 
 /// True when `url`'s host is a loopback address or `localhost`.
@@ -191,7 +209,7 @@ impl SimDevice {
         let all = Acl::parse(&format!(
             "Add={sid}&Delete={sid}&Exec={sid}&Get={sid}&Replace={sid}"
         ))
-        .map_err(|e| SimError::Http(e.to_string()))?;
+        .map_err(|e| SimError::Setup(e.to_string()))?;
         let setup = |tree: &mut DmTree| -> Result<(), crate::dm::tree::TreeError> {
             let uri = |s: &str| NodeUri::parse(s).unwrap_or_default();
             tree.ensure_interior(
@@ -228,7 +246,7 @@ impl SimDevice {
             )?;
             Ok(())
         };
-        setup(&mut dev.tree).map_err(|e| SimError::Http(e.to_string()))?;
+        setup(&mut dev.tree).map_err(|e| SimError::Setup(e.to_string()))?;
         Ok(dev)
     }
 
@@ -269,7 +287,7 @@ impl SimDevice {
         }
         let sid = &account.server_id;
         let acl = Acl::for_server(sid, &[AclCmd::Get, AclCmd::Replace, AclCmd::Delete])
-            .map_err(|e| SimError::Http(e.to_string()))?;
+            .map_err(|e| SimError::Setup(e.to_string()))?;
         acc.install(&mut self.tree, Some(acl))?;
         Ok(())
     }
@@ -359,7 +377,7 @@ impl SimDevice {
             let resp = match req.send().await {
                 Ok(r) => r,
                 Err(e) => {
-                    result = Err(SimError::Http(e.to_string()));
+                    result = Err(SimError::Http(error_chain(&e)));
                     break;
                 }
             };
@@ -375,7 +393,7 @@ impl SimDevice {
             let body = match resp.bytes().await {
                 Ok(b) => b,
                 Err(e) => {
-                    result = Err(SimError::Http(e.to_string()));
+                    result = Err(SimError::Http(error_chain(&e)));
                     break;
                 }
             };
