@@ -188,17 +188,11 @@ impl Lab {
     fn new(initiator: Role, full: bool, bootstrap: bool, paths: &[&str]) -> Lab {
         let acc = dms2_account().to_tnds_node(None);
         let s = start(initiator, full, bootstrap, paths);
+        // The initiator's machine; the other side's is made from the NOTIF in drive().
         let first = Delegation::initiate(&s, (initiator == Role::Delegated).then_some(&acc), 0);
-        let (dms1, dms2) = match initiator {
-            Role::Delegating => (first, None),
-            Role::Delegated => {
-                // DMS-1 learns of it from DMS-2's NOTIF, delivered in drive().
-                (first, None)
-            }
-        };
         Lab {
-            dms1,
-            dms2,
+            dms1: first,
+            dms2: None,
             dev: Device {
                 tree: device(),
                 fail_on: None,
@@ -212,8 +206,7 @@ impl Lab {
         }
     }
 
-    /// The initiator's machine is stored in `dms1` until the other side exists; this puts
-    /// each machine in its place.
+    /// The initiator's machine (in `dms1`) and the other side's, once it exists.
     fn sides(&mut self) -> (&mut Delegation, Option<&mut Delegation>) {
         (&mut self.dms1, self.dms2.as_mut())
     }
@@ -294,7 +287,7 @@ impl Lab {
                     let _ = m.handle(now, Input::Peer(wire));
                 }
             }
-            Action::Device { op, commands, .. } => {
+            Action::Device { op, commands } => {
                 if self.dev.offline {
                     return;
                 }

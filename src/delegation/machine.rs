@@ -286,8 +286,6 @@ pub enum Action {
         op: u32,
         /// The commands, in order.
         commands: Vec<DeviceCommand>,
-        /// Run them as this server (`false` only for nothing: kept for clarity of logs).
-        urgent: bool,
     },
     /// DELEGATED: make a one-time bootstrap URL for the device and report it as
     /// [`Input::BootstrapUrl`].
@@ -659,7 +657,6 @@ impl Delegation {
         self.actions.push_back(Action::Device {
             op: self.op,
             commands,
-            urgent: true,
         });
         self.wait_for(wait, now + self.deadlines.device_ms);
     }

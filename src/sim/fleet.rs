@@ -457,6 +457,7 @@ impl Ctx {
         match verified {
             Ok((server_id, session_id)) => {
                 self.stats.triggers_ok.fetch_add(1, Ordering::Relaxed);
+                // The session's outcome is counted in the fleet's statistics by run_for.
                 let _ = self.run_for(dev_id, &server_id, Some(session_id)).await;
             }
             Err(_) => {
