@@ -5,6 +5,7 @@
 #![warn(missing_docs, unreachable_pub)]
 
 pub mod auth;
+mod build;
 pub mod message;
 pub mod pkg0;
 pub mod session;

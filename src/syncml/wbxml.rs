@@ -64,12 +64,16 @@ use std::borrow::Cow;
 
 use quick_xml::events::Event;
 
-use super::StatusCode;
+use super::build::{BuildError, Builder, Content, El, child_of};
 use super::message::{
-    Alert, Chal, Command, Container, Cred, Data, Exec, Item, ItemCmd, LocRef, Meta, NS_METINF,
-    Results, Status, SyncBody, SyncHdr, SyncMl, SyncMlVersion,
+    Command, Cred, Data, Item, LocRef, Meta, NS_METINF, SyncHdr, SyncMl, SyncMlVersion,
 };
 use super::xml::{self, CodecError, DecodeLimits};
+#[cfg(test)]
+use super::{
+    StatusCode,
+    message::{Chal, ItemCmd, Status, SyncBody},
+};
 use crate::dm::tnds::{self, TndsDocument, TndsError};
 
 /// Numeric public id of SyncML 1.2 (`-//SYNCML//DTD SyncML 1.2//EN`).
@@ -609,14 +613,6 @@ fn shorten(s: &str) -> String {
         }
         None => s.to_owned(),
     }
-}
-
-/// An unsigned decimal number: ASCII digits only, without overflow.
-fn number<T: std::str::FromStr>(s: &str) -> Option<T> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
 }
 
 /// `bytes` as UTF-8, or [`WbxmlError::NotUtf8`] placed at the first bad byte (`at` is the
@@ -1159,367 +1155,6 @@ pub fn is_wbxml(input: &[u8]) -> bool {
 }
 
 // ---------------------------------------------------------------------------------------------
-// SyncML grammar (the XML decoder's, by element name)
-// ---------------------------------------------------------------------------------------------
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CmdKind {
-    Alert,
-    Add,
-    Replace,
-    Delete,
-    Get,
-    Copy,
-    Exec,
-    Atomic,
-    Sequence,
-    Results,
-    Status,
-}
-
-impl CmdKind {
-    fn from_name(local: &str) -> Option<CmdKind> {
-        Some(match local {
-            "Alert" => CmdKind::Alert,
-            "Add" => CmdKind::Add,
-            "Replace" => CmdKind::Replace,
-            "Delete" => CmdKind::Delete,
-            "Get" => CmdKind::Get,
-            "Copy" => CmdKind::Copy,
-            "Exec" => CmdKind::Exec,
-            "Atomic" => CmdKind::Atomic,
-            "Sequence" => CmdKind::Sequence,
-            "Results" => CmdKind::Results,
-            "Status" => CmdKind::Status,
-            _ => return None,
-        })
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            CmdKind::Alert => "Alert",
-            CmdKind::Add => "Add",
-            CmdKind::Replace => "Replace",
-            CmdKind::Delete => "Delete",
-            CmdKind::Get => "Get",
-            CmdKind::Copy => "Copy",
-            CmdKind::Exec => "Exec",
-            CmdKind::Atomic => "Atomic",
-            CmdKind::Sequence => "Sequence",
-            CmdKind::Results => "Results",
-            CmdKind::Status => "Status",
-        }
-    }
-
-    fn is_container(self) -> bool {
-        matches!(self, CmdKind::Atomic | CmdKind::Sequence)
-    }
-
-    fn nestable(self) -> bool {
-        !matches!(self, CmdKind::Results | CmdKind::Status)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum MetField {
-    Format,
-    Type,
-    Mark,
-    Size,
-    NextNonce,
-    Version,
-    MaxMsgSize,
-    MaxObjSize,
-}
-
-impl MetField {
-    fn from_name(local: &str) -> Option<MetField> {
-        Some(match local {
-            "Format" => MetField::Format,
-            "Type" => MetField::Type,
-            "Mark" => MetField::Mark,
-            "Size" => MetField::Size,
-            "NextNonce" => MetField::NextNonce,
-            "Version" => MetField::Version,
-            "MaxMsgSize" => MetField::MaxMsgSize,
-            "MaxObjSize" => MetField::MaxObjSize,
-            _ => return None,
-        })
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            MetField::Format => "Format",
-            MetField::Type => "Type",
-            MetField::Mark => "Mark",
-            MetField::Size => "Size",
-            MetField::NextNonce => "NextNonce",
-            MetField::Version => "Version",
-            MetField::MaxMsgSize => "MaxMsgSize",
-            MetField::MaxObjSize => "MaxObjSize",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum El {
-    SyncMl,
-    SyncHdr,
-    SyncBody,
-    VerDtd,
-    VerProto,
-    SessionId,
-    MsgId,
-    RespUri,
-    Target,
-    Source,
-    LocUri,
-    LocName,
-    NoResp,
-    Final,
-    MoreData,
-    Cred,
-    Chal,
-    Meta,
-    MetInf(MetField),
-    Cmd(CmdKind),
-    CmdId,
-    MsgRef,
-    CmdRef,
-    CmdName,
-    TargetRef,
-    SourceRef,
-    Correlator,
-    Data,
-    Item,
-    ItemData,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Content {
-    Elements,
-    Text,
-    Empty,
-    Raw,
-}
-
-impl El {
-    fn name(self) -> &'static str {
-        match self {
-            El::SyncMl => "SyncML",
-            El::SyncHdr => "SyncHdr",
-            El::SyncBody => "SyncBody",
-            El::VerDtd => "VerDTD",
-            El::VerProto => "VerProto",
-            El::SessionId => "SessionID",
-            El::MsgId => "MsgID",
-            El::RespUri => "RespURI",
-            El::Target => "Target",
-            El::Source => "Source",
-            El::LocUri => "LocURI",
-            El::LocName => "LocName",
-            El::NoResp => "NoResp",
-            El::Final => "Final",
-            El::MoreData => "MoreData",
-            El::Cred => "Cred",
-            El::Chal => "Chal",
-            El::Meta => "Meta",
-            El::MetInf(f) => f.name(),
-            El::Cmd(k) => k.name(),
-            El::CmdId => "CmdID",
-            El::MsgRef => "MsgRef",
-            El::CmdRef => "CmdRef",
-            El::CmdName => "Cmd",
-            El::TargetRef => "TargetRef",
-            El::SourceRef => "SourceRef",
-            El::Correlator => "Correlator",
-            El::Data | El::ItemData => "Data",
-            El::Item => "Item",
-        }
-    }
-
-    fn content(self) -> Content {
-        match self {
-            El::SyncMl
-            | El::SyncHdr
-            | El::SyncBody
-            | El::Target
-            | El::Source
-            | El::Cred
-            | El::Chal
-            | El::Meta
-            | El::Cmd(_)
-            | El::Item => Content::Elements,
-            El::NoResp | El::Final | El::MoreData => Content::Empty,
-            El::ItemData => Content::Raw,
-            _ => Content::Text,
-        }
-    }
-
-    fn bit(self) -> u64 {
-        let index = match self {
-            El::SyncMl => 0,
-            El::SyncHdr => 1,
-            El::SyncBody => 2,
-            El::VerDtd => 3,
-            El::VerProto => 4,
-            El::SessionId => 5,
-            El::MsgId => 6,
-            El::RespUri => 7,
-            El::Target => 8,
-            El::Source => 9,
-            El::LocUri => 10,
-            El::LocName => 11,
-            El::NoResp => 12,
-            El::Final => 13,
-            El::MoreData => 14,
-            El::Cred => 15,
-            El::Chal => 16,
-            El::Meta => 17,
-            El::Cmd(_) => 18,
-            El::CmdId => 19,
-            El::MsgRef => 20,
-            El::CmdRef => 21,
-            El::CmdName => 22,
-            El::TargetRef => 23,
-            El::SourceRef => 24,
-            El::Correlator => 25,
-            El::Data => 26,
-            El::Item => 27,
-            El::ItemData => 28,
-            El::MetInf(f) => 29 + f as u32,
-        };
-        1u64 << index
-    }
-
-    fn single_in(self, parent: El) -> bool {
-        match self {
-            El::Cmd(_) => false,
-            El::Item => parent == El::Cmd(CmdKind::Exec),
-            El::TargetRef | El::SourceRef => parent != El::Cmd(CmdKind::Status),
-            _ => true,
-        }
-    }
-}
-
-/// The element `local` in `parent`, if the DM subset allows it there.
-fn child_of(parent: El, local: &str) -> Option<El> {
-    Some(match parent {
-        El::SyncMl => match local {
-            "SyncHdr" => El::SyncHdr,
-            "SyncBody" => El::SyncBody,
-            _ => return None,
-        },
-        El::SyncHdr => match local {
-            "VerDTD" => El::VerDtd,
-            "VerProto" => El::VerProto,
-            "SessionID" => El::SessionId,
-            "MsgID" => El::MsgId,
-            "Target" => El::Target,
-            "Source" => El::Source,
-            "RespURI" => El::RespUri,
-            "NoResp" => El::NoResp,
-            "Cred" => El::Cred,
-            "Meta" => El::Meta,
-            _ => return None,
-        },
-        El::SyncBody => match local {
-            "Final" => El::Final,
-            _ => El::Cmd(CmdKind::from_name(local)?),
-        },
-        El::Cmd(kind) => {
-            let el = match local {
-                "CmdID" => El::CmdId,
-                "NoResp" => El::NoResp,
-                "Cred" => El::Cred,
-                "Meta" => El::Meta,
-                "Item" => El::Item,
-                "Data" => El::Data,
-                "Correlator" => El::Correlator,
-                "MsgRef" => El::MsgRef,
-                "CmdRef" => El::CmdRef,
-                "Cmd" => El::CmdName,
-                "TargetRef" => El::TargetRef,
-                "SourceRef" => El::SourceRef,
-                "Chal" => El::Chal,
-                _ => {
-                    let nested = CmdKind::from_name(local)?;
-                    return (kind.is_container() && nested.nestable()).then_some(El::Cmd(nested));
-                }
-            };
-            let allowed = match kind {
-                CmdKind::Add
-                | CmdKind::Replace
-                | CmdKind::Delete
-                | CmdKind::Get
-                | CmdKind::Copy => {
-                    matches!(el, El::CmdId | El::NoResp | El::Cred | El::Meta | El::Item)
-                }
-                CmdKind::Alert => matches!(
-                    el,
-                    El::CmdId | El::NoResp | El::Cred | El::Data | El::Correlator | El::Item
-                ),
-                CmdKind::Exec => matches!(
-                    el,
-                    El::CmdId | El::NoResp | El::Cred | El::Meta | El::Correlator | El::Item
-                ),
-                CmdKind::Atomic | CmdKind::Sequence => {
-                    matches!(el, El::CmdId | El::NoResp | El::Meta)
-                }
-                CmdKind::Results => matches!(
-                    el,
-                    El::CmdId
-                        | El::MsgRef
-                        | El::CmdRef
-                        | El::Meta
-                        | El::TargetRef
-                        | El::SourceRef
-                        | El::Item
-                ),
-                CmdKind::Status => matches!(
-                    el,
-                    El::CmdId
-                        | El::MsgRef
-                        | El::CmdRef
-                        | El::CmdName
-                        | El::TargetRef
-                        | El::SourceRef
-                        | El::Cred
-                        | El::Chal
-                        | El::Data
-                        | El::Item
-                ),
-            };
-            return allowed.then_some(el);
-        }
-        El::Item => match local {
-            "Target" => El::Target,
-            "Source" => El::Source,
-            "Meta" => El::Meta,
-            "Data" => El::ItemData,
-            "MoreData" => El::MoreData,
-            _ => return None,
-        },
-        El::Target | El::Source => match local {
-            "LocURI" => El::LocUri,
-            "LocName" => El::LocName,
-            _ => return None,
-        },
-        El::Cred => match local {
-            "Meta" => El::Meta,
-            "Data" => El::Data,
-            _ => return None,
-        },
-        El::Chal => match local {
-            "Meta" => El::Meta,
-            _ => return None,
-        },
-        El::Meta => El::MetInf(MetField::from_name(local)?),
-        _ => return None,
-    })
-}
-
-// ---------------------------------------------------------------------------------------------
 // SyncML decoding
 // ---------------------------------------------------------------------------------------------
 
@@ -1552,44 +1187,6 @@ pub fn to_xml_pretty(input: &[u8]) -> Result<String> {
     decode(input).map(|m| xml::encode_pretty(&m))
 }
 
-#[derive(Default)]
-struct CmdBuild {
-    cmd_id: u32,
-    no_resp: bool,
-    cred: Option<Cred>,
-    meta: Option<Meta>,
-    data: Option<String>,
-    correlator: Option<String>,
-    msg_ref: Option<u32>,
-    cmd_ref: Option<u32>,
-    cmd: Option<String>,
-    target_refs: Vec<String>,
-    source_refs: Vec<String>,
-    chal: Option<Chal>,
-    code: Option<StatusCode>,
-    items: Vec<Item>,
-    commands: Vec<Command>,
-    /// An item's data was transcoded from embedded WBXML TNDS (see [`TNDS_WBXML_TYPE`]).
-    tnds_transcoded: bool,
-}
-
-enum Build {
-    Hdr(Box<SyncHdr>),
-    Body(SyncBody),
-    Cmd(Box<CmdBuild>),
-    Item(Box<Item>),
-    Loc(LocRef),
-    Meta(Meta),
-    Cred(Cred),
-    Chal(Chal),
-}
-
-struct Open {
-    el: El,
-    at: usize,
-    seen: u64,
-}
-
 /// An open inline element inside `Item/Data`.
 struct RawOpen<'a> {
     name: Cow<'a, str>,
@@ -1612,23 +1209,56 @@ struct Raw<'a> {
 struct Parser<'a> {
     reader: Reader<'a>,
     limits: &'a DecodeLimits,
-    stack: Vec<Open>,
-    builds: Vec<Build>,
-    text: String,
-    version: Option<SyncMlVersion>,
-    hdr: Option<SyncHdr>,
-    body: Option<SyncBody>,
-    root_done: bool,
-    commands: usize,
+    /// The element grammar and the model under construction (items whose data was
+    /// transcoded from embedded WBXML TNDS are marked; see [`TNDS_WBXML_TYPE`]).
+    b: Builder<'a>,
     raw: Option<Raw<'a>>,
-    /// The open item's data was transcoded from embedded WBXML TNDS.
-    item_tnds: bool,
 }
 
 fn internal(at: usize) -> WbxmlError {
     WbxmlError::Misplaced {
         at,
         reason: "internal decoder state error".to_owned(),
+    }
+}
+
+/// The [`WbxmlError`] of a builder error (positions are byte offsets).
+fn build_err(e: BuildError) -> WbxmlError {
+    match e {
+        BuildError::Internal { at } => internal(at),
+        BuildError::Unbalanced { at } => WbxmlError::UnbalancedEnd { at },
+        BuildError::Duplicate {
+            at,
+            element,
+            parent,
+        } => WbxmlError::DuplicateElement {
+            at,
+            element: element.to_owned(),
+            parent: parent.to_owned(),
+        },
+        BuildError::Missing {
+            at,
+            element,
+            parent,
+        } => WbxmlError::MissingElement {
+            at,
+            element: element.to_owned(),
+            parent: parent.to_owned(),
+        },
+        BuildError::BadValue { at, what, value } => WbxmlError::BadValue { at, what, value },
+        BuildError::TooDeep { at, limit } => WbxmlError::TooDeep { at, limit },
+        BuildError::TooMany { what, limit } => WbxmlError::TooMany { what, limit },
+        BuildError::TextTooLarge {
+            at,
+            element,
+            len,
+            limit,
+        } => WbxmlError::TextTooLarge {
+            at,
+            element: element.to_owned(),
+            len,
+            limit,
+        },
     }
 }
 
@@ -1641,16 +1271,8 @@ impl<'a> Parser<'a> {
         Parser {
             reader,
             limits,
-            stack: Vec::with_capacity(16),
-            builds: Vec::with_capacity(16),
-            text: String::new(),
-            version,
-            hdr: None,
-            body: None,
-            root_done: false,
-            commands: 0,
+            b: Builder::new(limits, version, retype_tnds),
             raw: None,
-            item_tnds: false,
         }
     }
 
@@ -1690,27 +1312,25 @@ impl<'a> Parser<'a> {
                 }
                 Tok::Entity { ch, at } => self.text_piece(Piece::Entity(ch), at)?,
                 Tok::Eof { at } => {
-                    if let Some(open) = self.stack.last() {
+                    if let Some((_, el, opened_at)) = self.b.current() {
                         return Err(WbxmlError::Unclosed {
                             at,
-                            element: open.el.name().to_owned(),
-                            opened_at: open.at,
+                            element: el.name().to_owned(),
+                            opened_at,
                         });
                     }
                     break;
                 }
             }
         }
-        if !self.root_done {
+        if !self.b.root_done() {
             return Err(WbxmlError::Misplaced {
                 at: self.reader.abs(self.reader.pos),
                 reason: "the document has no root element".to_owned(),
             });
         }
-        match (self.hdr, self.body) {
-            (Some(hdr), Some(body)) => Ok(SyncMl { hdr, body }),
-            _ => Err(internal(self.reader.abs(self.reader.pos))),
-        }
+        let at = self.reader.abs(self.reader.pos);
+        self.b.finish().ok_or_else(|| internal(at))
     }
 
     fn start(&mut self, tag: Tag<'a>, at: usize) -> Result<()> {
@@ -1720,7 +1340,7 @@ impl<'a> Parser<'a> {
                 let Tag::Token { page, token } = tag else {
                     return Err(internal(at));
                 };
-                let parent = self.stack.last().map_or("", |o| o.el.name());
+                let parent = self.b.parent().map_or("", |el| el.name());
                 return Err(WbxmlError::UnknownToken {
                     at,
                     token,
@@ -1732,9 +1352,9 @@ impl<'a> Parser<'a> {
                 });
             }
         };
-        let (el, parent) = match self.stack.last() {
+        let el = match self.b.parent() {
             None => {
-                if self.root_done {
+                if self.b.root_done() {
                     return Err(WbxmlError::Misplaced {
                         at,
                         reason: format!("element <{}> after the root element", shorten(name)),
@@ -1746,7 +1366,7 @@ impl<'a> Parser<'a> {
                         reason: format!("the root element is <{}>, not <SyncML>", shorten(name)),
                     });
                 }
-                (El::SyncMl, None)
+                El::SyncMl
             }
             Some(parent) => {
                 // The meta-information elements live on page 1 only; nothing else does, and
@@ -1754,15 +1374,15 @@ impl<'a> Parser<'a> {
                 let found = match tag {
                     Tag::Token {
                         page: PAGE_SYNCML, ..
-                    } if parent.el != El::Meta => child_of(parent.el, name),
+                    } if parent != El::Meta => child_of(parent, name),
                     Tag::Token {
                         page: PAGE_METINF, ..
-                    } if parent.el == El::Meta => child_of(parent.el, name),
-                    Tag::Literal(_) => child_of(parent.el, name),
+                    } if parent == El::Meta => child_of(parent, name),
+                    Tag::Literal(_) => child_of(parent, name),
                     _ => None,
                 };
                 match found {
-                    Some(el) => (el, Some(parent.el)),
+                    Some(el) => el,
                     None => {
                         let element = match tag {
                             Tag::Token {
@@ -1774,478 +1394,52 @@ impl<'a> Parser<'a> {
                         return Err(WbxmlError::UnexpectedElement {
                             at,
                             element,
-                            parent: parent.el.name().to_owned(),
+                            parent: parent.name().to_owned(),
                         });
                     }
                 }
             }
         };
-        if self.stack.len() >= self.limits.max_depth {
-            return Err(WbxmlError::TooDeep {
-                at,
-                limit: self.limits.max_depth,
+        self.b.start(el, at).map_err(build_err)?;
+        if el == El::ItemData {
+            self.raw = Some(Raw {
+                open: Vec::new(),
+                markup: None,
+                opaque: None,
+                pieces: 0,
             });
         }
-        if let (Some(parent), Some(open)) = (parent, self.stack.last_mut()) {
-            let bit = el.bit();
-            if open.seen & bit != 0 && el.single_in(parent) {
-                return Err(WbxmlError::DuplicateElement {
-                    at,
-                    element: el.name().to_owned(),
-                    parent: parent.name().to_owned(),
-                });
-            }
-            open.seen |= bit;
-        }
-        self.open(el, at)?;
-        self.stack.push(Open { el, at, seen: 0 });
         Ok(())
     }
 
-    fn open(&mut self, el: El, at: usize) -> Result<()> {
-        match el {
-            El::SyncMl => {}
-            El::SyncHdr => self.builds.push(Build::Hdr(Box::new(SyncHdr {
-                version: self.version.unwrap_or_default(),
-                ver_dtd: String::new(),
-                ver_proto: String::new(),
-                session_id: String::new(),
-                msg_id: 0,
-                target: LocRef::default(),
-                source: LocRef::default(),
-                resp_uri: None,
-                no_resp: false,
-                cred: None,
-                meta: None,
-            }))),
-            El::SyncBody => self.builds.push(Build::Body(SyncBody::default())),
-            El::Cmd(_) => {
-                self.commands += 1;
-                if self.commands > self.limits.max_commands {
-                    return Err(WbxmlError::TooMany {
-                        what: "commands",
-                        limit: self.limits.max_commands,
-                    });
-                }
-                self.builds.push(Build::Cmd(Box::default()));
-            }
-            El::Item => {
-                self.item_tnds = false;
-                self.builds.push(Build::Item(Box::default()));
-            }
-            El::Target | El::Source => self.builds.push(Build::Loc(LocRef::default())),
-            El::Meta => self.builds.push(Build::Meta(Meta::default())),
-            El::Cred => self.builds.push(Build::Cred(Cred::default())),
-            El::Chal => self.builds.push(Build::Chal(Chal::default())),
-            El::NoResp => match self.builds.last_mut() {
-                Some(Build::Hdr(h)) => h.no_resp = true,
-                Some(Build::Cmd(c)) => c.no_resp = true,
-                _ => return Err(internal(at)),
-            },
-            El::Final => match self.builds.last_mut() {
-                Some(Build::Body(b)) => b.is_final = true,
-                _ => return Err(internal(at)),
-            },
-            El::MoreData => match self.builds.last_mut() {
-                Some(Build::Item(i)) => i.more_data = true,
-                _ => return Err(internal(at)),
-            },
-            El::ItemData => {
-                self.text.clear();
-                self.raw = Some(Raw {
-                    open: Vec::new(),
-                    markup: None,
-                    opaque: None,
-                    pieces: 0,
-                });
-            }
-            _ => self.text.clear(),
-        }
-        Ok(())
-    }
-
-    fn missing(&self, element: &str, open: &Open) -> WbxmlError {
-        WbxmlError::MissingElement {
-            at: open.at,
-            element: element.to_owned(),
-            parent: open.el.name().to_owned(),
-        }
-    }
-
-    fn require(&self, open: &Open, required: &[El]) -> Result<()> {
-        match required.iter().find(|el| open.seen & el.bit() == 0) {
-            Some(el) => Err(self.missing(el.name(), open)),
-            None => Ok(()),
-        }
-    }
-
-    fn bad_value(what: &'static str, value: &str, at: usize) -> WbxmlError {
-        WbxmlError::BadValue {
-            at,
-            what,
-            value: shorten(value),
-        }
-    }
-
-    fn take_trimmed(&mut self) -> String {
-        let trimmed = trim_xml(&self.text);
-        if trimmed.len() == self.text.len() {
-            std::mem::take(&mut self.text)
-        } else {
-            trimmed.to_owned()
-        }
-    }
-
-    fn take_number<T: std::str::FromStr>(&mut self, what: &'static str, at: usize) -> Result<T> {
-        let text = trim_xml(&self.text);
-        number(text).ok_or_else(|| Self::bad_value(what, text, at))
-    }
-
-    fn top(&mut self, at: usize) -> Result<&mut Build> {
-        self.builds.last_mut().ok_or_else(|| internal(at))
-    }
-
-    fn top_hdr(&mut self, at: usize) -> Result<&mut SyncHdr> {
-        match self.builds.last_mut() {
-            Some(Build::Hdr(h)) => Ok(h),
-            _ => Err(internal(at)),
-        }
-    }
-
-    fn top_cmd(&mut self, at: usize) -> Result<&mut CmdBuild> {
-        match self.builds.last_mut() {
-            Some(Build::Cmd(c)) => Ok(c),
-            _ => Err(internal(at)),
-        }
-    }
-
-    fn top_loc(&mut self, at: usize) -> Result<&mut LocRef> {
-        match self.builds.last_mut() {
-            Some(Build::Loc(l)) => Ok(l),
-            _ => Err(internal(at)),
-        }
-    }
-
-    fn top_meta(&mut self, at: usize) -> Result<&mut Meta> {
-        match self.builds.last_mut() {
-            Some(Build::Meta(m)) => Ok(m),
-            _ => Err(internal(at)),
-        }
-    }
-
+    /// Closes the innermost element; for `Item/Data`, computes its value first.
     fn end(&mut self, at: usize) -> Result<()> {
-        let Some(open) = self.stack.pop() else {
-            return Err(WbxmlError::UnbalancedEnd { at });
+        let item_data = match self.b.current() {
+            Some((_, El::ItemData, start)) => Some(self.item_data(at, start)?),
+            _ => None,
         };
-        let start = open.at;
-        match open.el {
-            El::SyncMl => {
-                self.require(&open, &[El::SyncHdr, El::SyncBody])?;
-                self.root_done = true;
-            }
-            El::SyncHdr => {
-                self.require(
-                    &open,
-                    &[
-                        El::VerDtd,
-                        El::VerProto,
-                        El::SessionId,
-                        El::MsgId,
-                        El::Target,
-                        El::Source,
-                    ],
-                )?;
-                let Some(Build::Hdr(mut hdr)) = self.builds.pop() else {
-                    return Err(internal(at));
-                };
-                if self.version.is_none() {
-                    hdr.version = SyncMlVersion::from_ver_dtd(&hdr.ver_dtd)
-                        .ok_or_else(|| Self::bad_value("VerDTD", &hdr.ver_dtd, start))?;
-                }
-                self.hdr = Some(*hdr);
-            }
-            El::SyncBody => {
-                let Some(Build::Body(body)) = self.builds.pop() else {
-                    return Err(internal(at));
-                };
-                self.body = Some(body);
-            }
-            El::Cmd(kind) => self.end_command(kind, &open, at)?,
-            El::Item => {
-                let Some(Build::Item(item)) = self.builds.pop() else {
-                    return Err(internal(at));
-                };
-                let mut item = *item;
-                let transcoded = std::mem::take(&mut self.item_tnds);
-                if transcoded {
-                    retype_tnds(item.meta.as_mut());
-                }
-                let cmd = self.top_cmd(at)?;
-                cmd.tnds_transcoded |= transcoded;
-                cmd.items.push(item);
-            }
-            El::Target | El::Source => {
-                self.require(&open, &[El::LocUri])?;
-                let Some(Build::Loc(loc)) = self.builds.pop() else {
-                    return Err(internal(at));
-                };
-                let is_target = open.el == El::Target;
-                match self.top(at)? {
-                    Build::Hdr(h) if is_target => h.target = loc,
-                    Build::Hdr(h) => h.source = loc,
-                    Build::Item(i) if is_target => i.target = Some(loc),
-                    Build::Item(i) => i.source = Some(loc),
-                    _ => return Err(internal(at)),
-                }
-            }
-            El::Meta => {
-                let Some(Build::Meta(meta)) = self.builds.pop() else {
-                    return Err(internal(at));
-                };
-                match self.top(at)? {
-                    Build::Hdr(h) => h.meta = Some(meta),
-                    Build::Cmd(c) => c.meta = Some(meta),
-                    Build::Item(i) => i.meta = Some(meta),
-                    Build::Cred(c) => c.meta = meta,
-                    Build::Chal(c) => c.meta = meta,
-                    _ => return Err(internal(at)),
-                }
-            }
-            El::Cred => {
-                self.require(&open, &[El::Data])?;
-                let Some(Build::Cred(cred)) = self.builds.pop() else {
-                    return Err(internal(at));
-                };
-                match self.top(at)? {
-                    Build::Hdr(h) => h.cred = Some(cred),
-                    Build::Cmd(c) => c.cred = Some(cred),
-                    _ => return Err(internal(at)),
-                }
-            }
-            El::Chal => {
-                self.require(&open, &[El::Meta])?;
-                let Some(Build::Chal(chal)) = self.builds.pop() else {
-                    return Err(internal(at));
-                };
-                self.top_cmd(at)?.chal = Some(chal);
-            }
-            El::NoResp | El::Final | El::MoreData => {}
-            El::VerDtd => {
-                let v = self.take_trimmed();
-                self.top_hdr(at)?.ver_dtd = v;
-            }
-            El::VerProto => {
-                let v = self.take_trimmed();
-                self.top_hdr(at)?.ver_proto = v;
-            }
-            El::SessionId => {
-                let v = self.take_trimmed();
-                self.top_hdr(at)?.session_id = v;
-            }
-            El::MsgId => {
-                let v = self.take_number("MsgID", start)?;
-                self.top_hdr(at)?.msg_id = v;
-            }
-            El::RespUri => {
-                let v = self.take_trimmed();
-                self.top_hdr(at)?.resp_uri = Some(v);
-            }
-            El::LocUri => {
-                let v = self.take_trimmed();
-                self.top_loc(at)?.loc_uri = v;
-            }
-            El::LocName => {
-                let v = self.take_trimmed();
-                self.top_loc(at)?.loc_name = Some(v);
-            }
-            El::MetInf(field) => {
-                let (text, num) = match field {
-                    MetField::Size | MetField::MaxMsgSize | MetField::MaxObjSize => {
-                        (None, Some(self.take_number::<u64>(field.name(), start)?))
-                    }
-                    _ => (Some(self.take_trimmed()), None),
-                };
-                let meta = self.top_meta(at)?;
-                match field {
-                    MetField::Format => meta.format = text,
-                    MetField::Type => meta.ty = text,
-                    MetField::Mark => meta.mark = text,
-                    MetField::NextNonce => meta.next_nonce = text,
-                    MetField::Version => meta.version = text,
-                    MetField::Size => meta.size = num,
-                    MetField::MaxMsgSize => meta.max_msg_size = num,
-                    MetField::MaxObjSize => meta.max_obj_size = num,
-                }
-            }
-            El::CmdId => {
-                let v = self.take_number("CmdID", start)?;
-                self.top_cmd(at)?.cmd_id = v;
-            }
-            El::MsgRef => {
-                let v = self.take_number("MsgRef", start)?;
-                self.top_cmd(at)?.msg_ref = Some(v);
-            }
-            El::CmdRef => {
-                let v = self.take_number("CmdRef", start)?;
-                self.top_cmd(at)?.cmd_ref = Some(v);
-            }
-            El::CmdName => {
-                let v = self.take_trimmed();
-                self.top_cmd(at)?.cmd = Some(v);
-            }
-            El::TargetRef => {
-                let v = self.take_trimmed();
-                self.top_cmd(at)?.target_refs.push(v);
-            }
-            El::SourceRef => {
-                let v = self.take_trimmed();
-                self.top_cmd(at)?.source_refs.push(v);
-            }
-            El::Correlator => {
-                let v = self.take_trimmed();
-                self.top_cmd(at)?.correlator = Some(v);
-            }
-            El::Data => {
-                let parent = self.stack.last().map(|o| o.el);
-                if parent == Some(El::Cmd(CmdKind::Status)) {
-                    let code = self.take_number::<u16>("status code", start)?;
-                    self.top_cmd(at)?.code = Some(StatusCode(code));
-                } else {
-                    let v = self.take_trimmed();
-                    match self.top(at)? {
-                        Build::Cmd(c) => c.data = Some(v),
-                        Build::Cred(c) => c.data = v,
-                        _ => return Err(internal(at)),
-                    }
-                }
-            }
-            El::ItemData => {
-                let Some(raw) = self.raw.take() else {
-                    return Err(internal(at));
-                };
-                let data = if let Some(markup) = raw.markup {
-                    let trimmed = trim_xml(&markup);
-                    if trimmed.len() == markup.len() {
-                        Data::Xml(markup)
-                    } else {
-                        Data::Xml(trimmed.to_owned())
-                    }
-                } else if let (Some((bytes, data_at)), 1) = (raw.opaque, raw.pieces) {
-                    let depth = self.stack.len().saturating_add(1);
-                    let data = opaque_data(bytes, data_at, start, self.limits, depth)?;
-                    self.item_tnds = data.1;
-                    data.0
-                } else {
-                    Data::Text(std::mem::take(&mut self.text))
-                };
-                match self.top(at)? {
-                    Build::Item(i) => i.data = Some(data),
-                    _ => return Err(internal(at)),
-                }
-            }
-        }
-        Ok(())
+        self.b.end(at, item_data).map_err(build_err)
     }
 
-    fn end_command(&mut self, kind: CmdKind, open: &Open, at: usize) -> Result<()> {
-        let Some(Build::Cmd(b)) = self.builds.pop() else {
+    /// The value of the `Item/Data` that started at `start`, and whether it was transcoded
+    /// from embedded WBXML TNDS.
+    fn item_data(&mut self, at: usize, start: usize) -> Result<(Data, bool)> {
+        let Some(raw) = self.raw.take() else {
             return Err(internal(at));
         };
-        self.require(open, &[El::CmdId])?;
-        let mut b = b;
-        if b.tnds_transcoded {
-            retype_tnds(b.meta.as_mut());
-        }
-        let item_cmd = |b: &mut CmdBuild| ItemCmd {
-            cmd_id: b.cmd_id,
-            no_resp: b.no_resp,
-            cred: b.cred.take(),
-            meta: b.meta.take(),
-            items: std::mem::take(&mut b.items),
-        };
-        let container = |b: &mut CmdBuild| Container {
-            cmd_id: b.cmd_id,
-            no_resp: b.no_resp,
-            meta: b.meta.take(),
-            commands: std::mem::take(&mut b.commands),
-        };
-        let command = match kind {
-            CmdKind::Add => Command::Add(item_cmd(&mut b)),
-            CmdKind::Replace => Command::Replace(item_cmd(&mut b)),
-            CmdKind::Delete => Command::Delete(item_cmd(&mut b)),
-            CmdKind::Get => Command::Get(item_cmd(&mut b)),
-            CmdKind::Copy => Command::Copy(item_cmd(&mut b)),
-            CmdKind::Atomic => Command::Atomic(container(&mut b)),
-            CmdKind::Sequence => Command::Sequence(container(&mut b)),
-            CmdKind::Alert => Command::Alert(Alert {
-                cmd_id: b.cmd_id,
-                no_resp: b.no_resp,
-                cred: b.cred.take(),
-                data: b.data.take(),
-                correlator: b.correlator.take(),
-                items: std::mem::take(&mut b.items),
-            }),
-            CmdKind::Exec => {
-                let mut items = std::mem::take(&mut b.items);
-                let Some(item) = items.pop() else {
-                    return Err(self.missing("Item", open));
-                };
-                Command::Exec(Exec {
-                    cmd_id: b.cmd_id,
-                    no_resp: b.no_resp,
-                    cred: b.cred.take(),
-                    meta: b.meta.take(),
-                    correlator: b.correlator.take(),
-                    item,
-                })
+        Ok(if let Some(markup) = raw.markup {
+            let trimmed = trim_xml(&markup);
+            if trimmed.len() == markup.len() {
+                (Data::Xml(markup), false)
+            } else {
+                (Data::Xml(trimmed.to_owned()), false)
             }
-            CmdKind::Results => {
-                let Some(cmd_ref) = b.cmd_ref else {
-                    return Err(self.missing("CmdRef", open));
-                };
-                let mut target_refs = std::mem::take(&mut b.target_refs);
-                let mut source_refs = std::mem::take(&mut b.source_refs);
-                Command::Results(Results {
-                    cmd_id: b.cmd_id,
-                    msg_ref: b.msg_ref,
-                    cmd_ref,
-                    meta: b.meta.take(),
-                    target_ref: target_refs.pop(),
-                    source_ref: source_refs.pop(),
-                    items: std::mem::take(&mut b.items),
-                })
-            }
-            CmdKind::Status => {
-                self.require(open, &[El::MsgRef, El::CmdName, El::Data])?;
-                let (Some(msg_ref), Some(cmd), Some(data)) = (b.msg_ref, b.cmd.take(), b.code)
-                else {
-                    return Err(internal(at));
-                };
-                let cmd_ref = match b.cmd_ref {
-                    Some(r) => r,
-                    None if cmd == "SyncHdr" => 0,
-                    None => return Err(self.missing("CmdRef", open)),
-                };
-                Command::Status(Status {
-                    cmd_id: b.cmd_id,
-                    msg_ref,
-                    cmd_ref,
-                    cmd,
-                    target_refs: std::mem::take(&mut b.target_refs),
-                    source_refs: std::mem::take(&mut b.source_refs),
-                    cred: b.cred.take(),
-                    chal: b.chal.take(),
-                    data,
-                    items: std::mem::take(&mut b.items),
-                })
-            }
-        };
-        match self.top(at)? {
-            Build::Body(body) => body.commands.push(command),
-            Build::Cmd(parent) => parent.commands.push(command),
-            _ => return Err(internal(at)),
-        }
-        Ok(())
+        } else if let (Some((bytes, data_at)), 1) = (raw.opaque, raw.pieces) {
+            let depth = self.b.depth();
+            opaque_data(bytes, data_at, start, self.limits, depth)?
+        } else {
+            (Data::Text(std::mem::take(&mut self.b.text)), false)
+        })
     }
 
     /// Text outside any element, or in an element that holds only elements (or nothing):
@@ -2260,33 +1454,32 @@ impl<'a> Parser<'a> {
             }
             Piece::Entity(c) => format!("&#{};", u32::from(c)),
         };
-        match self.stack.last() {
+        match self.b.parent() {
             None => Err(WbxmlError::Misplaced {
                 at,
-                reason: if self.root_done {
+                reason: if self.b.root_done() {
                     "text after the root element".to_owned()
                 } else {
                     "text before the root element".to_owned()
                 },
             }),
-            Some(open) => Err(WbxmlError::UnexpectedText {
+            Some(el) => Err(WbxmlError::UnexpectedText {
                 at,
-                parent: open.el.name().to_owned(),
+                parent: el.name().to_owned(),
                 text: shorten(trim_xml(&shown)),
             }),
         }
     }
 
     fn text_piece(&mut self, piece: Piece<'a>, at: usize) -> Result<()> {
-        let Some(open) = self.stack.last() else {
+        let Some((content, ..)) = self.b.current() else {
             return self.stray_text(&piece, at);
         };
-        let (el, start) = (open.el, open.at);
-        match el.content() {
+        match content {
             Content::Elements | Content::Empty => self.stray_text(&piece, at),
             Content::Text => {
-                append_piece(&mut self.text, &piece)?;
-                self.check_text_len(el, start)
+                append_piece(&mut self.b.text, &piece)?;
+                self.check_text_len()
             }
             Content::Raw => {
                 let Some(raw) = self.raw.as_mut() else {
@@ -2307,38 +1500,32 @@ impl<'a> Parser<'a> {
                         Piece::Entity(c) => escape_char_into(markup, c),
                     }
                     let len = markup.len();
-                    return self.check_len(el, start, len);
+                    return self.check_len(len);
                 }
                 raw.pieces += 1;
                 if let Piece::Opaque(b, data_at) = piece
                     && raw.pieces == 1
                 {
                     raw.opaque = Some((b, data_at));
-                    return self.check_len(el, start, b.len());
+                    return self.check_len(b.len());
                 }
                 if let Some((b, data_at)) = raw.opaque.take() {
-                    append_piece(&mut self.text, &Piece::Opaque(b, data_at))?;
+                    append_piece(&mut self.b.text, &Piece::Opaque(b, data_at))?;
                 }
-                append_piece(&mut self.text, &piece)?;
-                self.check_text_len(el, start)
+                append_piece(&mut self.b.text, &piece)?;
+                self.check_text_len()
             }
         }
     }
 
-    fn check_text_len(&self, el: El, start: usize) -> Result<()> {
-        self.check_len(el, start, self.text.len())
+    fn check_text_len(&self) -> Result<()> {
+        self.check_len(self.b.text.len())
     }
 
-    fn check_len(&self, el: El, start: usize, len: usize) -> Result<()> {
-        if len > self.limits.max_text_len {
-            return Err(WbxmlError::TextTooLarge {
-                at: start,
-                element: el.name().to_owned(),
-                len,
-                limit: self.limits.max_text_len,
-            });
-        }
-        Ok(())
+    /// Fails with [`WbxmlError::TextTooLarge`] for the open element when `len` passes the
+    /// text limit.
+    fn check_len(&self, len: usize) -> Result<()> {
+        self.b.check_len(len).map_err(build_err)
     }
 
     /// An element inside `Item/Data`: written as XML markup.
@@ -2349,7 +1536,7 @@ impl<'a> Parser<'a> {
         attrs: &[Attr<'a>],
         at: usize,
     ) -> Result<()> {
-        let depth = self.stack.len();
+        let depth = self.b.depth();
         let Some(raw) = self.raw.as_mut() else {
             return Err(internal(at));
         };
@@ -2383,11 +1570,11 @@ impl<'a> Parser<'a> {
         if raw.markup.is_none() {
             // The first element: the text so far becomes escaped markup.
             if let Some((b, data_at)) = raw.opaque.take() {
-                append_piece(&mut self.text, &Piece::Opaque(b, data_at))?;
+                append_piece(&mut self.b.text, &Piece::Opaque(b, data_at))?;
             }
-            let mut markup = String::with_capacity(self.text.len() + 64);
-            escape_into(&mut markup, &self.text);
-            self.text.clear();
+            let mut markup = String::with_capacity(self.b.text.len() + 64);
+            escape_into(&mut markup, &self.b.text);
+            self.b.text.clear();
             raw.markup = Some(markup);
         }
         let parent_page = raw
@@ -2407,7 +1594,7 @@ impl<'a> Parser<'a> {
             let ns = match p {
                 PAGE_METINF => NS_METINF,
                 PAGE_DDF => tnds::NAMESPACE,
-                _ => self.version.unwrap_or_default().namespace(),
+                _ => self.b.version().unwrap_or_default().namespace(),
             };
             markup.push_str(" xmlns=\"");
             markup.push_str(ns);
@@ -2434,8 +1621,7 @@ impl<'a> Parser<'a> {
             markup.push_str("/>");
         }
         let len = markup.len();
-        let start = self.stack.last().map_or(at, |o| o.at);
-        self.check_len(El::ItemData, start, len)
+        self.check_len(len)
     }
 }
 

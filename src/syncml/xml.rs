@@ -43,13 +43,17 @@ use quick_xml::reader::NsReader;
 pub use crate::dm::tnds::Position;
 use crate::xmltext::{
     Sink, XmlWriter, configure_reader, escape_into, is_xml_ws, leading_ws_len, offset, put_number,
-    resolve_reference, shorten, take_trimmed, trim_xml, unclosed_message,
+    resolve_reference, shorten, trim_xml, unclosed_message,
 };
 
-use super::StatusCode;
+use super::build::{BuildError, Builder, Content, El, child_of};
 use super::message::{
-    Alert, Chal, Command, Container, Cred, Data, Exec, Item, ItemCmd, LocRef, Meta, NS_METINF,
-    Results, Status, SyncBody, SyncHdr, SyncMl, SyncMlVersion,
+    Command, Cred, Data, Item, LocRef, Meta, NS_METINF, SyncHdr, SyncMl, SyncMlVersion,
+};
+#[cfg(test)]
+use super::{
+    StatusCode,
+    message::{Chal, Exec, ItemCmd, Status, SyncBody},
 };
 
 /// Resource limits for decoding untrusted messages.
@@ -274,408 +278,6 @@ pub fn encode_pretty(msg: &SyncMl) -> String {
 // Parsing
 // ---------------------------------------------------------------------------------------------
 
-/// An unsigned decimal number: ASCII digits only (no sign, no spaces), without overflow.
-fn number<T: std::str::FromStr>(s: &str) -> Option<T> {
-    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    s.parse().ok()
-}
-
-/// An error for a decoder state that cannot happen (reported rather than panicking).
-fn internal_at(input: &[u8], at: usize) -> CodecError {
-    CodecError::Xml {
-        pos: Position::at(input, at),
-        message: "internal decoder state error".to_owned(),
-    }
-}
-
-/// The commands of DM.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CmdKind {
-    Alert,
-    Add,
-    Replace,
-    Delete,
-    Get,
-    Copy,
-    Exec,
-    Atomic,
-    Sequence,
-    Results,
-    Status,
-}
-
-impl CmdKind {
-    fn from_name(local: &str) -> Option<CmdKind> {
-        Some(match local {
-            "Alert" => CmdKind::Alert,
-            "Add" => CmdKind::Add,
-            "Replace" => CmdKind::Replace,
-            "Delete" => CmdKind::Delete,
-            "Get" => CmdKind::Get,
-            "Copy" => CmdKind::Copy,
-            "Exec" => CmdKind::Exec,
-            "Atomic" => CmdKind::Atomic,
-            "Sequence" => CmdKind::Sequence,
-            "Results" => CmdKind::Results,
-            "Status" => CmdKind::Status,
-            _ => return None,
-        })
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            CmdKind::Alert => "Alert",
-            CmdKind::Add => "Add",
-            CmdKind::Replace => "Replace",
-            CmdKind::Delete => "Delete",
-            CmdKind::Get => "Get",
-            CmdKind::Copy => "Copy",
-            CmdKind::Exec => "Exec",
-            CmdKind::Atomic => "Atomic",
-            CmdKind::Sequence => "Sequence",
-            CmdKind::Results => "Results",
-            CmdKind::Status => "Status",
-        }
-    }
-
-    fn is_container(self) -> bool {
-        matches!(self, CmdKind::Atomic | CmdKind::Sequence)
-    }
-
-    /// Commands allowed inside `Atomic` and `Sequence`.
-    fn nestable(self) -> bool {
-        !matches!(self, CmdKind::Results | CmdKind::Status)
-    }
-}
-
-/// The meta-information elements DM uses.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum MetField {
-    Format,
-    Type,
-    Mark,
-    Size,
-    NextNonce,
-    Version,
-    MaxMsgSize,
-    MaxObjSize,
-}
-
-impl MetField {
-    fn from_name(local: &str) -> Option<MetField> {
-        Some(match local {
-            "Format" => MetField::Format,
-            "Type" => MetField::Type,
-            "Mark" => MetField::Mark,
-            "Size" => MetField::Size,
-            "NextNonce" => MetField::NextNonce,
-            "Version" => MetField::Version,
-            "MaxMsgSize" => MetField::MaxMsgSize,
-            "MaxObjSize" => MetField::MaxObjSize,
-            _ => return None,
-        })
-    }
-
-    fn name(self) -> &'static str {
-        match self {
-            MetField::Format => "Format",
-            MetField::Type => "Type",
-            MetField::Mark => "Mark",
-            MetField::Size => "Size",
-            MetField::NextNonce => "NextNonce",
-            MetField::Version => "Version",
-            MetField::MaxMsgSize => "MaxMsgSize",
-            MetField::MaxObjSize => "MaxObjSize",
-        }
-    }
-}
-
-/// Elements of the DM subset of SyncML, by role (the same name can play several roles).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum El {
-    SyncMl,
-    SyncHdr,
-    SyncBody,
-    VerDtd,
-    VerProto,
-    SessionId,
-    MsgId,
-    RespUri,
-    Target,
-    Source,
-    LocUri,
-    LocName,
-    NoResp,
-    Final,
-    MoreData,
-    Cred,
-    Chal,
-    Meta,
-    MetInf(MetField),
-    Cmd(CmdKind),
-    CmdId,
-    MsgRef,
-    CmdRef,
-    /// `Status/Cmd`.
-    CmdName,
-    TargetRef,
-    SourceRef,
-    Correlator,
-    /// `Data` of `Alert`, `Status` and `Cred` (trimmed text).
-    Data,
-    Item,
-    /// `Item/Data` (exact text or inline XML).
-    ItemData,
-}
-
-/// How an element's content is read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Content {
-    /// Only child elements (and whitespace).
-    Elements,
-    /// Text (collected into the text buffer).
-    Text,
-    /// Nothing but whitespace.
-    Empty,
-    /// `Item/Data`: text or arbitrary child elements.
-    Raw,
-}
-
-impl El {
-    fn name(self) -> &'static str {
-        match self {
-            El::SyncMl => "SyncML",
-            El::SyncHdr => "SyncHdr",
-            El::SyncBody => "SyncBody",
-            El::VerDtd => "VerDTD",
-            El::VerProto => "VerProto",
-            El::SessionId => "SessionID",
-            El::MsgId => "MsgID",
-            El::RespUri => "RespURI",
-            El::Target => "Target",
-            El::Source => "Source",
-            El::LocUri => "LocURI",
-            El::LocName => "LocName",
-            El::NoResp => "NoResp",
-            El::Final => "Final",
-            El::MoreData => "MoreData",
-            El::Cred => "Cred",
-            El::Chal => "Chal",
-            El::Meta => "Meta",
-            El::MetInf(f) => f.name(),
-            El::Cmd(k) => k.name(),
-            El::CmdId => "CmdID",
-            El::MsgRef => "MsgRef",
-            El::CmdRef => "CmdRef",
-            El::CmdName => "Cmd",
-            El::TargetRef => "TargetRef",
-            El::SourceRef => "SourceRef",
-            El::Correlator => "Correlator",
-            El::Data | El::ItemData => "Data",
-            El::Item => "Item",
-        }
-    }
-
-    fn content(self) -> Content {
-        match self {
-            El::SyncMl
-            | El::SyncHdr
-            | El::SyncBody
-            | El::Target
-            | El::Source
-            | El::Cred
-            | El::Chal
-            | El::Meta
-            | El::Cmd(_)
-            | El::Item => Content::Elements,
-            El::NoResp | El::Final | El::MoreData => Content::Empty,
-            El::ItemData => Content::Raw,
-            El::VerDtd
-            | El::VerProto
-            | El::SessionId
-            | El::MsgId
-            | El::RespUri
-            | El::LocUri
-            | El::LocName
-            | El::MetInf(_)
-            | El::CmdId
-            | El::MsgRef
-            | El::CmdRef
-            | El::CmdName
-            | El::TargetRef
-            | El::SourceRef
-            | El::Correlator
-            | El::Data => Content::Text,
-        }
-    }
-
-    /// The bit recording that this element was seen in its parent.
-    fn bit(self) -> u64 {
-        let index = match self {
-            El::SyncMl => 0,
-            El::SyncHdr => 1,
-            El::SyncBody => 2,
-            El::VerDtd => 3,
-            El::VerProto => 4,
-            El::SessionId => 5,
-            El::MsgId => 6,
-            El::RespUri => 7,
-            El::Target => 8,
-            El::Source => 9,
-            El::LocUri => 10,
-            El::LocName => 11,
-            El::NoResp => 12,
-            El::Final => 13,
-            El::MoreData => 14,
-            El::Cred => 15,
-            El::Chal => 16,
-            El::Meta => 17,
-            El::Cmd(_) => 18,
-            El::CmdId => 19,
-            El::MsgRef => 20,
-            El::CmdRef => 21,
-            El::CmdName => 22,
-            El::TargetRef => 23,
-            El::SourceRef => 24,
-            El::Correlator => 25,
-            El::Data => 26,
-            El::Item => 27,
-            El::ItemData => 28,
-            El::MetInf(f) => 29 + f as u32,
-        };
-        1u64 << index
-    }
-
-    /// Whether this element may appear at most once in `parent`.
-    fn single_in(self, parent: El) -> bool {
-        match self {
-            El::Cmd(_) => false,
-            El::Item => parent == El::Cmd(CmdKind::Exec),
-            El::TargetRef | El::SourceRef => parent != El::Cmd(CmdKind::Status),
-            _ => true,
-        }
-    }
-}
-
-/// The element `local` in `parent`, if the DM subset allows it there.
-fn child_of(parent: El, local: &str) -> Option<El> {
-    Some(match parent {
-        El::SyncMl => match local {
-            "SyncHdr" => El::SyncHdr,
-            "SyncBody" => El::SyncBody,
-            _ => return None,
-        },
-        El::SyncHdr => match local {
-            "VerDTD" => El::VerDtd,
-            "VerProto" => El::VerProto,
-            "SessionID" => El::SessionId,
-            "MsgID" => El::MsgId,
-            "Target" => El::Target,
-            "Source" => El::Source,
-            "RespURI" => El::RespUri,
-            "NoResp" => El::NoResp,
-            "Cred" => El::Cred,
-            "Meta" => El::Meta,
-            _ => return None,
-        },
-        El::SyncBody => match local {
-            "Final" => El::Final,
-            _ => El::Cmd(CmdKind::from_name(local)?),
-        },
-        El::Cmd(kind) => {
-            let el = match local {
-                "CmdID" => El::CmdId,
-                "NoResp" => El::NoResp,
-                "Cred" => El::Cred,
-                "Meta" => El::Meta,
-                "Item" => El::Item,
-                "Data" => El::Data,
-                "Correlator" => El::Correlator,
-                "MsgRef" => El::MsgRef,
-                "CmdRef" => El::CmdRef,
-                "Cmd" => El::CmdName,
-                "TargetRef" => El::TargetRef,
-                "SourceRef" => El::SourceRef,
-                "Chal" => El::Chal,
-                _ => {
-                    let nested = CmdKind::from_name(local)?;
-                    return (kind.is_container() && nested.nestable()).then_some(El::Cmd(nested));
-                }
-            };
-            let allowed = match kind {
-                CmdKind::Add
-                | CmdKind::Replace
-                | CmdKind::Delete
-                | CmdKind::Get
-                | CmdKind::Copy => {
-                    matches!(el, El::CmdId | El::NoResp | El::Cred | El::Meta | El::Item)
-                }
-                CmdKind::Alert => matches!(
-                    el,
-                    El::CmdId | El::NoResp | El::Cred | El::Data | El::Correlator | El::Item
-                ),
-                CmdKind::Exec => matches!(
-                    el,
-                    El::CmdId | El::NoResp | El::Cred | El::Meta | El::Correlator | El::Item
-                ),
-                CmdKind::Atomic | CmdKind::Sequence => {
-                    matches!(el, El::CmdId | El::NoResp | El::Meta)
-                }
-                CmdKind::Results => matches!(
-                    el,
-                    El::CmdId
-                        | El::MsgRef
-                        | El::CmdRef
-                        | El::Meta
-                        | El::TargetRef
-                        | El::SourceRef
-                        | El::Item
-                ),
-                CmdKind::Status => matches!(
-                    el,
-                    El::CmdId
-                        | El::MsgRef
-                        | El::CmdRef
-                        | El::CmdName
-                        | El::TargetRef
-                        | El::SourceRef
-                        | El::Cred
-                        | El::Chal
-                        | El::Data
-                        | El::Item
-                ),
-            };
-            return allowed.then_some(el);
-        }
-        El::Item => match local {
-            "Target" => El::Target,
-            "Source" => El::Source,
-            "Meta" => El::Meta,
-            "Data" => El::ItemData,
-            "MoreData" => El::MoreData,
-            _ => return None,
-        },
-        El::Target | El::Source => match local {
-            "LocURI" => El::LocUri,
-            "LocName" => El::LocName,
-            _ => return None,
-        },
-        El::Cred => match local {
-            "Meta" => El::Meta,
-            "Data" => El::Data,
-            _ => return None,
-        },
-        El::Chal => match local {
-            "Meta" => El::Meta,
-            _ => return None,
-        },
-        El::Meta => El::MetInf(MetField::from_name(local)?),
-        _ => return None,
-    })
-}
-
 /// The namespace an element resolved to, reduced to what the checks need.
 enum Ns {
     Unbound,
@@ -706,47 +308,6 @@ impl Ns {
     }
 }
 
-/// A command being built: the union of all command fields.
-#[derive(Default)]
-struct CmdBuild {
-    cmd_id: u32,
-    no_resp: bool,
-    cred: Option<Cred>,
-    meta: Option<Meta>,
-    data: Option<String>,
-    correlator: Option<String>,
-    msg_ref: Option<u32>,
-    cmd_ref: Option<u32>,
-    cmd: Option<String>,
-    target_refs: Vec<String>,
-    source_refs: Vec<String>,
-    chal: Option<Chal>,
-    code: Option<StatusCode>,
-    items: Vec<Item>,
-    commands: Vec<Command>,
-}
-
-/// A value under construction, one per open element that has fields.
-enum Build {
-    Hdr(Box<SyncHdr>),
-    Body(SyncBody),
-    Cmd(Box<CmdBuild>),
-    Item(Box<Item>),
-    Loc(LocRef),
-    Meta(Meta),
-    Cred(Cred),
-    Chal(Chal),
-}
-
-/// An open element.
-struct Open {
-    el: El,
-    /// Byte offset of the start tag.
-    at: usize,
-    /// Children seen so far ([`El::bit`]).
-    seen: u64,
-}
-
 /// State of an open `Item/Data`.
 struct Raw {
     /// Byte offset just after the `<Data>` start tag.
@@ -760,16 +321,8 @@ struct Raw {
 struct Parser<'a> {
     input: &'a [u8],
     limits: &'a DecodeLimits,
-    stack: Vec<Open>,
-    builds: Vec<Build>,
-    /// Text of the open text element.
-    text: String,
-    /// The version from the root namespace (`None`: no namespace).
-    version: Option<SyncMlVersion>,
-    hdr: Option<SyncHdr>,
-    body: Option<SyncBody>,
-    root_done: bool,
-    commands: usize,
+    /// The element grammar and the model under construction.
+    b: Builder<'a>,
     raw: Option<Raw>,
 }
 
@@ -778,14 +331,7 @@ impl<'a> Parser<'a> {
         Parser {
             input,
             limits,
-            stack: Vec::new(),
-            builds: Vec::new(),
-            text: String::new(),
-            version: None,
-            hdr: None,
-            body: None,
-            root_done: false,
-            commands: 0,
+            b: Builder::new(limits, None, |_| {}),
             raw: None,
         }
     }
@@ -801,8 +347,51 @@ impl<'a> Parser<'a> {
         }
     }
 
-    fn internal(&self, at: usize) -> CodecError {
-        internal_at(self.input, at)
+    /// The [`CodecError`] of a builder error (positions are byte offsets).
+    fn build_err(&self, e: BuildError) -> CodecError {
+        match e {
+            BuildError::Internal { at } => self.xml_err(at, "internal decoder state error"),
+            BuildError::Unbalanced { at } => self.xml_err(at, "end tag without a start tag"),
+            BuildError::Duplicate {
+                at,
+                element,
+                parent,
+            } => CodecError::DuplicateElement {
+                pos: self.pos(at),
+                element: element.to_owned(),
+                parent: parent.to_owned(),
+            },
+            BuildError::Missing {
+                at,
+                element,
+                parent,
+            } => CodecError::MissingElement {
+                pos: self.pos(at),
+                element: element.to_owned(),
+                parent: parent.to_owned(),
+            },
+            BuildError::BadValue { at, what, value } => CodecError::BadValue {
+                pos: self.pos(at),
+                what,
+                value,
+            },
+            BuildError::TooDeep { at, limit } => CodecError::TooDeep {
+                pos: self.pos(at),
+                limit,
+            },
+            BuildError::TooMany { what, limit } => CodecError::TooMany { what, limit },
+            BuildError::TextTooLarge {
+                at,
+                element,
+                len,
+                limit,
+            } => CodecError::TextTooLarge {
+                pos: self.pos(at),
+                element: element.to_owned(),
+                len,
+                limit,
+            },
+        }
     }
 
     fn run(mut self) -> Result<SyncMl, CodecError> {
@@ -832,7 +421,7 @@ impl<'a> Parser<'a> {
                     if let Some(raw) = self.raw.as_mut() {
                         raw.depth += 1;
                         raw.has_elements = true;
-                        let depth = self.stack.len().saturating_add(raw.depth);
+                        let depth = self.b.depth().saturating_add(raw.depth);
                         self.check_raw_child(&e, at, depth)?;
                     } else {
                         self.start(&e, ns, at, after)?;
@@ -841,7 +430,7 @@ impl<'a> Parser<'a> {
                 Event::Empty(e) => {
                     if let Some(raw) = self.raw.as_mut() {
                         raw.has_elements = true;
-                        let depth = self.stack.len().saturating_add(raw.depth).saturating_add(1);
+                        let depth = self.b.depth().saturating_add(raw.depth).saturating_add(1);
                         self.check_raw_child(&e, at, depth)?;
                     } else {
                         self.start(&e, ns, at, after)?;
@@ -859,18 +448,26 @@ impl<'a> Parser<'a> {
                 Event::Eof => break,
             }
         }
-        if let Some(open) = self.stack.last() {
+        if let Some((_, el, start)) = self.b.current() {
             return Err(self.xml_err(
                 self.input.len(),
-                unclosed_message(open.el.name(), self.pos(open.at)),
+                unclosed_message(el.name(), self.pos(start)),
             ));
         }
-        if !self.root_done {
+        if !self.b.root_done() {
             return Err(CodecError::Empty);
         }
-        match (self.hdr, self.body) {
-            (Some(hdr), Some(body)) => Ok(SyncMl { hdr, body }),
-            _ => Err(internal_at(self.input, self.input.len())),
+        let len = self.input.len();
+        self.b
+            .finish()
+            .ok_or_else(|| Parser::internal_at(self.input, len))
+    }
+
+    /// An error for a decoder state that cannot happen (reported rather than panicking).
+    fn internal_at(input: &[u8], at: usize) -> CodecError {
+        CodecError::Xml {
+            pos: Position::at(input, at),
+            message: "internal decoder state error".to_owned(),
         }
     }
 
@@ -932,9 +529,9 @@ impl<'a> Parser<'a> {
     ) -> Result<(), CodecError> {
         let qname = e.name();
         let local = qname.local_name().into_inner();
-        let (el, parent) = match self.stack.last() {
+        let el = match self.b.parent() {
             None => {
-                if self.root_done {
+                if self.b.root_done() {
                     return Err(self.xml_err(
                         at,
                         format!("element <{}> after the root element", shorten(local)),
@@ -945,40 +542,29 @@ impl<'a> Parser<'a> {
                         reason: format!("the root element is <{}>, not <SyncML>", shorten(local)),
                     });
                 }
-                (El::SyncMl, None)
+                El::SyncMl
             }
-            Some(parent) => match child_of(parent.el, local) {
-                Some(el) => (el, Some(parent.el)),
+            Some(parent) => match child_of(parent, local) {
+                Some(el) => el,
                 None => {
                     return Err(CodecError::UnexpectedElement {
                         pos: self.pos(at),
                         element: shorten(local),
-                        parent: parent.el.name().to_owned(),
+                        parent: parent.name().to_owned(),
                     });
                 }
             },
         };
         self.check_namespace(el, ns, at)?;
         self.check_attributes(e, at)?;
-        if self.stack.len() >= self.limits.max_depth {
-            return Err(CodecError::TooDeep {
-                pos: self.pos(at),
-                limit: self.limits.max_depth,
+        self.b.start(el, at).map_err(|e| self.build_err(e))?;
+        if el == El::ItemData {
+            self.raw = Some(Raw {
+                content_start: after,
+                depth: 0,
+                has_elements: false,
             });
         }
-        if let (Some(parent), Some(open)) = (parent, self.stack.last_mut()) {
-            let bit = el.bit();
-            if open.seen & bit != 0 && el.single_in(parent) {
-                return Err(CodecError::DuplicateElement {
-                    pos: Position::at(self.input, at),
-                    element: el.name().to_owned(),
-                    parent: parent.name().to_owned(),
-                });
-            }
-            open.seen |= bit;
-        }
-        self.open(el, at, after)?;
-        self.stack.push(Open { el, at, seen: 0 });
         Ok(())
     }
 
@@ -989,7 +575,7 @@ impl<'a> Parser<'a> {
             }
             Ns::SyncMl(v) => {
                 if el == El::SyncMl {
-                    self.version = Some(v);
+                    self.b.set_version(v);
                 }
                 return Ok(());
             }
@@ -1013,497 +599,62 @@ impl<'a> Parser<'a> {
         })
     }
 
-    /// Prepares the state of a newly opened element.
-    fn open(&mut self, el: El, at: usize, after: usize) -> Result<(), CodecError> {
-        match el {
-            El::SyncMl => {}
-            El::SyncHdr => self.builds.push(Build::Hdr(Box::new(SyncHdr {
-                version: self.version.unwrap_or_default(),
-                ver_dtd: String::new(),
-                ver_proto: String::new(),
-                session_id: String::new(),
-                msg_id: 0,
-                target: LocRef::default(),
-                source: LocRef::default(),
-                resp_uri: None,
-                no_resp: false,
-                cred: None,
-                meta: None,
-            }))),
-            El::SyncBody => self.builds.push(Build::Body(SyncBody::default())),
-            El::Cmd(_) => {
-                self.commands += 1;
-                if self.commands > self.limits.max_commands {
-                    return Err(CodecError::TooMany {
-                        what: "commands",
-                        limit: self.limits.max_commands,
-                    });
-                }
-                self.builds.push(Build::Cmd(Box::default()));
-            }
-            El::Item => self.builds.push(Build::Item(Box::default())),
-            El::Target | El::Source => self.builds.push(Build::Loc(LocRef::default())),
-            El::Meta => self.builds.push(Build::Meta(Meta::default())),
-            El::Cred => self.builds.push(Build::Cred(Cred::default())),
-            El::Chal => self.builds.push(Build::Chal(Chal::default())),
-            El::NoResp => match self.builds.last_mut() {
-                Some(Build::Hdr(h)) => h.no_resp = true,
-                Some(Build::Cmd(c)) => c.no_resp = true,
-                _ => return Err(self.internal(at)),
-            },
-            El::Final => match self.builds.last_mut() {
-                Some(Build::Body(b)) => b.is_final = true,
-                _ => return Err(self.internal(at)),
-            },
-            El::MoreData => match self.builds.last_mut() {
-                Some(Build::Item(i)) => i.more_data = true,
-                _ => return Err(self.internal(at)),
-            },
-            El::ItemData => {
-                self.text.clear();
-                self.raw = Some(Raw {
-                    content_start: after,
-                    depth: 0,
-                    has_elements: false,
+    /// Closes the innermost element; for `Item/Data`, computes its value first.
+    fn end(&mut self, at: usize) -> Result<(), CodecError> {
+        let item_data = match self.b.current() {
+            Some((_, El::ItemData, start)) => Some((self.item_data(at, start)?, false)),
+            _ => None,
+        };
+        self.b.end(at, item_data).map_err(|e| self.build_err(e))
+    }
+
+    /// The value of the `Item/Data` that started at `start` and ends at `at`.
+    fn item_data(&mut self, at: usize, start: usize) -> Result<Data, CodecError> {
+        let Some(raw) = self.raw.take() else {
+            return Err(Parser::internal_at(self.input, at));
+        };
+        Ok(if raw.has_elements {
+            let slice = self.input.get(raw.content_start..at).unwrap_or_default();
+            if slice.len() > self.limits.max_text_len {
+                return Err(CodecError::TextTooLarge {
+                    pos: self.pos(start),
+                    element: "Data".to_owned(),
+                    len: slice.len(),
+                    limit: self.limits.max_text_len,
                 });
             }
-            El::VerDtd
-            | El::VerProto
-            | El::SessionId
-            | El::MsgId
-            | El::RespUri
-            | El::LocUri
-            | El::LocName
-            | El::MetInf(_)
-            | El::CmdId
-            | El::MsgRef
-            | El::CmdRef
-            | El::CmdName
-            | El::TargetRef
-            | El::SourceRef
-            | El::Correlator
-            | El::Data => self.text.clear(),
-        }
-        Ok(())
-    }
-
-    fn missing(&self, element: &str, open: &Open) -> CodecError {
-        CodecError::MissingElement {
-            pos: self.pos(open.at),
-            element: element.to_owned(),
-            parent: open.el.name().to_owned(),
-        }
-    }
-
-    /// Fails with [`CodecError::MissingElement`] for the first of `required` not seen in `open`.
-    fn require(&self, open: &Open, required: &[El]) -> Result<(), CodecError> {
-        match required.iter().find(|el| open.seen & el.bit() == 0) {
-            Some(el) => Err(self.missing(el.name(), open)),
-            None => Ok(()),
-        }
-    }
-
-    fn bad_value(&self, what: &'static str, value: &str, at: usize) -> CodecError {
-        CodecError::BadValue {
-            pos: self.pos(at),
-            what,
-            value: shorten(value),
-        }
-    }
-
-    fn take_trimmed(&mut self) -> String {
-        take_trimmed(&mut self.text)
-    }
-
-    fn take_number<T: std::str::FromStr>(
-        &mut self,
-        what: &'static str,
-        at: usize,
-    ) -> Result<T, CodecError> {
-        let text = trim_xml(&self.text);
-        number(text).ok_or_else(|| self.bad_value(what, text, at))
-    }
-
-    fn top(&mut self, at: usize) -> Result<&mut Build, CodecError> {
-        let input = self.input;
-        self.builds.last_mut().ok_or_else(|| internal_at(input, at))
-    }
-
-    fn top_hdr(&mut self, at: usize) -> Result<&mut SyncHdr, CodecError> {
-        let input = self.input;
-        match self.builds.last_mut() {
-            Some(Build::Hdr(h)) => Ok(h),
-            _ => Err(internal_at(input, at)),
-        }
-    }
-
-    fn top_cmd(&mut self, at: usize) -> Result<&mut CmdBuild, CodecError> {
-        let input = self.input;
-        match self.builds.last_mut() {
-            Some(Build::Cmd(c)) => Ok(c),
-            _ => Err(internal_at(input, at)),
-        }
-    }
-
-    fn top_loc(&mut self, at: usize) -> Result<&mut LocRef, CodecError> {
-        let input = self.input;
-        match self.builds.last_mut() {
-            Some(Build::Loc(l)) => Ok(l),
-            _ => Err(internal_at(input, at)),
-        }
-    }
-
-    fn top_meta(&mut self, at: usize) -> Result<&mut Meta, CodecError> {
-        let input = self.input;
-        match self.builds.last_mut() {
-            Some(Build::Meta(m)) => Ok(m),
-            _ => Err(internal_at(input, at)),
-        }
-    }
-
-    /// Closes the innermost element.
-    fn end(&mut self, at: usize) -> Result<(), CodecError> {
-        let Some(open) = self.stack.pop() else {
-            return Err(self.xml_err(at, "end tag without a start tag"));
-        };
-        let start = open.at;
-        match open.el {
-            El::SyncMl => {
-                self.require(&open, &[El::SyncHdr, El::SyncBody])?;
-                self.root_done = true;
-            }
-            El::SyncHdr => {
-                self.require(
-                    &open,
-                    &[
-                        El::VerDtd,
-                        El::VerProto,
-                        El::SessionId,
-                        El::MsgId,
-                        El::Target,
-                        El::Source,
-                    ],
-                )?;
-                let Some(Build::Hdr(mut hdr)) = self.builds.pop() else {
-                    return Err(self.internal(at));
-                };
-                if self.version.is_none() {
-                    hdr.version = SyncMlVersion::from_ver_dtd(&hdr.ver_dtd)
-                        .ok_or_else(|| self.bad_value("VerDTD", &hdr.ver_dtd, start))?;
-                }
-                self.hdr = Some(*hdr);
-            }
-            El::SyncBody => {
-                let Some(Build::Body(body)) = self.builds.pop() else {
-                    return Err(self.internal(at));
-                };
-                self.body = Some(body);
-            }
-            El::Cmd(kind) => self.end_command(kind, &open, at)?,
-            El::Item => {
-                let Some(Build::Item(item)) = self.builds.pop() else {
-                    return Err(self.internal(at));
-                };
-                self.top_cmd(at)?.items.push(*item);
-            }
-            El::Target | El::Source => {
-                self.require(&open, &[El::LocUri])?;
-                let Some(Build::Loc(loc)) = self.builds.pop() else {
-                    return Err(self.internal(at));
-                };
-                let is_target = open.el == El::Target;
-                match self.top(at)? {
-                    Build::Hdr(h) if is_target => h.target = loc,
-                    Build::Hdr(h) => h.source = loc,
-                    Build::Item(i) if is_target => i.target = Some(loc),
-                    Build::Item(i) => i.source = Some(loc),
-                    _ => return Err(self.internal(at)),
-                }
-            }
-            El::Meta => {
-                let Some(Build::Meta(meta)) = self.builds.pop() else {
-                    return Err(self.internal(at));
-                };
-                match self.top(at)? {
-                    Build::Hdr(h) => h.meta = Some(meta),
-                    Build::Cmd(c) => c.meta = Some(meta),
-                    Build::Item(i) => i.meta = Some(meta),
-                    Build::Cred(c) => c.meta = meta,
-                    Build::Chal(c) => c.meta = meta,
-                    _ => return Err(self.internal(at)),
-                }
-            }
-            El::Cred => {
-                self.require(&open, &[El::Data])?;
-                let Some(Build::Cred(cred)) = self.builds.pop() else {
-                    return Err(self.internal(at));
-                };
-                match self.top(at)? {
-                    Build::Hdr(h) => h.cred = Some(cred),
-                    Build::Cmd(c) => c.cred = Some(cred),
-                    _ => return Err(self.internal(at)),
-                }
-            }
-            El::Chal => {
-                self.require(&open, &[El::Meta])?;
-                let Some(Build::Chal(chal)) = self.builds.pop() else {
-                    return Err(self.internal(at));
-                };
-                self.top_cmd(at)?.chal = Some(chal);
-            }
-            El::NoResp | El::Final | El::MoreData => {}
-            El::VerDtd => {
-                let v = self.take_trimmed();
-                self.top_hdr(at)?.ver_dtd = v;
-            }
-            El::VerProto => {
-                let v = self.take_trimmed();
-                self.top_hdr(at)?.ver_proto = v;
-            }
-            El::SessionId => {
-                let v = self.take_trimmed();
-                self.top_hdr(at)?.session_id = v;
-            }
-            El::MsgId => {
-                let v = self.take_number("MsgID", start)?;
-                self.top_hdr(at)?.msg_id = v;
-            }
-            El::RespUri => {
-                let v = self.take_trimmed();
-                self.top_hdr(at)?.resp_uri = Some(v);
-            }
-            El::LocUri => {
-                let v = self.take_trimmed();
-                self.top_loc(at)?.loc_uri = v;
-            }
-            El::LocName => {
-                let v = self.take_trimmed();
-                self.top_loc(at)?.loc_name = Some(v);
-            }
-            El::MetInf(field) => {
-                let (text, num) = match field {
-                    MetField::Size | MetField::MaxMsgSize | MetField::MaxObjSize => {
-                        (None, Some(self.take_number::<u64>(field.name(), start)?))
-                    }
-                    _ => (Some(self.take_trimmed()), None),
-                };
-                let meta = self.top_meta(at)?;
-                match field {
-                    MetField::Format => meta.format = text,
-                    MetField::Type => meta.ty = text,
-                    MetField::Mark => meta.mark = text,
-                    MetField::NextNonce => meta.next_nonce = text,
-                    MetField::Version => meta.version = text,
-                    MetField::Size => meta.size = num,
-                    MetField::MaxMsgSize => meta.max_msg_size = num,
-                    MetField::MaxObjSize => meta.max_obj_size = num,
-                }
-            }
-            El::CmdId => {
-                let v = self.take_number("CmdID", start)?;
-                self.top_cmd(at)?.cmd_id = v;
-            }
-            El::MsgRef => {
-                let v = self.take_number("MsgRef", start)?;
-                self.top_cmd(at)?.msg_ref = Some(v);
-            }
-            El::CmdRef => {
-                let v = self.take_number("CmdRef", start)?;
-                self.top_cmd(at)?.cmd_ref = Some(v);
-            }
-            El::CmdName => {
-                let v = self.take_trimmed();
-                self.top_cmd(at)?.cmd = Some(v);
-            }
-            El::TargetRef => {
-                let v = self.take_trimmed();
-                self.top_cmd(at)?.target_refs.push(v);
-            }
-            El::SourceRef => {
-                let v = self.take_trimmed();
-                self.top_cmd(at)?.source_refs.push(v);
-            }
-            El::Correlator => {
-                let v = self.take_trimmed();
-                self.top_cmd(at)?.correlator = Some(v);
-            }
-            El::Data => {
-                let parent = self.stack.last().map(|o| o.el);
-                if parent == Some(El::Cmd(CmdKind::Status)) {
-                    let code = self.take_number::<u16>("status code", start)?;
-                    self.top_cmd(at)?.code = Some(StatusCode(code));
-                } else {
-                    let v = self.take_trimmed();
-                    match self.top(at)? {
-                        Build::Cmd(c) => c.data = Some(v),
-                        Build::Cred(c) => c.data = v,
-                        _ => return Err(self.internal(at)),
-                    }
-                }
-            }
-            El::ItemData => {
-                let Some(raw) = self.raw.take() else {
-                    return Err(self.internal(at));
-                };
-                let data = if raw.has_elements {
-                    let slice = self.input.get(raw.content_start..at).unwrap_or_default();
-                    if slice.len() > self.limits.max_text_len {
-                        return Err(CodecError::TextTooLarge {
-                            pos: self.pos(start),
-                            element: "Data".to_owned(),
-                            len: slice.len(),
-                            limit: self.limits.max_text_len,
-                        });
-                    }
-                    let markup = std::str::from_utf8(slice)
-                        .map_err(|e| self.xml_err(raw.content_start, e.to_string()))?;
-                    Data::Xml(trim_xml(markup).to_owned())
-                } else {
-                    Data::Text(std::mem::take(&mut self.text))
-                };
-                match self.top(at)? {
-                    Build::Item(i) => i.data = Some(data),
-                    _ => return Err(self.internal(at)),
-                }
-            }
-        }
-        Ok(())
-    }
-
-    fn end_command(&mut self, kind: CmdKind, open: &Open, at: usize) -> Result<(), CodecError> {
-        let Some(Build::Cmd(b)) = self.builds.pop() else {
-            return Err(self.internal(at));
-        };
-        self.require(open, &[El::CmdId])?;
-        let b = *b;
-        let item_cmd = |b: CmdBuild| ItemCmd {
-            cmd_id: b.cmd_id,
-            no_resp: b.no_resp,
-            cred: b.cred,
-            meta: b.meta,
-            items: b.items,
-        };
-        let container = |b: CmdBuild| Container {
-            cmd_id: b.cmd_id,
-            no_resp: b.no_resp,
-            meta: b.meta,
-            commands: b.commands,
-        };
-        let command = match kind {
-            CmdKind::Add => Command::Add(item_cmd(b)),
-            CmdKind::Replace => Command::Replace(item_cmd(b)),
-            CmdKind::Delete => Command::Delete(item_cmd(b)),
-            CmdKind::Get => Command::Get(item_cmd(b)),
-            CmdKind::Copy => Command::Copy(item_cmd(b)),
-            CmdKind::Atomic => Command::Atomic(container(b)),
-            CmdKind::Sequence => Command::Sequence(container(b)),
-            CmdKind::Alert => Command::Alert(Alert {
-                cmd_id: b.cmd_id,
-                no_resp: b.no_resp,
-                cred: b.cred,
-                data: b.data,
-                correlator: b.correlator,
-                items: b.items,
-            }),
-            CmdKind::Exec => {
-                let mut items = b.items;
-                let Some(item) = items.pop() else {
-                    return Err(self.missing("Item", open));
-                };
-                Command::Exec(Exec {
-                    cmd_id: b.cmd_id,
-                    no_resp: b.no_resp,
-                    cred: b.cred,
-                    meta: b.meta,
-                    correlator: b.correlator,
-                    item,
-                })
-            }
-            CmdKind::Results => {
-                let Some(cmd_ref) = b.cmd_ref else {
-                    return Err(self.missing("CmdRef", open));
-                };
-                let mut target_refs = b.target_refs;
-                let mut source_refs = b.source_refs;
-                Command::Results(Results {
-                    cmd_id: b.cmd_id,
-                    msg_ref: b.msg_ref,
-                    cmd_ref,
-                    meta: b.meta,
-                    target_ref: target_refs.pop(),
-                    source_ref: source_refs.pop(),
-                    items: b.items,
-                })
-            }
-            CmdKind::Status => {
-                self.require(open, &[El::MsgRef, El::CmdName, El::Data])?;
-                let (Some(msg_ref), Some(cmd), Some(data)) = (b.msg_ref, b.cmd, b.code) else {
-                    return Err(self.internal(at));
-                };
-                // The Status of a SyncHdr refers to command 0; some senders omit it.
-                let cmd_ref = match b.cmd_ref {
-                    Some(r) => r,
-                    None if cmd == "SyncHdr" => 0,
-                    None => return Err(self.missing("CmdRef", open)),
-                };
-                Command::Status(Status {
-                    cmd_id: b.cmd_id,
-                    msg_ref,
-                    cmd_ref,
-                    cmd,
-                    target_refs: b.target_refs,
-                    source_refs: b.source_refs,
-                    cred: b.cred,
-                    chal: b.chal,
-                    data,
-                    items: b.items,
-                })
-            }
-        };
-        match self.top(at)? {
-            Build::Body(body) => body.commands.push(command),
-            Build::Cmd(parent) => parent.commands.push(command),
-            _ => return Err(self.internal(at)),
-        }
-        Ok(())
-    }
-
-    /// The content kind of the innermost open element, with its name and start.
-    fn current(&self) -> Option<(Content, El, usize)> {
-        self.stack.last().map(|o| (o.el.content(), o.el, o.at))
+            let markup = std::str::from_utf8(slice)
+                .map_err(|e| self.xml_err(raw.content_start, e.to_string()))?;
+            Data::Xml(trim_xml(markup).to_owned())
+        } else {
+            Data::Text(std::mem::take(&mut self.b.text))
+        })
     }
 
     /// Appends `piece` to the open text element (or `Item/Data`), or checks that it is
     /// whitespace where only elements are allowed. `raw` is the piece as it appears in the
     /// input, for the error message and the size check.
     fn push_text(&mut self, raw: &str, at: usize, piece: &str) -> Result<(), CodecError> {
-        match self.current() {
+        match self.b.current() {
             None => {
                 if raw.bytes().all(is_xml_ws) {
                     Ok(())
-                } else if self.root_done {
+                } else if self.b.root_done() {
                     Err(self.xml_err(at, "text after the root element"))
                 } else {
                     Err(self.xml_err(at, "text before the root element"))
                 }
             }
-            Some((Content::Text | Content::Raw, el, start)) => {
+            Some((Content::Text | Content::Raw, _, _)) => {
                 if let Some(raw) = &self.raw
                     && raw.has_elements
                 {
                     // Inline XML: the markup is taken from the input at the end.
                     return Ok(());
                 }
-                let len = self.text.len().saturating_add(piece.len());
-                if len > self.limits.max_text_len {
-                    return Err(CodecError::TextTooLarge {
-                        pos: self.pos(start),
-                        element: el.name().to_owned(),
-                        len,
-                        limit: self.limits.max_text_len,
-                    });
-                }
-                self.text.push_str(piece);
+                let len = self.b.text.len().saturating_add(piece.len());
+                self.b.check_len(len).map_err(|e| self.build_err(e))?;
+                self.b.text.push_str(piece);
                 Ok(())
             }
             Some((Content::Elements | Content::Empty, el, _)) => {
@@ -1522,7 +673,7 @@ impl<'a> Parser<'a> {
 
     fn text(&mut self, t: &BytesText<'_>, at: usize) -> Result<(), CodecError> {
         let raw: &str = t;
-        if matches!(self.current(), Some((Content::Text | Content::Raw, ..))) {
+        if matches!(self.b.current(), Some((Content::Text | Content::Raw, ..))) {
             let content = t.xml10_content();
             self.push_text(raw, at, &content)
         } else {
@@ -1532,7 +683,7 @@ impl<'a> Parser<'a> {
 
     fn cdata(&mut self, c: &BytesCData<'_>, at: usize) -> Result<(), CodecError> {
         let raw: &str = c;
-        match self.current() {
+        match self.b.current() {
             Some((Content::Text | Content::Raw, ..)) => {
                 let content = c.xml10_content();
                 self.push_text(raw, at, &content)
@@ -1552,7 +703,7 @@ impl<'a> Parser<'a> {
         let ch = resolve_reference(r).map_err(|message| self.xml_err(at, message))?;
         let mut utf8 = [0u8; 4];
         let s: &str = ch.encode_utf8(&mut utf8);
-        match self.current() {
+        match self.b.current() {
             Some((Content::Text | Content::Raw, ..)) => self.push_text(s, at, s),
             None => Err(self.xml_err(at, "reference outside the root element")),
             Some((_, el, _)) => Err(CodecError::UnexpectedText {
