@@ -8,6 +8,7 @@ pub mod config;
 pub mod delegation;
 pub mod dm;
 pub mod engine;
+pub mod lab;
 pub mod sim;
 pub mod store;
 pub mod syncml;

@@ -97,6 +97,9 @@ pub enum Wait {
     Snapshot,
     /// DELEGATING: the device applying the plan (op in flight).
     Changes,
+    /// DELEGATING: after a restart, the device's tree, to learn whether the changes in flight
+    /// took (op in flight).
+    Verify,
     /// DELEGATING: DELEGATION_CONFIRM.
     Confirm,
     /// DELEGATING: the device's tree, to compute step 8 (op in flight).
@@ -270,6 +273,15 @@ pub enum Input {
     Timer,
     /// An operator's decision.
     Operator(OperatorAction),
+    /// The peer refused our message `seq` for good (HTTP 400, 403, 404 or 409).
+    PeerRefused {
+        /// The refused message's Seq.
+        seq: u32,
+        /// The HTTP status.
+        status: u16,
+        /// The peer's explanation.
+        reason: String,
+    },
 }
 
 /// An action for the engine.
@@ -731,7 +743,75 @@ impl Delegation {
                 Ok(())
             }
             Input::Operator(a) => self.handle_operator(now, a),
+            Input::PeerRefused {
+                seq,
+                status,
+                reason,
+            } => {
+                let text = format!("the peer refused message {seq} (HTTP {status}): {reason}");
+                if self.state.is_terminal() && self.wait != Wait::Lease {
+                    self.record(now, self.step, &text);
+                    return Ok(());
+                }
+                // After a 409 the peer knows the delegation and hears of the failure; after
+                // 400, 403 or 404 it would refuse that too.
+                self.fail(now, ReasonCode::BAD_MESSAGE, &text, status == 409);
+                Ok(())
+            }
         }
+    }
+
+    /// Refuses an incoming request with a reason code (e.g. 1003 Busy): DELEGATION_FAILURE
+    /// answers the NOTIF and the delegation ends Failed.
+    pub fn refuse(&mut self, now: UnixMs, code: ReasonCode, text: &str) -> Result<(), Reject> {
+        if self.wait != Wait::Decision {
+            return Err(Reject::NotNow(
+                "a refusal".into(),
+                format!("{:?}", self.wait),
+            ));
+        }
+        self.fail(now, code, text, true);
+        Ok(())
+    }
+
+    /// After a restart: asks again for what was in flight, since the engine's queues and
+    /// connections did not survive. Device operations are repeated only where repeating is
+    /// harmless; changes that may have reached the device are first checked on a fresh copy
+    /// of its tree, so nothing is applied twice.
+    pub fn resume(&mut self, now: UnixMs) {
+        match self.wait {
+            Wait::Snapshot => self.snapshot(now),
+            Wait::Changes | Wait::Verify => {
+                self.record(
+                    now,
+                    Step::ClientPreparation,
+                    "resumed after a restart: checking whether the device took the changes",
+                );
+                self.device(vec![tree_listing()], Wait::Verify, now);
+            }
+            Wait::Activation => {
+                let name = self.account_name.clone().unwrap_or_default();
+                self.device(plan::activate(&name), Wait::Activation, now);
+            }
+            Wait::CleanupSnapshot | Wait::Cleanup => self.cleanup(now),
+            Wait::Undo => self.retry_undo_now(now),
+            _ => {}
+        }
+    }
+
+    /// Whether the changes of this delegation are on the device tree `tree`: the Atomic is
+    /// all or nothing, so its first node tells.
+    fn changes_present(&self, tree: &DmTree) -> bool {
+        let marker = if self.bootstrap {
+            format!(
+                "{}/{}",
+                BootConfigEntry::default_root(),
+                self.peer.replace(['/', '?'], "_")
+            )
+        } else {
+            format!("./DMAcc/{}", self.account_name.clone().unwrap_or_default())
+        };
+        NodeUri::parse(&marker).is_ok_and(|u| tree.find(&u).is_some())
     }
 
     fn handle_operator(&mut self, now: UnixMs, a: OperatorAction) -> Result<(), Reject> {
@@ -1062,6 +1142,31 @@ impl Delegation {
                     }
                 }
             }
+            Wait::Verify => match listed_tree(&outcomes) {
+                Some(tree) if self.changes_present(&tree) => {
+                    self.record(
+                        now,
+                        Step::ClientPreparation,
+                        "the device had taken the changes",
+                    );
+                    self.changes_applied(now);
+                }
+                Some(_) => {
+                    self.record(
+                        now,
+                        Step::ClientPreparation,
+                        "the device had not taken the changes; sending them again",
+                    );
+                    let changes = load_all(&self.changes);
+                    self.device(vec![DeviceCommand::Atomic(changes)], Wait::Changes, now);
+                }
+                None => self.fail(
+                    now,
+                    ReasonCode::CLIENT_REJECTED,
+                    "the device did not list its tree",
+                    true,
+                ),
+            },
             Wait::Changes => {
                 if let Some(o) = failed {
                     let refused = o
@@ -1078,31 +1183,7 @@ impl Delegation {
                     self.fail(now, ReasonCode::CLIENT_REJECTED, &text, true);
                     return;
                 }
-                self.changes.clear();
-                if self.bootstrap {
-                    self.record(
-                        now,
-                        Step::ClientPreparation,
-                        "rights granted and bootstrap config written on the device",
-                    );
-                    self.step = Step::Prepared;
-                    self.wait_for(Wait::Confirm, now + self.deadlines.bootstrap_ms);
-                } else {
-                    // The peer's secrets are on the device now; we keep none.
-                    self.account_xml = None;
-                    self.record(
-                        now,
-                        Step::ClientPreparation,
-                        "account installed dormant and rights granted on the device",
-                    );
-                    self.record(now, Step::Prepared, "told the peer (DELEGATION_PREPARED)");
-                    self.send(Body::Prepared);
-                    self.step = Step::Prepared;
-                    self.wait_for(
-                        Wait::Confirm,
-                        now + self.deadlines.device_ms + self.deadlines.peer_ms,
-                    );
-                }
+                self.changes_applied(now);
             }
             Wait::Activation => {
                 if let Some(o) = failed {
@@ -1148,6 +1229,35 @@ impl Delegation {
                 self.finish(now, end);
             }
             _ => {}
+        }
+    }
+
+    /// DELEGATING: the device took the plan's changes.
+    fn changes_applied(&mut self, now: UnixMs) {
+        self.changes.clear();
+        if self.bootstrap {
+            self.record(
+                now,
+                Step::ClientPreparation,
+                "rights granted and bootstrap config written on the device",
+            );
+            self.step = Step::Prepared;
+            self.wait_for(Wait::Confirm, now + self.deadlines.bootstrap_ms);
+        } else {
+            // The peer's secrets are on the device now; we keep none.
+            self.account_xml = None;
+            self.record(
+                now,
+                Step::ClientPreparation,
+                "account installed dormant and rights granted on the device",
+            );
+            self.record(now, Step::Prepared, "told the peer (DELEGATION_PREPARED)");
+            self.send(Body::Prepared);
+            self.step = Step::Prepared;
+            self.wait_for(
+                Wait::Confirm,
+                now + self.deadlines.device_ms + self.deadlines.peer_ms,
+            );
         }
     }
 
@@ -1258,7 +1368,7 @@ impl Delegation {
                 self.reason = Some(reason_text(ReasonCode::TIMEOUT, "no decision in time"));
                 self.finish(now, State::Failed);
             }
-            Wait::Snapshot | Wait::Changes | Wait::Activation => self.fail(
+            Wait::Snapshot | Wait::Changes | Wait::Verify | Wait::Activation => self.fail(
                 now,
                 ReasonCode::CLIENT_UNREACHABLE,
                 "the device did not answer in time",
@@ -1288,6 +1398,11 @@ impl Delegation {
     /// Fails the delegation: tells the peer (unless it told us), and undoes the device changes.
     fn fail(&mut self, now: UnixMs, code: ReasonCode, text: &str, tell_peer: bool) {
         if self.state.is_terminal() && self.wait != Wait::Lease {
+            return;
+        }
+        if self.state == State::RollingBack {
+            // Already undoing: a second failure adds nothing to do.
+            self.record(now, self.step, &format!("also: {code} {text}"));
             return;
         }
         self.reason = Some(reason_text(code, text));

@@ -292,6 +292,23 @@ pub struct DeviceInfo {
     pub notify: Option<String>,
 }
 
+/// Hides the values of secret leaves in a subtree.
+fn redact(node: &mut TndsNode) {
+    let mut stack = vec![node];
+    while let Some(n) = stack.pop() {
+        let lower = n.name.to_ascii_lowercase();
+        if n.value.is_some()
+            && (lower == "aauthsecret"
+                || lower == "aauthdata"
+                || lower.contains("passw")
+                || lower.contains("secret"))
+        {
+            n.value = Some("********".to_owned());
+        }
+        stack.extend(n.children.iter_mut());
+    }
+}
+
 /// The role of the server that sends DELEGATION_NOTIF (leaf `Sender`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Sender {
@@ -577,6 +594,20 @@ impl Message {
     /// The message as indented TNDS XML, for humans; reads back like [`Message::to_xml`].
     pub fn to_xml_pretty(&self) -> String {
         self.to_tnds().to_xml_pretty()
+    }
+
+    /// As [`Message::to_xml_pretty`], with every secret of a START's account and connectivity
+    /// subtrees (`AAuthSecret`, `AAuthData`, and any leaf named like a password) shown as
+    /// `********`: the form the timeline and the audit keep.
+    pub fn to_xml_redacted(&self) -> String {
+        let mut m = self.clone();
+        if let Body::Start { dmacc, conn } = &mut m.body {
+            redact(dmacc);
+            if let Some(c) = conn {
+                redact(c);
+            }
+        }
+        m.to_xml_pretty()
     }
 
     /// Reads a message from network input: TNDS XML within [`WIRE_LIMITS`] (1 MiB).

@@ -138,9 +138,24 @@ pub struct EndpointStats {
     pub sessions_completed: u64,
 }
 
+/// Something a device did that the rest of the engine may wait for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeviceEvent {
+    /// The device completed an authenticated session.
+    SessionCompleted {
+        /// The device.
+        dev_id: String,
+        /// The session's SessionID.
+        session_id: String,
+    },
+}
+
 /// All device state of one engine.
 #[derive(Debug, Default)]
 pub struct Devices {
+    /// Where [`DeviceEvent`]s go, when someone listens.
+    observer: Option<tokio::sync::mpsc::UnboundedSender<DeviceEvent>>,
     records: HashMap<String, DeviceRecord>,
     queues: HashMap<String, VecDeque<(u64, DeviceCommand)>>,
     waiters: HashMap<u64, Waiter>,
@@ -156,6 +171,11 @@ impl Devices {
     /// Enrols (or re-enrols) a device.
     pub fn enrol(&mut self, record: DeviceRecord) {
         self.records.insert(record.dev_id.clone(), record);
+    }
+
+    /// Sends every later [`DeviceEvent`] to `tx`.
+    pub fn set_observer(&mut self, tx: tokio::sync::mpsc::UnboundedSender<DeviceEvent>) {
+        self.observer = Some(tx);
     }
 
     /// A device's record.
@@ -186,6 +206,15 @@ impl Devices {
         dev_id: &str,
         cmd: DeviceCommand,
     ) -> Result<oneshot::Receiver<CommandResult>, CommandError> {
+        self.enqueue_tagged(dev_id, cmd).map(|(_, rx)| rx)
+    }
+
+    /// As [`Devices::enqueue`], also returning the command's tag for [`Devices::cancel`].
+    pub fn enqueue_tagged(
+        &mut self,
+        dev_id: &str,
+        cmd: DeviceCommand,
+    ) -> Result<(u64, oneshot::Receiver<CommandResult>), CommandError> {
         if !self.records.contains_key(dev_id) {
             return Err(CommandError::UnknownDevice(dev_id.to_owned()));
         }
@@ -193,7 +222,30 @@ impl Devices {
         let tag = self.alloc_tag();
         self.waiters.insert(tag, Waiter::Caller(tx));
         self.push(dev_id, tag, cmd);
-        Ok(rx)
+        Ok((tag, rx))
+    }
+
+    /// Withdraws queued commands that no session has sent yet (an operation the caller moved
+    /// past). Returns how many were withdrawn; commands already sent run their course, and
+    /// nobody waits for their outcome.
+    pub fn cancel(&mut self, dev_id: &str, tags: &[u64]) -> usize {
+        let Some(queue) = self.queues.get_mut(dev_id) else {
+            for t in tags {
+                self.waiters.remove(t);
+            }
+            return 0;
+        };
+        let before = queue.len();
+        queue.retain(|(t, _)| !tags.contains(t));
+        let removed = before - queue.len();
+        if queue.is_empty() {
+            self.queues.remove(dev_id);
+        }
+        // Nobody waits for them any more, sent or not.
+        for t in tags {
+            self.waiters.remove(t);
+        }
+        removed
     }
 
     fn alloc_tag(&mut self) -> u64 {
@@ -307,7 +359,7 @@ impl Devices {
         }
         // Events may queue follow-up commands (the inventory fallback) before the reply.
         for e in events {
-            self.apply_event(dev_id, e);
+            self.apply_event(dev_id, session_id, e);
         }
         let session = self.sessions.get_mut(&key)?;
         let result = received.and_then(|()| session.poll_reply().ok_or(SessionError::Ended));
@@ -332,13 +384,13 @@ impl Devices {
                     .push_back((tag, cmd));
             }
             while let Some(e) = s.poll_event() {
-                self.apply_event(dev_id, e);
+                self.apply_event(dev_id, session_id, e);
             }
         }
         Some(result)
     }
 
-    fn apply_event(&mut self, dev_id: &str, event: ServerEvent<u64>) {
+    fn apply_event(&mut self, dev_id: &str, session_id: &str, event: ServerEvent<u64>) {
         let Some(record) = self.records.get_mut(dev_id) else {
             return;
         };
@@ -351,6 +403,13 @@ impl Devices {
                 if !aborted {
                     record.last_seen = Some(SystemTime::now());
                     self.stats.sessions_completed += 1;
+                    if let Some(tx) = &self.observer {
+                        // A listener that went away needs no events.
+                        let _ = tx.send(DeviceEvent::SessionCompleted {
+                            dev_id: dev_id.to_owned(),
+                            session_id: session_id.to_owned(),
+                        });
+                    }
                 }
             }
             ServerEvent::CommandDone { tag, outcome } => match self.waiters.remove(&tag) {

@@ -163,6 +163,28 @@ impl DmServer {
         self.lock().enqueue(dev_id, cmd)
     }
 
+    /// As [`DmServer::enqueue`], with the command's tag for [`DmServer::cancel`].
+    pub fn enqueue_tagged(
+        &self,
+        dev_id: &str,
+        cmd: DeviceCommand,
+    ) -> Result<(u64, oneshot::Receiver<CommandResult>), CommandError> {
+        self.lock().enqueue_tagged(dev_id, cmd)
+    }
+
+    /// Withdraws queued commands no session has sent yet.
+    pub fn cancel(&self, dev_id: &str, tags: &[u64]) -> usize {
+        self.lock().cancel(dev_id, tags)
+    }
+
+    /// Sends device events (completed sessions) to `tx`.
+    pub fn set_observer(
+        &self,
+        tx: tokio::sync::mpsc::UnboundedSender<super::devices::DeviceEvent>,
+    ) {
+        self.lock().set_observer(tx);
+    }
+
     /// Wakes the device with a Package #0 so it opens a session.
     pub async fn notify(&self, dev_id: &str) -> Result<(), DmServerError> {
         let (bytes, address) = {

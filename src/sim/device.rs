@@ -3,6 +3,10 @@
 //! spec's example), ACLs enforced by [`crate::dm`], and DM sessions over HTTP driven by the
 //! sans-IO [`ClientSession`]. It checks the server's credentials before acting, keeps the
 //! nonces it is given, and only ever talks to loopback addresses.
+//!
+//! Like a real device it follows its bootstrap config: when a server wrote
+//! `./BootConfig/<x>/ServerURL`, [`SimDevice::follow_bootstrap`] fetches the account there and
+//! installs it (docs/PROTOCOL.md section 7, "Bootstrap config").
 
 use std::net::IpAddr;
 
@@ -56,6 +60,10 @@ pub enum SimError {
     /// The server answered with an HTTP error.
     #[error("the DM server answered HTTP {0}")]
     HttpStatus(u16),
+    /// A bootstrap was served but cannot be installed (not a TNDS account, a name already
+    /// taken, an account for another server than the entry names).
+    #[error("the bootstrap cannot be installed: {0}")]
+    Bootstrap(String),
     /// The session broke.
     #[error(transparent)]
     Session(#[from] SessionError),
@@ -142,6 +150,9 @@ pub struct SimDevice {
     pub tnds: bool,
     /// XML or WBXML on the wire.
     pub encoding: crate::syncml::session::Encoding,
+    /// Bootstrap URLs already fetched (successfully or not): each is tried once, as a token
+    /// is good for one use only. Kept by the device, not in its tree.
+    bootstraps_tried: Vec<String>,
 }
 
 /// Faults a simulated device can be told to show.
@@ -203,6 +214,7 @@ impl SimDevice {
             faults: DeviceFaults::default(),
             tnds: true,
             encoding: crate::syncml::session::Encoding::Xml,
+            bootstraps_tried: Vec::new(),
         };
         dev.add_account("dms", account)?;
         let sid = &account.server_id;
@@ -417,6 +429,91 @@ impl SimDevice {
         result.map(|()| report)
     }
 
+    /// The bootstrap URLs this device has fetched (or tried to), oldest first.
+    pub fn bootstraps_tried(&self) -> &[String] {
+        &self.bootstraps_tried
+    }
+
+    /// Follows the bootstrap config, as a device does when a DM session ends: takes the first
+    /// entry under `./BootConfig` with a ServerURL not tried yet and whose ServerID (when
+    /// given) has no account on the device yet, fetches that URL (loopback only) naming itself
+    /// with the `X-DM-DevId` header, and adds the TNDS account it gets under `./DMAcc` as its
+    /// own change, with the ACL the document carries and its secrets marked "No Get". The
+    /// account is not dormant unless the document says so. Returns the new account's
+    /// ServerID, or `None` when there was nothing to follow. The URL counts as tried whatever
+    /// the outcome; on any failure nothing is installed.
+    pub async fn follow_bootstrap(
+        &mut self,
+        http: &reqwest::Client,
+    ) -> Result<Option<String>, SimError> {
+        let entry = BootConfigEntry::all(&self.tree, &BootConfigEntry::default_root())
+            .into_iter()
+            .flatten()
+            .find(|e| {
+                !self.bootstraps_tried.contains(&e.server_url)
+                    && e.server_id
+                        .as_deref()
+                        .is_none_or(|id| DmAcc::find_by_server_id(&self.tree, id).is_none())
+            });
+        let Some(entry) = entry else {
+            return Ok(None);
+        };
+        self.bootstraps_tried.push(entry.server_url.clone());
+        if !is_loopback_url(&entry.server_url) {
+            return Err(SimError::NotLoopback(entry.server_url));
+        }
+        // The error text of a request names its URL, which carries the token: leave it out.
+        let resp = http
+            .get(&entry.server_url)
+            .header(crate::engine::bootstrap::DEV_ID_HEADER, &self.dev_id)
+            .send()
+            .await
+            .map_err(|e| SimError::Http(error_chain(&e.without_url())))?;
+        if resp.status() != reqwest::StatusCode::OK {
+            return Err(SimError::HttpStatus(resp.status().as_u16()));
+        }
+        let body = resp
+            .bytes()
+            .await
+            .map_err(|e| SimError::Http(error_chain(&e.without_url())))?;
+        let bad = |why: String| SimError::Bootstrap(why);
+        let doc = crate::dm::tnds::TndsDocument::from_xml(&body)
+            .map_err(|e| bad(format!("not a TNDS document: {e}")))?;
+        let [node] = doc.nodes.as_slice() else {
+            return Err(bad(format!(
+                "the document holds {} top nodes, not one account",
+                doc.nodes.len()
+            )));
+        };
+        let name = node.name.clone();
+        let root = NodeUri::parse(crate::dm::mo::dmacc::DMACC_ROOT).unwrap_or_default();
+        let mut work = self.tree.clone();
+        if !work.exists(&root) {
+            work.ensure_interior(&root, NodeProps::interior())
+                .map_err(|e| bad(e.to_string()))?;
+        }
+        work.apply_tnds(
+            crate::dm::tree::Principal::Device,
+            &root,
+            &doc,
+            crate::dm::tree_tnds::TndsMode::Add,
+            None,
+        )
+        .map_err(|e| bad(e.to_string()))?;
+        DmAcc::protect_secrets(&mut work, &name);
+        let acc = DmAcc::read(&work, &name)?;
+        if let Some(id) = &entry.server_id
+            && acc.server_id != *id
+        {
+            return Err(bad(format!(
+                "the entry is for {id} but the account is for {}",
+                acc.server_id
+            )));
+        }
+        self.tree = work;
+        Ok(Some(acc.server_id))
+    }
+
     /// Writes the device (its whole tree, secrets included: it is the device's own storage) to
     /// `path` as TNDS.
     pub fn save(&self, path: &std::path::Path) -> Result<(), SimError> {
@@ -466,6 +563,7 @@ impl SimDevice {
             faults: DeviceFaults::default(),
             tnds: true,
             encoding: crate::syncml::session::Encoding::Xml,
+            bootstraps_tried: Vec::new(),
         })
     }
 

@@ -6,6 +6,11 @@
 //! [`Fleet::enrolments`] gives the list a server imports to know them. Each device opens a
 //! session when a valid trigger reaches it and, optionally, on a timer; faults can be
 //! injected (dropped sessions, 500 on a path, offline periods, slow answers).
+//!
+//! After every session a device follows its bootstrap config
+//! ([`SimDevice::follow_bootstrap`]): when a server wrote a `./BootConfig` entry, the device
+//! fetches the account it points to and at once opens a session of its own with that new
+//! server, as a real device does after a bootstrap.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -177,6 +182,10 @@ pub struct FleetStats {
     pub bytes_sent: AtomicU64,
     /// Bytes devices received.
     pub bytes_received: AtomicU64,
+    /// Bootstraps a device fetched and installed.
+    pub bootstraps_ok: AtomicU64,
+    /// Bootstraps that failed (refused, unreachable, not installable).
+    pub bootstraps_failed: AtomicU64,
 }
 
 /// A plain copy of [`FleetStats`].
@@ -194,6 +203,10 @@ pub struct FleetCounts {
     pub bytes_sent: u64,
     /// Bytes devices received.
     pub bytes_received: u64,
+    /// Bootstraps a device fetched and installed.
+    pub bootstraps_ok: u64,
+    /// Bootstraps that failed.
+    pub bootstraps_failed: u64,
 }
 
 struct Member {
@@ -410,6 +423,8 @@ impl Fleet {
             triggers_ignored: s.triggers_ignored.load(Ordering::Relaxed),
             bytes_sent: s.bytes_sent.load(Ordering::Relaxed),
             bytes_received: s.bytes_received.load(Ordering::Relaxed),
+            bootstraps_ok: s.bootstraps_ok.load(Ordering::Relaxed),
+            bootstraps_failed: s.bootstraps_failed.load(Ordering::Relaxed),
         }
     }
 
@@ -427,6 +442,9 @@ impl Fleet {
         }
     }
 }
+
+/// How many bootstraps one run of a device follows at most.
+const MAX_BOOTSTRAPS_PER_RUN: usize = 4;
 
 #[derive(Clone)]
 struct Ctx {
@@ -471,6 +489,9 @@ impl Ctx {
         self.run_for(dev_id, &server_id, trigger).await
     }
 
+    /// One session of the device with `server_id`, then the bootstraps it leads to, each
+    /// followed by a session with the new server; the device's state is saved at the end.
+    /// Returns the first session's result.
     async fn run_for(
         &self,
         dev_id: &str,
@@ -485,9 +506,41 @@ impl Ctx {
             return Err(SimError::Http("the device is offline".into()));
         }
         let mut device = m.device.lock().await;
+        let result = self.one_session(m, &mut device, server_id, trigger).await;
+        // Each bootstrap URL is tried once, so this ends; the bound only guards against a
+        // chain of servers that bootstrap one another.
+        for _ in 0..MAX_BOOTSTRAPS_PER_RUN {
+            match device.follow_bootstrap(&self.http).await {
+                Ok(None) => break,
+                Ok(Some(new_server)) => {
+                    self.stats.bootstraps_ok.fetch_add(1, Ordering::Relaxed);
+                    // The device calls its new server at once (the account is not dormant);
+                    // the outcome is counted in the fleet's statistics.
+                    let _ = self.one_session(m, &mut device, &new_server, None).await;
+                }
+                Err(_) => {
+                    self.stats.bootstraps_failed.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+        if let Some(dir) = &self.cfg.state_dir {
+            let path = dir.join(format!("{}.tnds.xml", dev_id.replace(':', "_")));
+            device.save(&path)?;
+        }
+        result
+    }
+
+    /// Runs one session with the fleet's faults and counts it.
+    async fn one_session(
+        &self,
+        m: &Member,
+        device: &mut SimDevice,
+        server_id: &str,
+        trigger: Option<u16>,
+    ) -> Result<SessionReport, SimError> {
         let n = m.sessions.fetch_add(1, Ordering::Relaxed) + 1;
         let saved_faults = device.faults.clone();
-        if self.cfg.drop_every != 0 && n % u64::from(self.cfg.drop_every) == 0 {
+        if self.cfg.drop_every != 0 && n.is_multiple_of(u64::from(self.cfg.drop_every)) {
             device.faults.drop_after_messages = Some(1);
         }
         let session_id = (n & 0xFFFF) as u16;
@@ -508,10 +561,6 @@ impl Ctx {
             _ => {
                 self.stats.sessions_failed.fetch_add(1, Ordering::Relaxed);
             }
-        }
-        if let Some(dir) = &self.cfg.state_dir {
-            let path = dir.join(format!("{}.tnds.xml", dev_id.replace(':', "_")));
-            device.save(&path)?;
         }
         result
     }

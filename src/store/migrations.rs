@@ -24,6 +24,87 @@ pub const MIGRATIONS: &[&str] = &[
         needs_inventory INTEGER NOT NULL DEFAULT 1,
         enrolled_ms     INTEGER NOT NULL
     );",
+    // 2: delegation history: peers, one row per delegation (with its state machine and
+    // outbox), the append-only timeline and audit log, exchanged messages, the device journal.
+    "CREATE TABLE peers (
+        server_id        TEXT PRIMARY KEY NOT NULL,
+        base_url         TEXT NOT NULL,
+        cert_fingerprint TEXT,
+        policy           TEXT NOT NULL,
+        added_ms         INTEGER NOT NULL
+    );
+    CREATE TABLE delegations (
+        id          TEXT PRIMARY KEY NOT NULL,
+        role        TEXT NOT NULL,
+        initiator   TEXT NOT NULL,
+        peer        TEXT NOT NULL,
+        dev_id      TEXT NOT NULL,
+        full        INTEGER NOT NULL,
+        bootstrap   INTEGER NOT NULL,
+        paths       TEXT NOT NULL,  -- newline-joined
+        state       TEXT NOT NULL,
+        step        INTEGER NOT NULL CHECK (step BETWEEN 1 AND 8),
+        live        INTEGER NOT NULL,  -- 1 while the engine must still act: non-terminal, or a running lease
+        created_ms  INTEGER NOT NULL,
+        updated_ms  INTEGER NOT NULL,
+        reason_code INTEGER,
+        reason_text TEXT,
+        retry_of    TEXT,
+        machine     TEXT NOT NULL,  -- JSON of the state machine
+        outbox      TEXT NOT NULL   -- JSON of unsent messages
+    );
+    CREATE INDEX delegations_dev_id ON delegations (dev_id);
+    CREATE INDEX delegations_peer ON delegations (peer);
+    CREATE INDEX delegations_state ON delegations (state);
+    CREATE INDEX delegations_updated_ms ON delegations (updated_ms);
+    CREATE INDEX delegations_live ON delegations (created_ms) WHERE live = 1;
+    CREATE TABLE events (
+        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+        delegation_id TEXT NOT NULL,
+        at_ms         INTEGER NOT NULL,
+        step          INTEGER NOT NULL,
+        text          TEXT NOT NULL
+    );
+    CREATE INDEX events_delegation_id ON events (delegation_id);
+    CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+        BEGIN SELECT RAISE(ABORT, 'events are append-only: rows cannot be changed'); END;
+    CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+        BEGIN SELECT RAISE(ABORT, 'events are append-only: rows cannot be deleted'); END;
+    CREATE TABLE messages (
+        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+        delegation_id TEXT NOT NULL,
+        at_ms         INTEGER NOT NULL,
+        outgoing      INTEGER NOT NULL,
+        msg_seq       INTEGER NOT NULL,
+        msg_type      TEXT NOT NULL,
+        xml           TEXT NOT NULL  -- already redacted of secrets
+    );
+    CREATE INDEX messages_delegation_id ON messages (delegation_id);
+    CREATE TABLE journal (
+        delegation_id TEXT NOT NULL,
+        idx           INTEGER NOT NULL,
+        kind          TEXT NOT NULL CHECK (kind IN ('change', 'undo')),
+        command       TEXT NOT NULL,
+        PRIMARY KEY (delegation_id, kind, idx)
+    );
+    CREATE TABLE audit (
+        seq           INTEGER PRIMARY KEY AUTOINCREMENT,
+        at_ms         INTEGER NOT NULL,
+        actor         TEXT NOT NULL,
+        action        TEXT NOT NULL,
+        delegation_id TEXT,
+        dev_id        TEXT,
+        peer          TEXT,
+        outcome       TEXT,
+        detail        TEXT NOT NULL
+    );
+    CREATE INDEX audit_at_ms ON audit (at_ms);
+    CREATE INDEX audit_dev_id ON audit (dev_id);
+    CREATE INDEX audit_peer ON audit (peer);
+    CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: rows cannot be changed'); END;
+    CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: rows cannot be deleted'); END;",
 ];
 
 /// The newest schema version this build knows.
@@ -74,6 +155,33 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(v, latest());
+    }
+
+    #[test]
+    fn version_1_upgrades_and_keeps_its_rows() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(MIGRATIONS[0]).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute(
+            "INSERT INTO devices (dev_id, auth_type, client_name, client_secret, server_name,
+                 server_secret, client_nonce, server_nonce, enrolled_ms)
+             VALUES ('IMEI:1', 'DIGEST', 'u', 'c', 's', 'x', x'00', x'00', 1)",
+            [],
+        )
+        .unwrap();
+        apply(&conn).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, latest());
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM devices", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1);
+        let d: i64 = conn
+            .query_row("SELECT count(*) FROM delegations", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(d, 0);
     }
 
     #[test]

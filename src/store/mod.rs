@@ -5,6 +5,7 @@
 //! back alone), commits, and only then answers each caller: nothing a caller does after the
 //! answer can get ahead of the commit (group commit, DESIGN.md section 5).
 
+pub mod delegations;
 pub mod devices;
 pub mod migrations;
 

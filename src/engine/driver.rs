@@ -1,0 +1,1313 @@
+//! The delegation driver: one tokio task that owns every live delegation's state machine
+//! ([`crate::delegation::machine`]) and performs what they ask, in the order DESIGN.md
+//! section 4 requires: it takes a batch of inputs (peer messages, device outcomes, send
+//! outcomes, device sessions, operator commands, timers), feeds them to the machines, writes
+//! every transition with its events, messages and journal in one store transaction (group
+//! commit), and only after that commit answers the peers and releases the effects: messages
+//! to peers (retried with backoff), commands to devices with a Package #0, enrolments and
+//! bootstrap tokens. On start it resumes every live delegation from the store.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::bootstrap::{BootstrapTokens, Served};
+use super::devices::{CommandError, DeviceEvent, DeviceRecord};
+use super::dm_server::DmServer;
+use super::peer_client::{Attempt, PeerClient};
+use super::peer_endpoint::{Inbound, PeerAnswer};
+use super::peers::{PeerDirectory, Policy};
+use crate::delegation::machine::{
+    Action, Deadlines, Delegation, DeviceResult, Input, OperatorAction, Reject, Role, Start, State,
+    UnixMs, Wait,
+};
+use crate::delegation::messages::{DelegationId, DeviceInfo, Message};
+use crate::delegation::plan::account_name;
+use crate::delegation::reason::ReasonCode;
+use crate::dm::acl::Acl;
+use crate::dm::mo::DmAcc;
+use crate::dm::tnds::{TndsDocument, TndsNode};
+use crate::dm::uri::NodeUri;
+use crate::store::delegations::{
+    AuditRow, DelegationRow, EventRow, JournalEntry, JournalKind, MessageRow, Transition,
+};
+use crate::store::{Store, StoreError};
+use crate::syncml::auth::{AuthScheme, Password};
+use crate::syncml::session::creds::Credentials;
+
+/// Most inputs one batch (one transaction) takes.
+const MAX_BATCH: usize = 1024;
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> UnixMs {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Why an operator command was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CommandRefused {
+    /// The peer is not configured.
+    #[error("{0} is not a configured peer")]
+    UnknownPeer(String),
+    /// The device is not enrolled here.
+    #[error("device {0} is not enrolled on this server")]
+    UnknownDevice(String),
+    /// The device is already in a delegation.
+    #[error("device {dev_id} is already in delegation {id} (1003 Busy)")]
+    Busy {
+        /// The device.
+        dev_id: String,
+        /// The delegation it is in.
+        id: String,
+    },
+    /// A path is not a valid node URI.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No such delegation (or it is over).
+    #[error("no running delegation {0}")]
+    NotFound(String),
+    /// The delegation refused the command in its state.
+    #[error("{0}")]
+    NotNow(String),
+    /// The store failed; nothing was done.
+    #[error("the store failed: {0}")]
+    Store(String),
+    /// The engine is stopping.
+    #[error("the engine is stopping")]
+    Stopped,
+}
+
+/// A new delegation, as an operator asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StartRequest {
+    /// The peer's ServerID.
+    pub peer: String,
+    /// The device.
+    pub dev_id: String,
+    /// This server's role: Delegating hands the device to the peer, Delegated asks for it.
+    pub role: Role,
+    /// Full, or Partial with `paths`.
+    pub full: bool,
+    /// The subtrees of a Partial delegation.
+    pub paths: Vec<String>,
+    /// The Bootstrap Server URL approach instead of DMAcc.
+    pub bootstrap: bool,
+    /// A lease in seconds (a temporary delegation).
+    pub lease: Option<u64>,
+    /// Delegated role only: the device's manufacturer, model and push address, which this
+    /// server does not know from an enrolment.
+    pub device: Option<DeviceInfo>,
+    /// The failed delegation this one retries.
+    pub retry_of: Option<String>,
+}
+
+/// Operator commands the driver takes.
+#[derive(Debug)]
+pub(crate) enum Command {
+    Start(
+        StartRequest,
+        oneshot::Sender<Result<String, CommandRefused>>,
+    ),
+    Operator(
+        String,
+        OperatorAction,
+        oneshot::Sender<Result<(), CommandRefused>>,
+    ),
+    Stop(oneshot::Sender<()>),
+}
+
+/// Inputs from the engine's own tasks.
+#[derive(Debug)]
+pub(crate) enum Internal {
+    DeviceDone {
+        id: String,
+        op: u32,
+        result: DeviceResult,
+    },
+    Sent {
+        id: String,
+        seq: u32,
+        attempt: Attempt,
+    },
+    SendRetry {
+        id: String,
+        seq: u32,
+        attempt: u32,
+        why: String,
+    },
+    Device(DeviceEvent),
+    Served(Served),
+    Command(Command),
+}
+
+/// What the console and tests see of a delegation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DelegationSummary {
+    /// The DelegationID.
+    pub id: String,
+    /// This server's role.
+    pub role: Role,
+    /// Who initiated.
+    pub initiator: Role,
+    /// The peer.
+    pub peer: String,
+    /// The device.
+    pub dev_id: String,
+    /// Full or Partial.
+    pub full: bool,
+    /// Bootstrap approach.
+    pub bootstrap: bool,
+    /// Delegated subtrees.
+    pub paths: Vec<String>,
+    /// The state.
+    pub state: State,
+    /// The step (1 to 8).
+    pub step: u8,
+    /// What it waits for, in plain words.
+    pub waiting_for: String,
+    /// The failure reason code and text.
+    pub reason: Option<(u16, String)>,
+    /// When it started.
+    pub created_ms: UnixMs,
+    /// Last change.
+    pub updated_ms: UnixMs,
+    /// The next deadline.
+    pub deadline: Option<UnixMs>,
+    /// The delegation this one retries.
+    pub retry_of: Option<String>,
+    /// Messages waiting to be acknowledged by the peer.
+    pub unsent: usize,
+}
+
+/// The summaries of every delegation this engine knows, shared with the console.
+#[derive(Debug, Default)]
+pub struct Board {
+    /// By DelegationID.
+    pub delegations: HashMap<String, DelegationSummary>,
+}
+
+/// Plain words for what a delegation waits for.
+pub fn waiting_words(wait: &Wait) -> &'static str {
+    match wait {
+        Wait::Decision => "an operator's decision",
+        Wait::Resp => "the peer's answer",
+        Wait::Start => "the peer's account",
+        Wait::UrlDelivery => "the peer's bootstrap URL",
+        Wait::Snapshot => "the device to list its tree",
+        Wait::Changes => "the device to take the changes",
+        Wait::Verify => "the device to list its tree (after a restart)",
+        Wait::Confirm => "the peer to confirm",
+        Wait::CleanupSnapshot | Wait::Cleanup => "the device, to remove this server's account",
+        Wait::Undo => "the device to take the undo",
+        Wait::Lease => "the lease to end",
+        Wait::UrlRequest => "the peer to ask for a bootstrap URL",
+        Wait::MakeUrl => "a bootstrap URL",
+        Wait::Prepared => "the peer to prepare the device",
+        Wait::Activation => "the device to activate the account",
+        Wait::DeviceSession => "the device to fetch its bootstrap and call",
+        Wait::Nothing => "nothing",
+    }
+}
+
+/// One live delegation in the driver.
+struct Live {
+    d: Delegation,
+    outbox: VecDeque<Message>,
+    sending: Option<u32>,
+    send_task: Option<tokio::task::JoinHandle<()>>,
+    device_tags: Vec<u64>,
+    retry_of: Option<String>,
+    created_ms: UnixMs,
+    extra_events: Vec<EventRow>,
+    messages: Vec<MessageRow>,
+    audit: Vec<AuditRow>,
+    journal_sig: (usize, usize),
+    drain_until: Option<UnixMs>,
+}
+
+impl Live {
+    fn new(d: Delegation, now: UnixMs, retry_of: Option<String>) -> Live {
+        Live {
+            d,
+            outbox: VecDeque::new(),
+            sending: None,
+            send_task: None,
+            device_tags: Vec::new(),
+            retry_of,
+            created_ms: now,
+            extra_events: Vec::new(),
+            messages: Vec::new(),
+            audit: Vec::new(),
+            journal_sig: (0, 0),
+            drain_until: None,
+        }
+    }
+
+    /// Still needs the engine: not terminal, leased, or messages to deliver.
+    fn needs_engine(&self) -> bool {
+        !self.d.state.is_terminal() || self.d.wait == Wait::Lease || !self.outbox.is_empty()
+    }
+
+    fn timer(&self) -> Option<UnixMs> {
+        match self.d.poll_timeout() {
+            Some(t) => Some(t),
+            None => self.drain_until.filter(|_| !self.outbox.is_empty()),
+        }
+    }
+
+    fn summary(&self, now: UnixMs) -> DelegationSummary {
+        let d = &self.d;
+        DelegationSummary {
+            id: d.id.clone(),
+            role: d.role,
+            initiator: d.initiator,
+            peer: d.peer.clone(),
+            dev_id: d.dev_id.clone(),
+            full: d.full,
+            bootstrap: d.bootstrap,
+            paths: d.paths.clone(),
+            state: d.state,
+            step: d.step as u8,
+            waiting_for: waiting_words(&d.wait).to_owned(),
+            reason: d.reason.clone(),
+            created_ms: self.created_ms,
+            updated_ms: now,
+            deadline: d.poll_timeout(),
+            retry_of: self.retry_of.clone(),
+            unsent: self.outbox.len(),
+        }
+    }
+}
+
+/// What a finished delegation leaves for late duplicates.
+struct Finished {
+    peer: String,
+    seq_in: u32,
+}
+
+/// An operator command's reply channel and its answer.
+type Answer<T> = (
+    oneshot::Sender<Result<T, CommandRefused>>,
+    Result<T, CommandRefused>,
+);
+
+/// Effects released after a commit.
+#[derive(Default)]
+struct Effects {
+    replies: Vec<(oneshot::Sender<PeerAnswer>, PeerAnswer)>,
+    started: Vec<Answer<String>>,
+    operator: Vec<Answer<()>>,
+    device: Vec<(
+        String,
+        String,
+        u32,
+        Vec<crate::syncml::session::DeviceCommand>,
+    )>,
+    enrol: Vec<DeviceRecord>,
+    purge: Vec<String>,
+}
+
+/// The engine's parts the driver uses.
+pub(crate) struct Parts {
+    pub(crate) me: String,
+    pub(crate) store: Store,
+    pub(crate) dm: Arc<DmServer>,
+    pub(crate) peers: Arc<PeerDirectory>,
+    pub(crate) client: Option<PeerClient>,
+    pub(crate) tokens: Arc<Mutex<BootstrapTokens>>,
+    pub(crate) bootstrap_base: Option<String>,
+    pub(crate) token_ttl_ms: i64,
+    pub(crate) deadlines: Deadlines,
+    pub(crate) board: Arc<Mutex<Board>>,
+    pub(crate) version: watch::Sender<u64>,
+}
+
+/// The driver task's state.
+pub(crate) struct Driver {
+    parts: Parts,
+    live: HashMap<String, Live>,
+    finished: HashMap<String, Finished>,
+    busy: HashMap<String, String>,
+    timers: BTreeSet<(UnixMs, String)>,
+    timer_of: HashMap<String, UnixMs>,
+    dirty: HashSet<String>,
+    internal_tx: mpsc::UnboundedSender<Internal>,
+}
+
+fn random_hex(n: usize) -> String {
+    let mut b = vec![0u8; n];
+    // A failing OS generator is not survivable for secrets; fall back to the clock so the
+    // engine keeps running, and the secrets are still unique.
+    if getrandom::fill(&mut b).is_err() {
+        let t = now_ms().to_le_bytes();
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = t[i % 8] ^ (i as u8);
+        }
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// A fresh random DelegationID (UUID version 4).
+pub fn new_delegation_id() -> DelegationId {
+    let mut b = [0u8; 16];
+    let _ = getrandom::fill(&mut b);
+    DelegationId::from_bytes(b)
+}
+
+impl Driver {
+    pub(crate) fn new(parts: Parts, internal_tx: mpsc::UnboundedSender<Internal>) -> Driver {
+        Driver {
+            parts,
+            live: HashMap::new(),
+            finished: HashMap::new(),
+            busy: HashMap::new(),
+            timers: BTreeSet::new(),
+            timer_of: HashMap::new(),
+            dirty: HashSet::new(),
+            internal_tx,
+        }
+    }
+
+    /// Loads every live delegation from the store and resumes it.
+    pub(crate) async fn recover(&mut self) -> Result<usize, StoreError> {
+        let rows = self
+            .parts
+            .store
+            .call(crate::store::delegations::load_live)
+            .await?;
+        let now = now_ms();
+        let n = rows.len();
+        for row in rows {
+            let mut d: Delegation = serde_json::from_str(&row.machine)
+                .map_err(|e| StoreError::Corrupt(format!("delegation {}: {e}", row.id)))?;
+            let outbox: Vec<String> = serde_json::from_str(&row.outbox).unwrap_or_default();
+            let mut live = Live::new(d.clone(), row.created_ms, row.retry_of.clone());
+            for xml in outbox {
+                match Message::from_xml(xml.as_bytes()) {
+                    Ok(m) => live.outbox.push_back(m),
+                    Err(e) => live.extra_events.push(EventRow {
+                        delegation_id: row.id.clone(),
+                        at_ms: now,
+                        step: d.step as u8,
+                        text: format!("a stored message could not be read again: {e}"),
+                    }),
+                }
+            }
+            d.resume(now);
+            live.d = d;
+            live.journal_sig = (live.d.changes.len(), live.d.undo.len());
+            if live.d.role == Role::Delegated
+                && live.d.wait == Wait::DeviceSession
+                && let (Some(url), Some(xml)) = (&live.d.bootstrap_url, &live.d.account_xml)
+            {
+                // The tokens lived in memory: the one delivered is valid again until its
+                // deadline.
+                let token = url.rsplit('/').next().unwrap_or_default();
+                if let Some(bytes) = hex32(token) {
+                    let served = self.bootstrap_account(&live.d, xml);
+                    let ttl = live.d.deadline.map_or(0, |t| t - now);
+                    self.parts
+                        .tokens_lock()
+                        .issue(&live.d.dev_id, served, now, ttl, bytes);
+                }
+            }
+            live.extra_events.push(EventRow {
+                delegation_id: row.id.clone(),
+                at_ms: now,
+                step: live.d.step as u8,
+                text: "the engine restarted; the delegation resumes".to_owned(),
+            });
+            if live.needs_engine() && !live.d.state.is_terminal() {
+                self.busy.insert(live.d.dev_id.clone(), row.id.clone());
+            }
+            self.live.insert(row.id.clone(), live);
+            self.dirty.insert(row.id);
+        }
+        Ok(n)
+    }
+
+    /// Runs until stopped.
+    pub(crate) async fn run(
+        mut self,
+        mut inbox: mpsc::Receiver<Inbound>,
+        mut internal: mpsc::UnboundedReceiver<Internal>,
+    ) {
+        // Whatever recovery queued is released first.
+        if !self.step(Vec::new(), Vec::new()).await {
+            return;
+        }
+        loop {
+            let wait = self
+                .timers
+                .first()
+                .map(|(t, _)| Duration::from_millis((*t - now_ms()).clamp(0, 3_600_000) as u64))
+                .unwrap_or(Duration::from_secs(3600));
+            let mut peer_batch = Vec::new();
+            let mut int_batch = Vec::new();
+            tokio::select! {
+                m = inbox.recv() => match m {
+                    Some(m) => peer_batch.push(m),
+                    None => return,
+                },
+                i = internal.recv() => match i {
+                    Some(i) => int_batch.push(i),
+                    None => return,
+                },
+                _ = tokio::time::sleep(wait) => {}
+            }
+            while peer_batch.len() + int_batch.len() < MAX_BATCH {
+                if let Ok(m) = inbox.try_recv() {
+                    peer_batch.push(m);
+                } else if let Ok(i) = internal.try_recv() {
+                    int_batch.push(i);
+                } else {
+                    break;
+                }
+            }
+            // A Stop is taken after the batch it arrived in.
+            let mut stop = None;
+            let mut rest = Vec::with_capacity(int_batch.len());
+            for i in int_batch {
+                match i {
+                    Internal::Command(Command::Stop(tx)) => stop = Some(tx),
+                    other => rest.push(other),
+                }
+            }
+            let int_batch = rest;
+            if !self.step(peer_batch, int_batch).await {
+                return;
+            }
+            if let Some(tx) = stop {
+                let _ = tx.send(());
+                return;
+            }
+        }
+    }
+
+    /// One batch: apply, fire timers, commit, release. False when the store failed (the
+    /// engine stops acting; nothing uncommitted left the engine).
+    async fn step(&mut self, peer: Vec<Inbound>, internal: Vec<Internal>) -> bool {
+        let now = now_ms();
+        let mut fx = Effects::default();
+        for m in peer {
+            self.on_peer(now, m, &mut fx);
+        }
+        for i in internal {
+            self.on_internal(now, i, &mut fx);
+        }
+        self.fire_timers(now);
+        let transitions = self.collect(now, &mut fx);
+        if !transitions.is_empty() {
+            let saved = self
+                .parts
+                .store
+                .call(move |conn| crate::store::delegations::save_transitions(conn, &transitions))
+                .await;
+            if let Err(e) = saved {
+                // Nothing is released: peers get no answer and retry, devices get nothing.
+                let _ = e;
+                for (tx, _) in fx.started {
+                    let _ = tx.send(Err(CommandRefused::Store(
+                        "the delegation could not be stored".into(),
+                    )));
+                }
+                return false;
+            }
+        }
+        self.release(now, fx).await;
+        true
+    }
+
+    fn on_peer(&mut self, now: UnixMs, inbound: Inbound, fx: &mut Effects) {
+        let Inbound { peer, msg, reply } = inbound;
+        let id = msg.id.as_str().to_owned();
+        if let Some(live) = self.live.get_mut(&id) {
+            if live.d.peer != peer {
+                fx.replies
+                    .push((reply, PeerAnswer::refused(404, "unknown delegation")));
+                return;
+            }
+            let row = MessageRow {
+                delegation_id: id.clone(),
+                at_ms: now,
+                outgoing: false,
+                msg_seq: msg.seq,
+                msg_type: msg.msg_type().as_str().to_owned(),
+                xml: msg.to_xml_redacted(),
+            };
+            let answer = match live.d.handle(now, Input::Peer(msg)) {
+                Ok(()) => {
+                    live.messages.push(row);
+                    self.dirty.insert(id);
+                    PeerAnswer::accepted()
+                }
+                Err(Reject::Duplicate(_)) => PeerAnswer::accepted(),
+                Err(e @ Reject::Mismatch(_)) => PeerAnswer::refused(409, &e.to_string()),
+                Err(e) => PeerAnswer::refused(e.http_status(), &e.to_string()),
+            };
+            fx.replies.push((reply, answer));
+            return;
+        }
+        if let Some(f) = self.finished.get(&id) {
+            let answer = if f.peer != peer {
+                PeerAnswer::refused(404, "unknown delegation")
+            } else if msg.seq <= f.seq_in {
+                PeerAnswer::accepted()
+            } else if matches!(msg.body, crate::delegation::messages::Body::Failure { .. }) {
+                // A failure reported for a delegation that is over changes nothing.
+                PeerAnswer::accepted()
+            } else {
+                PeerAnswer::refused(409, "the delegation is over")
+            };
+            fx.replies.push((reply, answer));
+            return;
+        }
+        let Some(role) = Delegation::role_for(&msg) else {
+            fx.replies
+                .push((reply, PeerAnswer::refused(404, "unknown delegation")));
+            return;
+        };
+        let crate::delegation::messages::Body::Notif { device, .. } = &msg.body else {
+            return;
+        };
+        let dev_id = device.dev_id.clone();
+        let account = (role == Role::Delegated).then(|| self.make_account(&dev_id));
+        let row = MessageRow {
+            delegation_id: id.clone(),
+            at_ms: now,
+            outgoing: false,
+            msg_seq: msg.seq,
+            msg_type: msg.msg_type().as_str().to_owned(),
+            xml: msg.to_xml_redacted(),
+        };
+        let mut d = match Delegation::incoming(
+            &msg,
+            &self.parts.me,
+            role,
+            account.as_ref(),
+            self.parts.deadlines,
+            now,
+        ) {
+            Ok(d) => d,
+            Err(e) => {
+                fx.replies
+                    .push((reply, PeerAnswer::refused(400, &e.to_string())));
+                return;
+            }
+        };
+        let policy = self
+            .parts
+            .peers
+            .get(&peer)
+            .map_or(Policy::Operator, |p| p.policy);
+        let mut audit = Vec::new();
+        // A refusal is the request's answer; the machine cannot be in another state here.
+        if let Some(other) = self.busy.get(&dev_id) {
+            let text = format!("the device is already in delegation {other}");
+            let _ = d.refuse(now, ReasonCode::BUSY, &text);
+        } else if role == Role::Delegating && self.parts.dm.device(&dev_id).is_none() {
+            let text = format!("device {dev_id} is not managed by this server");
+            let _ = d.refuse(now, ReasonCode::PATH_NOT_DELEGABLE, &text);
+        } else {
+            match policy {
+                Policy::Accept => {
+                    let _ = d.handle(now, Input::Operator(OperatorAction::Accept));
+                    audit.push(self.audit_row(now, "policy", "accept", &d, "accepted by policy"));
+                }
+                Policy::Decline => {
+                    let _ = d.handle(
+                        now,
+                        Input::Operator(OperatorAction::Decline("declined by policy".into())),
+                    );
+                    audit.push(self.audit_row(now, "policy", "decline", &d, "declined by policy"));
+                }
+                Policy::Operator => {}
+            }
+            if !d.state.is_terminal() {
+                self.busy.insert(dev_id, id.clone());
+            }
+        }
+        let mut live = Live::new(d, now, None);
+        live.messages.push(row);
+        live.audit = audit;
+        self.live.insert(id.clone(), live);
+        self.dirty.insert(id);
+        fx.replies.push((reply, PeerAnswer::accepted()));
+    }
+
+    fn audit_row(
+        &self,
+        now: UnixMs,
+        actor: &str,
+        action: &str,
+        d: &Delegation,
+        detail: &str,
+    ) -> AuditRow {
+        AuditRow {
+            at_ms: now,
+            actor: actor.to_owned(),
+            action: action.to_owned(),
+            delegation_id: Some(d.id.clone()),
+            dev_id: Some(d.dev_id.clone()),
+            peer: Some(d.peer.clone()),
+            outcome: None,
+            detail: detail.to_owned(),
+        }
+    }
+
+    fn on_internal(&mut self, now: UnixMs, input: Internal, fx: &mut Effects) {
+        match input {
+            Internal::DeviceDone { id, op, result } => {
+                if let Some(live) = self.live.get_mut(&id) {
+                    let _ = live.d.handle(now, Input::Device { op, result });
+                    self.dirty.insert(id);
+                }
+            }
+            Internal::Sent { id, seq, attempt } => {
+                let Some(live) = self.live.get_mut(&id) else {
+                    return;
+                };
+                if live.sending != Some(seq) {
+                    return;
+                }
+                live.sending = None;
+                live.send_task = None;
+                if live.outbox.front().is_some_and(|m| m.seq == seq) {
+                    live.outbox.pop_front();
+                }
+                if let Attempt::Refused { status, reason } = attempt {
+                    let _ = live.d.handle(
+                        now,
+                        Input::PeerRefused {
+                            seq,
+                            status,
+                            reason,
+                        },
+                    );
+                }
+                self.dirty.insert(id);
+            }
+            Internal::SendRetry {
+                id,
+                seq,
+                attempt,
+                why,
+            } => {
+                if let Some(live) = self.live.get_mut(&id) {
+                    // Recorded on the first and then every fifth failure, not each one.
+                    if attempt == 1 || attempt % 5 == 0 {
+                        live.extra_events.push(EventRow {
+                            delegation_id: id.clone(),
+                            at_ms: now,
+                            step: live.d.step as u8,
+                            text: format!(
+                                "message {seq} not delivered yet (attempt {attempt}: {why}); retrying"
+                            ),
+                        });
+                        self.dirty.insert(id);
+                    }
+                }
+            }
+            Internal::Device(DeviceEvent::SessionCompleted { dev_id, session_id }) => {
+                let Some(id) = self.busy.get(&dev_id).cloned() else {
+                    return;
+                };
+                if let Some(live) = self.live.get_mut(&id)
+                    && live.d.role == Role::Delegated
+                    && live.d.wait == Wait::DeviceSession
+                {
+                    let _ = live.d.handle(now, Input::DeviceCalled { session_id });
+                    self.dirty.insert(id);
+                }
+            }
+            Internal::Served(served) => {
+                let Some(id) = self.busy.get(&served.dev_id).cloned() else {
+                    return;
+                };
+                if let Some(live) = self.live.get_mut(&id) {
+                    live.extra_events.push(EventRow {
+                        delegation_id: id.clone(),
+                        at_ms: now,
+                        step: 5,
+                        text: "the device fetched its bootstrap from this server".to_owned(),
+                    });
+                    self.dirty.insert(id);
+                }
+            }
+            Internal::Command(cmd) => self.on_command(now, cmd, fx),
+        }
+    }
+
+    fn on_command(&mut self, now: UnixMs, cmd: Command, fx: &mut Effects) {
+        match cmd {
+            Command::Start(req, reply) => {
+                let result = self.start(now, req);
+                fx.started.push((reply, result));
+            }
+            Command::Operator(id, action, reply) => {
+                let Some(live) = self.live.get_mut(&id) else {
+                    fx.operator
+                        .push((reply, Err(CommandRefused::NotFound(id.clone()))));
+                    return;
+                };
+                let what = match &action {
+                    OperatorAction::Accept => "accept",
+                    OperatorAction::Decline(_) => "decline",
+                    OperatorAction::Abort => "abort",
+                };
+                let detail = match &action {
+                    OperatorAction::Decline(r) => format!("declined: {r}"),
+                    _ => format!("{what} by an operator"),
+                };
+                let result = live
+                    .d
+                    .handle(now, Input::Operator(action))
+                    .map_err(|e| CommandRefused::NotNow(e.to_string()));
+                if result.is_ok() {
+                    let row = AuditRow {
+                        at_ms: now,
+                        actor: "operator".to_owned(),
+                        action: what.to_owned(),
+                        delegation_id: Some(id.clone()),
+                        dev_id: Some(live.d.dev_id.clone()),
+                        peer: Some(live.d.peer.clone()),
+                        outcome: None,
+                        detail,
+                    };
+                    live.audit.push(row);
+                    self.dirty.insert(id);
+                }
+                fx.operator.push((reply, result));
+            }
+            Command::Stop(tx) => {
+                let _ = tx.send(());
+            }
+        }
+    }
+
+    fn start(&mut self, now: UnixMs, req: StartRequest) -> Result<String, CommandRefused> {
+        if self.parts.peers.get(&req.peer).is_none() || req.peer == self.parts.me {
+            return Err(CommandRefused::UnknownPeer(req.peer));
+        }
+        if let Some(id) = self.busy.get(&req.dev_id) {
+            return Err(CommandRefused::Busy {
+                dev_id: req.dev_id,
+                id: id.clone(),
+            });
+        }
+        let mut paths = Vec::new();
+        if !req.full {
+            if req.paths.is_empty() {
+                return Err(CommandRefused::BadRequest(
+                    "a partial delegation needs at least one subtree".into(),
+                ));
+            }
+            for p in &req.paths {
+                let uri = NodeUri::parse(p).map_err(|e| {
+                    CommandRefused::BadRequest(format!("`{p}` is not a node URI: {e}"))
+                })?;
+                if uri.is_root() {
+                    return Err(CommandRefused::BadRequest(
+                        "the root is a full delegation, not a partial one".into(),
+                    ));
+                }
+                paths.push(uri);
+            }
+        }
+        let device = match req.role {
+            Role::Delegating => {
+                let rec = self
+                    .parts
+                    .dm
+                    .device(&req.dev_id)
+                    .ok_or_else(|| CommandRefused::UnknownDevice(req.dev_id.clone()))?;
+                let leaf = |name: &str| {
+                    rec.devinfo
+                        .iter()
+                        .find(|(k, _)| k.ends_with(name))
+                        .map(|(_, v)| v.clone())
+                        .unwrap_or_default()
+                };
+                DeviceInfo {
+                    dev_id: req.dev_id.clone(),
+                    man: leaf("Man"),
+                    model: leaf("Mod"),
+                    notify: rec.push.clone(),
+                }
+            }
+            Role::Delegated => req.device.clone().unwrap_or(DeviceInfo {
+                dev_id: req.dev_id.clone(),
+                man: String::new(),
+                model: String::new(),
+                notify: None,
+            }),
+        };
+        let id = new_delegation_id();
+        let start = Start {
+            id: id.as_str().to_owned(),
+            role: req.role,
+            me: self.parts.me.clone(),
+            peer: req.peer.clone(),
+            device,
+            full: req.full,
+            bootstrap: req.bootstrap,
+            paths,
+            lease: req.lease,
+            deadlines: self.parts.deadlines,
+        };
+        let account = (req.role == Role::Delegated).then(|| self.make_account(&req.dev_id));
+        let d = Delegation::initiate(&start, account.as_ref(), now);
+        let mut live = Live::new(d, now, req.retry_of.clone());
+        let detail = match &req.retry_of {
+            Some(old) => format!("started (retry of {old})"),
+            None => "started".to_owned(),
+        };
+        let row = self.audit_row(now, "operator", "start", &live.d, &detail);
+        live.audit.push(row);
+        self.busy.insert(req.dev_id, id.as_str().to_owned());
+        self.live.insert(id.as_str().to_owned(), live);
+        self.dirty.insert(id.as_str().to_owned());
+        Ok(id.as_str().to_owned())
+    }
+
+    /// DELEGATED: a fresh account for the device: digest credentials both ways, random secrets.
+    fn make_account(&self, dev_id: &str) -> TndsNode {
+        let user: String = dev_id
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+            .collect();
+        DmAcc::new_digest(
+            &account_name(&self.parts.me),
+            &self.parts.me,
+            self.parts.dm.url(),
+            (&user.to_ascii_lowercase(), &random_hex(16)),
+            (&self.parts.me, &random_hex(16)),
+        )
+        .to_tnds_node(None)
+    }
+
+    /// DELEGATED: the account document the bootstrap endpoint serves: the account as sent,
+    /// with the ACL the DMAcc approach gives it (docs/PROTOCOL.md section 7).
+    fn bootstrap_account(&self, d: &Delegation, account_xml: &str) -> String {
+        let Ok(mut doc) = TndsDocument::from_xml(account_xml.as_bytes()) else {
+            return String::new();
+        };
+        let acl = Acl::parse(&format!(
+            "Delete={peer}+{me}&Get={peer}+{me}&Replace={me}",
+            peer = d.peer,
+            me = d.me
+        ))
+        .ok();
+        if let Some(node) = doc.nodes.first_mut() {
+            node.rt.get_or_insert_with(Default::default).acl = acl;
+        }
+        doc.to_xml()
+    }
+
+    /// DELEGATED: the device record the account's credentials make.
+    fn record_from_account(&self, d: &Delegation) -> Option<DeviceRecord> {
+        let xml = d.account_xml.as_deref()?;
+        let doc = TndsDocument::from_xml(xml.as_bytes()).ok()?;
+        let mut tree = crate::delegation::plan::empty_device_tree();
+        let dmacc = NodeUri::parse("./DMAcc").ok()?;
+        tree.apply_tnds(
+            crate::dm::tree::Principal::Device,
+            &dmacc,
+            &doc,
+            crate::dm::tree_tnds::TndsMode::Add,
+            None,
+        )
+        .ok()?;
+        let acc = DmAcc::read(&tree, &doc.nodes.first()?.name).ok()?;
+        let cl = acc.client_cred()?;
+        let sv = acc.server_cred()?;
+        let cred = |a: &crate::dm::mo::dmacc::AppAuth| Credentials {
+            scheme: AuthScheme::Md5,
+            name: a.auth_name.clone().unwrap_or_default(),
+            secret: Password::new(a.secret.as_ref().map(|s| s.expose()).unwrap_or("")),
+        };
+        Some(DeviceRecord::new(
+            &d.dev_id,
+            cred(cl),
+            cred(sv),
+            d.notify.clone(),
+        ))
+    }
+
+    fn fire_timers(&mut self, now: UnixMs) {
+        while let Some((t, id)) = self.timers.first().cloned() {
+            if t > now {
+                break;
+            }
+            self.timers.remove(&(t, id.clone()));
+            self.timer_of.remove(&id);
+            let Some(live) = self.live.get_mut(&id) else {
+                continue;
+            };
+            if live.d.state.is_terminal() && live.d.wait != Wait::Lease {
+                // Messages of a finished delegation the peer never took: given up.
+                if let Some(task) = live.send_task.take() {
+                    task.abort();
+                }
+                let n = live.outbox.len();
+                live.outbox.clear();
+                live.sending = None;
+                live.extra_events.push(EventRow {
+                    delegation_id: id.clone(),
+                    at_ms: now,
+                    step: live.d.step as u8,
+                    text: format!("gave up delivering {n} message(s) to the unreachable peer"),
+                });
+            } else {
+                let _ = live.d.handle(now, Input::Timer);
+            }
+            self.dirty.insert(id);
+        }
+    }
+
+    /// Polls the actions of every changed delegation and builds its transition.
+    fn collect(&mut self, now: UnixMs, fx: &mut Effects) -> Vec<Transition> {
+        let mut out = Vec::with_capacity(self.dirty.len());
+        let dirty: Vec<String> = self.dirty.drain().collect();
+        for id in dirty {
+            let Some(mut live) = self.live.remove(&id) else {
+                continue;
+            };
+            loop {
+                let mut fed = false;
+                while let Some(action) = live.d.poll_action() {
+                    match action {
+                        Action::SendPeer(msg) => {
+                            live.messages.push(MessageRow {
+                                delegation_id: id.clone(),
+                                at_ms: now,
+                                outgoing: true,
+                                msg_seq: msg.seq,
+                                msg_type: msg.msg_type().as_str().to_owned(),
+                                xml: msg.to_xml_redacted(),
+                            });
+                            live.outbox.push_back(msg);
+                        }
+                        Action::Device { op, commands } => {
+                            fx.device
+                                .push((id.clone(), live.d.dev_id.clone(), op, commands));
+                        }
+                        Action::MakeBootstrapUrl => {
+                            let url = self.issue_token(&live.d, now);
+                            match url {
+                                Some(url) => {
+                                    let _ = live.d.handle(now, Input::BootstrapUrl(url));
+                                }
+                                None => {
+                                    let _ =
+                                        live.d.handle(now, Input::Operator(OperatorAction::Abort));
+                                    live.extra_events.push(EventRow {
+                                        delegation_id: id.clone(),
+                                        at_ms: now,
+                                        step: 3,
+                                        text: "this server has no bootstrap endpoint configured"
+                                            .into(),
+                                    });
+                                }
+                            }
+                            fed = true;
+                        }
+                        Action::EnrolDevice => {
+                            if let Some(rec) = self.record_from_account(&live.d) {
+                                fx.enrol.push(rec);
+                            }
+                        }
+                        Action::Purge => fx.purge.push(live.d.dev_id.clone()),
+                    }
+                }
+                if !fed {
+                    break;
+                }
+            }
+            if live.d.state.is_terminal() && live.drain_until.is_none() {
+                live.drain_until = Some(now + self.parts.deadlines.peer_ms);
+                let outcome = format!("{:?}", live.d.state);
+                let detail = match &live.d.reason {
+                    Some((code, text)) => format!("{outcome}: {code} {text}"),
+                    None => outcome.clone(),
+                };
+                let mut row = self.audit_row(now, "engine", "finish", &live.d, &detail);
+                row.outcome = Some(outcome);
+                live.audit.push(row);
+            }
+            // Timers.
+            if let Some(old) = self.timer_of.remove(&id) {
+                self.timers.remove(&(old, id.clone()));
+            }
+            if let Some(t) = live.timer() {
+                self.timers.insert((t, id.clone()));
+                self.timer_of.insert(id.clone(), t);
+            }
+            out.push(self.transition(now, &mut live));
+            if let Ok(mut board) = self.parts.board.lock() {
+                board.delegations.insert(id.clone(), live.summary(now));
+            }
+            self.live.insert(id, live);
+        }
+        out
+    }
+
+    fn issue_token(&self, d: &Delegation, now: UnixMs) -> Option<String> {
+        let base = self.parts.bootstrap_base.as_ref()?;
+        let xml = d.account_xml.as_deref()?;
+        let served = self.bootstrap_account(d, xml);
+        let mut random = [0u8; 32];
+        getrandom::fill(&mut random).ok()?;
+        let ttl = self
+            .parts
+            .token_ttl_ms
+            .min(self.parts.deadlines.bootstrap_ms);
+        let token = self
+            .parts
+            .tokens_lock()
+            .issue(&d.dev_id, served, now, ttl, random);
+        Some(format!("{}/bootstrap/{token}", base.trim_end_matches('/')))
+    }
+
+    fn transition(&self, now: UnixMs, live: &mut Live) -> Transition {
+        let d = &mut live.d;
+        let mut events: Vec<EventRow> = std::mem::take(&mut d.events)
+            .into_iter()
+            .filter(|e| !e.text.is_empty())
+            .map(|e| EventRow {
+                delegation_id: d.id.clone(),
+                at_ms: e.at,
+                step: e.step as u8,
+                text: e.text,
+            })
+            .collect();
+        events.append(&mut live.extra_events);
+        let sig = (d.changes.len(), d.undo.len());
+        let journal = (sig != live.journal_sig).then(|| {
+            let mut j = Vec::new();
+            for (i, c) in d.changes.iter().enumerate() {
+                j.push(JournalEntry {
+                    idx: i as u32,
+                    kind: JournalKind::Change,
+                    command: serde_json::to_string(c).unwrap_or_default(),
+                });
+            }
+            for (i, c) in d.undo.iter().enumerate() {
+                j.push(JournalEntry {
+                    idx: i as u32,
+                    kind: JournalKind::Undo,
+                    command: serde_json::to_string(c).unwrap_or_default(),
+                });
+            }
+            j
+        });
+        live.journal_sig = sig;
+        let outbox: Vec<String> = live
+            .outbox
+            .iter()
+            .map(|m| String::from_utf8_lossy(&m.to_xml()).into_owned())
+            .collect();
+        let live_flag = live.needs_engine();
+        let d = &live.d;
+        Transition {
+            row: DelegationRow {
+                id: d.id.clone(),
+                role: format!("{:?}", d.role),
+                initiator: format!("{:?}", d.initiator),
+                peer: d.peer.clone(),
+                dev_id: d.dev_id.clone(),
+                full: d.full,
+                bootstrap: d.bootstrap,
+                paths: d.paths.clone(),
+                state: format!("{:?}", d.state),
+                step: d.step as u8,
+                live: live_flag,
+                created_ms: live.created_ms,
+                updated_ms: now,
+                reason_code: d.reason.as_ref().map(|r| r.0),
+                reason_text: d.reason.as_ref().map(|r| r.1.clone()),
+                retry_of: live.retry_of.clone(),
+                machine: serde_json::to_string(d).unwrap_or_default(),
+                outbox: serde_json::to_string(&outbox).unwrap_or_default(),
+            },
+            events,
+            messages: std::mem::take(&mut live.messages),
+            journal,
+            audit: std::mem::take(&mut live.audit),
+        }
+    }
+
+    /// After the commit: answers, enrolments, device commands, sends; retires what is over.
+    async fn release(&mut self, _now: UnixMs, fx: Effects) {
+        for (tx, answer) in fx.replies {
+            let _ = tx.send(answer);
+        }
+        for (tx, r) in fx.started {
+            let _ = tx.send(r);
+        }
+        for (tx, r) in fx.operator {
+            let _ = tx.send(r);
+        }
+        for rec in fx.enrol {
+            // A failed enrolment leaves the device unable to call; the step's deadline then
+            // fails the delegation.
+            let _ = self.parts.dm.enrol(rec).await;
+        }
+        for dev in fx.purge {
+            self.parts.tokens_lock().revoke_device(&dev);
+        }
+        for (id, dev_id, op, commands) in fx.device {
+            self.run_device(id, dev_id, op, commands);
+        }
+        let ids: Vec<String> = self.live.keys().cloned().collect();
+        for id in ids {
+            self.kick_send(&id);
+            self.retire(&id);
+        }
+        self.parts.version.send_modify(|v| *v += 1);
+    }
+
+    fn run_device(
+        &mut self,
+        id: String,
+        dev_id: String,
+        op: u32,
+        commands: Vec<crate::syncml::session::DeviceCommand>,
+    ) {
+        let Some(live) = self.live.get_mut(&id) else {
+            return;
+        };
+        let old = std::mem::take(&mut live.device_tags);
+        if !old.is_empty() {
+            self.parts.dm.cancel(&dev_id, &old);
+        }
+        let mut rxs = Vec::with_capacity(commands.len());
+        let mut failed = false;
+        for cmd in commands {
+            match self.parts.dm.enqueue_tagged(&dev_id, cmd) {
+                Ok((tag, rx)) => {
+                    live.device_tags.push(tag);
+                    rxs.push(rx);
+                }
+                Err(CommandError::UnknownDevice(_)) | Err(_) => {
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        let tx = self.internal_tx.clone();
+        let dm = self.parts.dm.clone();
+        tokio::spawn(async move {
+            let mut outs = Vec::with_capacity(rxs.len());
+            let mut ok = !failed;
+            if ok {
+                let dev = dev_id.clone();
+                tokio::spawn(async move {
+                    // An undelivered Package #0 leaves the commands queued for the device's
+                    // next session; the step's deadline decides what that means.
+                    let _ = dm.notify(&dev).await;
+                });
+                for rx in rxs {
+                    match rx.await {
+                        Ok(Ok(o)) => outs.push(o),
+                        _ => {
+                            ok = false;
+                            break;
+                        }
+                    }
+                }
+            }
+            let result = if ok {
+                DeviceResult::Done(outs)
+            } else {
+                DeviceResult::Unreachable
+            };
+            let _ = tx.send(Internal::DeviceDone { id, op, result });
+        });
+    }
+
+    fn kick_send(&mut self, id: &str) {
+        let Some(live) = self.live.get_mut(id) else {
+            return;
+        };
+        if live.sending.is_some() {
+            return;
+        }
+        let Some(msg) = live.outbox.front().cloned() else {
+            return;
+        };
+        let Some(client) = self.parts.client.clone() else {
+            return;
+        };
+        let Some(peer) = self.parts.peers.get(&live.d.peer) else {
+            return;
+        };
+        let url = peer.base_url.clone();
+        let tx = self.internal_tx.clone();
+        let id = id.to_owned();
+        live.sending = Some(msg.seq);
+        live.send_task = Some(tokio::spawn(async move {
+            let seq = msg.seq;
+            let retry_tx = tx.clone();
+            let retry_id = id.clone();
+            let attempt = client
+                .deliver(&url, &msg, |n, why| {
+                    let _ = retry_tx.send(Internal::SendRetry {
+                        id: retry_id.clone(),
+                        seq,
+                        attempt: n,
+                        why: why.to_owned(),
+                    });
+                })
+                .await;
+            let _ = tx.send(Internal::Sent { id, seq, attempt });
+        }));
+    }
+
+    /// Moves a delegation that no longer needs the engine out of the live set.
+    fn retire(&mut self, id: &str) {
+        let done = self.live.get(id).is_some_and(|l| !l.needs_engine());
+        if !done {
+            return;
+        }
+        if let Some(live) = self.live.remove(id) {
+            if self.busy.get(&live.d.dev_id).map(String::as_str) == Some(id) {
+                self.busy.remove(&live.d.dev_id);
+            }
+            if let Some(t) = self.timer_of.remove(id) {
+                self.timers.remove(&(t, id.to_owned()));
+            }
+            self.finished.insert(
+                id.to_owned(),
+                Finished {
+                    peer: live.d.peer.clone(),
+                    seq_in: live.d.seq_in,
+                },
+            );
+        }
+    }
+}
+
+impl Parts {
+    fn tokens_lock(&self) -> std::sync::MutexGuard<'_, BootstrapTokens> {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn hex32(token: &str) -> Option<[u8; 32]> {
+    if token.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, chunk) in token.as_bytes().chunks(2).enumerate() {
+        let s = std::str::from_utf8(chunk).ok()?;
+        out[i] = u8::from_str_radix(s, 16).ok()?;
+    }
+    Some(out)
+}
