@@ -1086,7 +1086,16 @@ impl Delegation {
         match self.wait.clone() {
             Wait::CleanupSnapshot => match listed_tree(&outcomes) {
                 Some(tree) => match plan::full_cleanup(&tree, &self.me) {
-                    Ok(cmds) => self.device(cmds, Wait::Cleanup, now),
+                    Ok(mut cmds) => {
+                        // The spent bootstrap entry goes first, while this server still
+                        // holds its rights.
+                        if let Some(entry) = self.bootstrap_entry_uri()
+                            && tree.exists(&entry)
+                        {
+                            cmds.insert(0, DeviceCommand::Delete { target: entry });
+                        }
+                        self.device(cmds, Wait::Cleanup, now)
+                    }
                     Err(e) => {
                         let text = format!("step 8 cannot be planned: {e}; retrying");
                         self.record(now, Step::DeleteAccount, &text);
@@ -1201,21 +1210,29 @@ impl Delegation {
                 self.confirm(now, sid);
             }
             Wait::Cleanup => {
-                if let Some(o) = failed {
-                    // After CONFIRM the delegation stands: step 8 is retried, not undone.
+                if let Some(o) = failed.filter(|o| self.full || o.status != StatusCode::NOT_FOUND) {
+                    // After CONFIRM the delegation stands: the clean-up is retried, not undone.
                     let text = format!(
-                        "the device refused step 8 with status {}; retrying",
+                        "the device refused the clean-up with status {}; retrying",
                         o.status
                     );
-                    self.record(now, Step::DeleteAccount, &text);
+                    self.record(now, self.step, &text);
                     self.deadline = Some(now + self.deadlines.undo_retry_ms);
                     return;
                 }
-                self.record(
-                    now,
-                    Step::DeleteAccount,
-                    "this server's account and rights are gone from the device",
-                );
+                if self.full {
+                    self.record(
+                        now,
+                        Step::DeleteAccount,
+                        "this server's account and rights are gone from the device",
+                    );
+                } else {
+                    self.record(
+                        now,
+                        Step::Confirm,
+                        "the spent bootstrap config entry is gone from the device",
+                    );
+                }
                 self.finish(now, State::Completed);
             }
             Wait::Undo => {
@@ -1330,14 +1347,38 @@ impl Delegation {
         if self.full {
             self.step = Step::DeleteAccount;
             self.cleanup(now);
+        } else if self.bootstrap {
+            self.cleanup(now);
         } else {
             self.finish(now, State::Completed);
         }
     }
 
+    /// Bootstrap approach: the spent bootstrap config entry this server wrote.
+    fn bootstrap_entry_uri(&self) -> Option<NodeUri> {
+        if !self.bootstrap {
+            return None;
+        }
+        NodeUri::parse(&format!(
+            "{}/{}",
+            BootConfigEntry::default_root(),
+            self.peer.replace(['/', '?'], "_")
+        ))
+        .ok()
+    }
+
     /// Step 8 starts from a fresh copy of the device's tree.
     fn cleanup(&mut self, now: UnixMs) {
-        self.device(vec![tree_listing()], Wait::CleanupSnapshot, now);
+        if self.full {
+            self.device(vec![tree_listing()], Wait::CleanupSnapshot, now);
+        } else if let Some(entry) = self.bootstrap_entry_uri() {
+            // Partial, bootstrap approach: only the spent bootstrap entry goes.
+            self.device(
+                vec![DeviceCommand::Delete { target: entry }],
+                Wait::Cleanup,
+                now,
+            );
+        }
     }
 
     fn handle_timer(&mut self, now: UnixMs) {
