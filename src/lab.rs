@@ -105,6 +105,8 @@ pub struct LabEngine {
     pub certs: PathBuf,
     /// Step deadlines.
     pub deadlines: Deadlines,
+    /// How long bootstrap URLs live.
+    pub token_ttl_ms: i64,
 }
 
 impl LabEngine {
@@ -151,7 +153,7 @@ impl LabEngine {
             bootstrap: Some(BootstrapSetup {
                 listen: self.ports.bootstrap,
                 tls: Some(bootstrap_tls),
-                token_ttl_ms: DEFAULT_TTL_MS,
+                token_ttl_ms: self.token_ttl_ms,
                 public_url: None,
             }),
             deadlines: self.deadlines,
@@ -175,6 +177,10 @@ pub struct LabOptions {
     pub dms2_policy: Policy,
     /// Keep device trees in files under the lab directory.
     pub persist_devices: bool,
+    /// How long DMS-2's bootstrap URLs live.
+    pub token_ttl_ms: i64,
+    /// Point DMS-1 at a port where nothing listens instead of DMS-2 (the peer unreachable).
+    pub dms2_unreachable: bool,
 }
 
 impl LabOptions {
@@ -187,6 +193,8 @@ impl LabOptions {
             dms1_policy: Policy::Accept,
             dms2_policy: Policy::Accept,
             persist_devices: false,
+            token_ttl_ms: DEFAULT_TTL_MS,
+            dms2_unreachable: false,
         }
     }
 }
@@ -228,9 +236,14 @@ impl Lab {
                 store_path: opts.dir.join(id).join("dmdeleg.db"),
                 certs: certs.clone(),
                 deadlines: opts.deadlines,
+                token_ttl_ms: opts.token_ttl_ms,
             };
+        let mut seen_by_dms1 = p2;
+        if opts.dms2_unreachable {
+            seen_by_dms1.peer = free_port()?;
+        }
         Ok([
-            mk(DMS1, p1, (DMS2, p2), opts.dms1_policy),
+            mk(DMS1, p1, (DMS2, seen_by_dms1), opts.dms1_policy),
             mk(DMS2, p2, (DMS1, p1), opts.dms2_policy),
         ])
     }

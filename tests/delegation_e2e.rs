@@ -287,3 +287,359 @@ async fn the_four_flows_full_and_partial() {
         }
     }
 }
+
+use dmdeleg::delegation::machine::Deadlines;
+use dmdeleg::delegation::messages::{Approach, Body, DelType, MEDIA_TYPE, Message, Sender};
+use dmdeleg::engine::driver::new_delegation_id;
+use dmdeleg::engine::peer_client::MESSAGES_PATH;
+use dmdeleg::engine::peers::Policy;
+use dmdeleg::sim::device::DeviceFaults;
+
+fn quick() -> Deadlines {
+    Deadlines {
+        peer_ms: 2_000,
+        device_ms: 2_000,
+        bootstrap_ms: 3_000,
+        decision_ms: 60_000,
+        undo_retry_ms: 500,
+    }
+}
+
+async fn lab_with(name: &str, devices: usize, tweak: impl FnOnce(&mut LabOptions)) -> Lab {
+    let mut opts = LabOptions::new(&scratch(name), devices);
+    opts.deadlines = quick();
+    tweak(&mut opts);
+    let lab = Lab::start(&opts).await.unwrap();
+    assert_eq!(lab.inventory(8).await, 0, "every device's first session");
+    lab
+}
+
+/// Both servers end `state` with `code`, and the device is exactly as before.
+async fn assert_rolled_back(
+    lab: &Lab,
+    id: &str,
+    dev: &str,
+    before: &DmTree,
+    state: State,
+    codes: &[u16],
+    label: &str,
+) {
+    for (name, engine) in [("DMS-1", &lab.dms1), ("DMS-2", &lab.dms2)] {
+        let s = engine.wait_done(id, LONG).await;
+        let s = s.unwrap_or_else(|| panic!("{label}: {name} has no record of {id}"));
+        assert_eq!(s.state, state, "{label}: {name} {s:?}");
+        let code = s.reason.as_ref().map(|r| r.0);
+        assert!(
+            code.is_some_and(|c| codes.contains(&c)),
+            "{label}: {name} reason {:?}, expected one of {codes:?}",
+            s.reason
+        );
+    }
+    let after = lab.fleet.tree(dev).await.unwrap();
+    assert_same_tree(before, &after, label);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nack_leaves_the_device_untouched() {
+    let lab = lab_with("nack", 1, |o| o.dms2_policy = Policy::Decline).await;
+    let dev = lab.fleet.dev_ids()[0].clone();
+    let before = lab.fleet.tree(&dev).await.unwrap();
+    let id = lab.dms1.start_delegation(full(&dev)).await.unwrap();
+    assert_rolled_back(&lab, &id, &dev, &before, State::Aborted, &[1001], "nack").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_peer_times_out() {
+    let lab = lab_with("unreachable", 1, |o| o.dms2_unreachable = true).await;
+    let dev = lab.fleet.dev_ids()[0].clone();
+    let before = lab.fleet.tree(&dev).await.unwrap();
+    let id = lab.dms1.start_delegation(full(&dev)).await.unwrap();
+    let s = lab.dms1.wait_done(&id, LONG).await.unwrap();
+    assert_eq!(s.state, State::Failed, "{s:?}");
+    assert_eq!(s.reason.as_ref().map(|r| r.0), Some(1002), "{s:?}");
+    // DMS-2 never heard of it.
+    assert!(lab.dms2.summary(&id).is_none());
+    assert_same_tree(&before, &lab.fleet.tree(&dev).await.unwrap(), "unreachable");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_device_fails_the_delegation_at_its_deadline() {
+    let lab = lab_with("offline", 1, |_| {}).await;
+    let dev = lab.fleet.dev_ids()[0].clone();
+    let before = lab.fleet.tree(&dev).await.unwrap();
+    // The device drops every session before its first message.
+    lab.fleet
+        .set_faults(
+            &dev,
+            DeviceFaults {
+                drop_after_messages: Some(0),
+                ..DeviceFaults::default()
+            },
+        )
+        .await;
+    let id = lab.dms1.start_delegation(full(&dev)).await.unwrap();
+    assert_rolled_back(&lab, &id, &dev, &before, State::Failed, &[2001], "offline").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_device_refusing_the_acl_change_rolls_back() {
+    let lab = lab_with("device-500", 1, |_| {}).await;
+    let dev = lab.fleet.dev_ids()[0].clone();
+    let before = lab.fleet.tree(&dev).await.unwrap();
+    // Commands on ./Vendor fail with 500 (after the snapshot, which reads the root).
+    lab.fleet
+        .set_faults(
+            &dev,
+            DeviceFaults {
+                fail_paths: vec![uri("./Vendor")],
+                ..DeviceFaults::default()
+            },
+        )
+        .await;
+    let id = lab.dms1.start_delegation(full(&dev)).await.unwrap();
+    assert_rolled_back(
+        &lab,
+        &id,
+        &dev,
+        &before,
+        State::Failed,
+        &[2002],
+        "device 500",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusing_bootstrap_server_ends_in_the_step_7_timeout() {
+    // DMS-2's bootstrap URLs expire at once: the device is refused (403) and never calls.
+    let lab = lab_with("bootstrap-refused", 1, |o| o.token_ttl_ms = 0).await;
+    let dev = lab.fleet.dev_ids()[0].clone();
+    let before = lab.fleet.tree(&dev).await.unwrap();
+    let mut req = full(&dev);
+    req.bootstrap = true;
+    let id = lab.dms1.start_delegation(req).await.unwrap();
+    assert_rolled_back(
+        &lab,
+        &id,
+        &dev,
+        &before,
+        State::Failed,
+        &[1002, 4001],
+        "bootstrap refused",
+    )
+    .await;
+    assert!(lab.fleet.counts().bootstraps_failed >= 1);
+}
+
+/// A delegation held at step 6: initiated by DMS-2 without the device's push address, so
+/// DMS-2 cannot wake the device and DMS-1 waits for CONFIRM with the device changed.
+async fn held_midway(lab: &Lab, dev: &str) -> String {
+    let mut req = request(lab, dev, Role::Delegated, true, false);
+    if let Some(d) = req.device.as_mut() {
+        d.notify = None;
+    }
+    let id = lab.dms2.start_delegation(req).await.unwrap();
+    let s = lab
+        .dms1
+        .wait_for(&id, LONG, |s| s.waiting_for == "the peer to confirm")
+        .await;
+    assert!(s.is_some_and(|s| s.waiting_for == "the peer to confirm"));
+    let s = lab
+        .dms2
+        .wait_for(&id, LONG, |s| {
+            s.waiting_for == "the device to activate the account"
+        })
+        .await;
+    assert!(s.is_some_and(|s| s.waiting_for == "the device to activate the account"));
+    let tree = lab.fleet.tree(dev).await.unwrap();
+    let acc = DmAcc::find_by_server_id(&tree, DMS2).expect("the account is installed");
+    assert!(acc.dormant);
+    id
+}
+
+fn slow() -> Deadlines {
+    Deadlines {
+        device_ms: 20_000,
+        ..quick()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_abort_midway_on_either_side_rolls_back() {
+    let lab = lab_with("abort", 2, |o| o.deadlines = slow()).await;
+    for (i, side) in ["DMS-1", "DMS-2"].into_iter().enumerate() {
+        let dev = lab.fleet.dev_ids()[i].clone();
+        let before = lab.fleet.tree(&dev).await.unwrap();
+        let id = held_midway(&lab, &dev).await;
+        let engine = if i == 0 { &lab.dms1 } else { &lab.dms2 };
+        engine.abort(&id).await.unwrap();
+        let label = format!("abort on {side}");
+        assert_rolled_back(&lab, &id, &dev, &before, State::Aborted, &[1001], &label).await;
+    }
+}
+
+/// A client with DMS-2's certificate (or another identity), speaking to DMS-1's peer endpoint.
+fn peer_client(lab: &Lab, identity: Option<(&[u8], &[u8])>, ca: &[u8]) -> reqwest::Client {
+    let _ = lab;
+    let roots = dmdeleg::tls::load_certs(ca).unwrap();
+    dmdeleg::tls::reqwest_client(&roots, identity).unwrap()
+}
+
+fn lab_file(lab: &Lab, name: &str) -> Vec<u8> {
+    std::fs::read(lab.engines[0].certs.join(name)).unwrap()
+}
+
+fn notif_from_dms2(dev: &str) -> Message {
+    Message {
+        id: new_delegation_id(),
+        seq: 1,
+        server_id: DMS2.into(),
+        del_type: DelType::Full,
+        approach: Approach::DmAcc,
+        lease: None,
+        body: Body::Notif {
+            sender: Sender::Delegated,
+            device: DeviceInfo {
+                dev_id: dev.into(),
+                man: String::new(),
+                model: String::new(),
+                notify: None,
+            },
+            paths: vec![NodeUri::root()],
+        },
+    }
+}
+
+async fn post(client: &reqwest::Client, lab: &Lab, body: Vec<u8>) -> Result<(u16, String), String> {
+    let url = format!("{}{MESSAGES_PATH}", lab.dms1.peer_url().unwrap());
+    let resp = client
+        .post(url)
+        .header("content-type", MEDIA_TYPE)
+        .body(body)
+        .send()
+        .await
+        .map_err(|e| dmdeleg::sim::device::error_chain(&e))?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.text().await.unwrap_or_default()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_delegation_of_a_busy_device_is_refused_with_1003() {
+    let lab = lab_with("busy", 1, |o| o.dms2_policy = Policy::Operator).await;
+    let dev = lab.fleet.dev_ids()[0].clone();
+    let first = lab.dms1.start_delegation(full(&dev)).await.unwrap();
+    let s = lab
+        .dms2
+        .wait_for(&first, LONG, |s| s.state == State::AwaitingOperator)
+        .await;
+    assert!(s.is_some_and(|s| s.state == State::AwaitingOperator));
+    // Locally, on either server: refused at once.
+    let err = lab.dms1.start_delegation(full(&dev)).await.unwrap_err();
+    assert!(err.to_string().contains("1003"), "{err}");
+    let err = lab
+        .dms2
+        .start_delegation(request(&lab, &dev, Role::Delegated, true, false))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("1003"), "{err}");
+    // From the peer: DMS-1 answers the NOTIF with DELEGATION_FAILURE 1003 and records it.
+    let (cert, key) = (
+        lab_file(&lab, "dms2.example.pem"),
+        lab_file(&lab, "dms2.example.key"),
+    );
+    let client = peer_client(&lab, Some((&cert, &key)), &lab_file(&lab, "ca.pem"));
+    let msg = notif_from_dms2(&dev);
+    let id = msg.id.as_str().to_owned();
+    let (status, _) = post(&client, &lab, msg.to_xml()).await.unwrap();
+    assert_eq!(status, 202);
+    let s = lab.dms1.wait_done(&id, LONG).await.unwrap();
+    assert_eq!(s.state, State::Failed);
+    assert_eq!(s.reason.as_ref().map(|r| r.0), Some(1003), "{s:?}");
+    // The first one goes on: DMS-2's operator accepts it.
+    lab.dms2.accept(&first).await.unwrap();
+    let s = lab.dms1.wait_done(&first, LONG).await.unwrap();
+    assert_eq!(s.state, State::Completed, "{s:?}");
+    assert_full_outcome(&lab.fleet.tree(&dev).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_peer_endpoint_refuses_strangers_and_impostors_and_ignores_replays() {
+    let lab = lab_with("mtls", 1, |o| o.dms1_policy = Policy::Operator).await;
+    let dev = lab.fleet.dev_ids()[0].clone();
+    let ca = lab_file(&lab, "ca.pem");
+    let msg = notif_from_dms2(&dev);
+    // No client certificate: the handshake fails, nothing reaches HTTP.
+    let anonymous = peer_client(&lab, None, &ca);
+    let failures = lab.dms1.peer_handshake_failures();
+    assert!(post(&anonymous, &lab, msg.to_xml()).await.is_err());
+    // A certificate from an unknown CA (with the right name): the handshake fails too.
+    let rogue = dmdeleg::tls::LabPki::generate("rogue CA").unwrap();
+    let fake = rogue.issue(DMS2, &[DMS2, "127.0.0.1"]).unwrap();
+    let (c, k) = fake.identity_pem();
+    let stranger = peer_client(&lab, Some((c, k)), &ca);
+    assert!(post(&stranger, &lab, msg.to_xml()).await.is_err());
+    assert!(lab.dms1.peer_handshake_failures() >= failures + 2);
+    // DMS-2's valid certificate, but the message claims another server: 403, empty.
+    let (cert, key) = (
+        lab_file(&lab, "dms2.example.pem"),
+        lab_file(&lab, "dms2.example.key"),
+    );
+    let dms2 = peer_client(&lab, Some((&cert, &key)), &ca);
+    let mut impostor = notif_from_dms2(&dev);
+    impostor.server_id = "dms3.example".into();
+    let (status, body) = post(&dms2, &lab, impostor.to_xml()).await.unwrap();
+    assert_eq!((status, body.as_str()), (403, ""));
+    // DMS-1's own certificate presented to itself is no configured peer's: 403.
+    let (cert1, key1) = (
+        lab_file(&lab, "dms1.example.pem"),
+        lab_file(&lab, "dms1.example.key"),
+    );
+    let itself = peer_client(&lab, Some((&cert1, &key1)), &ca);
+    let (status, _) = post(&itself, &lab, msg.to_xml()).await.unwrap();
+    assert_eq!(status, 403);
+    // Garbage is a 400 naming the problem.
+    let (status, body) = post(&dms2, &lab, b"<MgmtTree>".to_vec()).await.unwrap();
+    assert_eq!(status, 400);
+    assert!(body.starts_with("3001 BadMessage: "), "{body}");
+    // The genuine message is accepted once; its replay is acknowledged and not processed.
+    let id = msg.id.as_str().to_owned();
+    assert_eq!(post(&dms2, &lab, msg.to_xml()).await.unwrap().0, 202);
+    assert_eq!(post(&dms2, &lab, msg.to_xml()).await.unwrap().0, 202);
+    let s = lab
+        .dms1
+        .wait_for(&id, LONG, |s| s.state == State::AwaitingOperator)
+        .await
+        .unwrap();
+    assert_eq!(s.state, State::AwaitingOperator);
+    let key = id.clone();
+    let rows = lab
+        .dms1
+        .store()
+        .call(move |c| dmdeleg::store::delegations::messages(c, &key))
+        .await
+        .unwrap();
+    assert_eq!(
+        rows.iter().filter(|r| !r.outgoing).count(),
+        1,
+        "processed once"
+    );
+    // A message for an unknown delegation: 404.
+    let mut stray = notif_from_dms2(&dev);
+    stray.seq = 2;
+    stray.body = Body::Prepared;
+    assert_eq!(post(&dms2, &lab, stray.to_xml()).await.unwrap().0, 404);
+    // Not valid in the state (CONFIRM while DMS-1 waits for an operator): 409, and the
+    // delegation fails with 3001 on both sides; DMS-2 never knew it, so only DMS-1 records.
+    let mut confirm = notif_from_dms2(&dev);
+    confirm.id = msg.id.clone();
+    confirm.seq = 2;
+    confirm.body = Body::Confirm {
+        session_id: "1".into(),
+    };
+    assert_eq!(post(&dms2, &lab, confirm.to_xml()).await.unwrap().0, 409);
+    let s = lab.dms1.wait_done(&id, LONG).await.unwrap();
+    assert_eq!(
+        (s.state, s.reason.as_ref().map(|r| r.0)),
+        (State::Failed, Some(3001))
+    );
+}

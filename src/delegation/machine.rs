@@ -774,6 +774,16 @@ impl Delegation {
         Ok(())
     }
 
+    /// The peer sent a message that is not valid in the current state (answered 409): the
+    /// two servers disagree on where the delegation is, so it fails with 3001 and rolls back,
+    /// and the peer hears why.
+    pub fn reject_out_of_state(&mut self, now: UnixMs, text: &str) {
+        if self.state.is_terminal() {
+            return;
+        }
+        self.fail(now, ReasonCode::BAD_MESSAGE, text, true);
+    }
+
     /// After a restart: asks again for what was in flight, since the engine's queues and
     /// connections did not survive. Device operations are repeated only where repeating is
     /// harmless; changes that may have reached the device are first checked on a fresh copy

@@ -548,6 +548,14 @@ impl Driver {
                     PeerAnswer::accepted()
                 }
                 Err(Reject::Duplicate(_)) => PeerAnswer::accepted(),
+                Err(e @ Reject::NotNow(..)) => {
+                    let text = e.to_string();
+                    live.messages.push(row);
+                    live.d
+                        .reject_out_of_state(now, &format!("the peer's message: {text}"));
+                    self.dirty.insert(id);
+                    PeerAnswer::refused(409, &text)
+                }
                 Err(e @ Reject::Mismatch(_)) => PeerAnswer::refused(409, &e.to_string()),
                 Err(e) => PeerAnswer::refused(e.http_status(), &e.to_string()),
             };
