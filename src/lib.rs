@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod delegation;
+pub mod demo;
 pub mod dm;
 pub mod engine;
 pub mod lab;

@@ -229,6 +229,9 @@ struct Live {
     audit: Vec<AuditRow>,
     journal_sig: (usize, usize),
     drain_until: Option<UnixMs>,
+    /// Digests of the peer's accepted messages by Seq, so a reused Seq with other content
+    /// is told from a plain duplicate.
+    seen: HashMap<u32, [u8; 32]>,
 }
 
 impl Live {
@@ -246,6 +249,7 @@ impl Live {
             audit: Vec::new(),
             journal_sig: (0, 0),
             drain_until: None,
+            seen: HashMap::new(),
         }
     }
 
@@ -541,13 +545,22 @@ impl Driver {
                 msg_type: msg.msg_type().as_str().to_owned(),
                 xml: msg.to_xml_redacted(),
             };
+            let seq = msg.seq;
+            let digest = message_digest(&msg);
             let answer = match live.d.handle(now, Input::Peer(msg)) {
                 Ok(()) => {
                     live.messages.push(row);
+                    live.seen.insert(seq, digest);
                     self.dirty.insert(id);
                     PeerAnswer::accepted()
                 }
-                Err(Reject::Duplicate(_)) => PeerAnswer::accepted(),
+                Err(Reject::Duplicate(_)) => match live.seen.get(&seq) {
+                    Some(d) if *d != digest => PeerAnswer::refused(
+                        409,
+                        &format!("Seq {seq} was already used for another message"),
+                    ),
+                    _ => PeerAnswer::accepted(),
+                },
                 Err(e @ Reject::NotNow(..)) => {
                     let text = e.to_string();
                     live.messages.push(row);
@@ -642,6 +655,7 @@ impl Driver {
             }
         }
         let mut live = Live::new(d, now, None);
+        live.seen.insert(msg.seq, message_digest(&msg));
         live.messages.push(row);
         live.audit = audit;
         self.live.insert(id.clone(), live);
@@ -1306,6 +1320,13 @@ impl Parts {
     fn tokens_lock(&self) -> std::sync::MutexGuard<'_, BootstrapTokens> {
         self.tokens.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+fn message_digest(msg: &Message) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, &msg.to_xml());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
 }
 
 fn hex32(token: &str) -> Option<[u8; 32]> {
