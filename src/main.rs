@@ -3,22 +3,21 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 
-use dmdeleg::config::{Config, default_data_dir};
+use dmdeleg::config::{Config, DB_FILE, default_data_dir};
+use dmdeleg::delegation::machine::Role;
+use dmdeleg::demo::{DemoOptions, DemoReport};
 use dmdeleg::dm::tnds::TndsDocument;
 use dmdeleg::dm::tree::{DmTree, TreeLimits};
 use dmdeleg::dm::uri::NodeUri;
-use dmdeleg::engine::device_endpoint::DeviceEndpointConfig;
-use dmdeleg::engine::dm_server::{DmServer, DmServerConfig};
-use dmdeleg::engine::notifier::HttpPush;
+use dmdeleg::engine::service::Engine;
 use dmdeleg::sim::device::{DeviceFaults, is_loopback_url};
 use dmdeleg::sim::fleet::{Fleet, FleetConfig};
-use dmdeleg::store::{self, Store};
+use dmdeleg::store;
 use dmdeleg::syncml::auth::AuthScheme;
 
 /// OMA DM server-to-server delegation: hand the management of devices from one DM server to
@@ -32,12 +31,22 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a DM server headless: the device endpoint, its enrolled devices and their queues.
+    /// Run the engine headless: the device endpoint, the peer endpoint (mutual TLS), the
+    /// bootstrap endpoint and the delegations, until SIGTERM or Ctrl-C.
     Serve {
         /// The configuration file (TOML; see the README).
         #[arg(long)]
         config: PathBuf,
     },
+    /// Look at the delegations a server has stored (reads the database only).
+    Delegations {
+        #[command(subcommand)]
+        action: DelegationsAction,
+    },
+    /// Run the two-server lab on this machine and delegate every simulated device from DMS-1
+    /// to DMS-2; prints per-step timings, outcomes, throughput and peak memory. Exits non-zero
+    /// when any delegation failed.
+    Demo(DemoArgs),
     /// Manage enrolled devices.
     Devices {
         #[command(subcommand)]
@@ -60,6 +69,69 @@ enum Command {
         #[command(subcommand)]
         action: TndsAction,
     },
+}
+
+#[derive(Subcommand)]
+enum DelegationsAction {
+    /// List stored delegations, newest first.
+    List {
+        /// The data directory holding the database.
+        #[arg(long, conflicts_with = "config")]
+        data_dir: Option<PathBuf>,
+        /// Take the data directory from this configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Only delegations in this state (Running, AwaitingOperator, RollingBack, Completed,
+        /// Failed, Aborted); repeat for several.
+        #[arg(long = "state", value_name = "S")]
+        states: Vec<String>,
+        /// Only this device's.
+        #[arg(long = "device", value_name = "D")]
+        device: Option<String>,
+        /// Only those with this peer.
+        #[arg(long)]
+        peer: Option<String>,
+        /// At most this many.
+        #[arg(long)]
+        limit: Option<usize>,
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum InitiatorArg {
+    /// DMS-1 offers each device to DMS-2.
+    Delegating,
+    /// DMS-2 asks DMS-1 for each device.
+    Delegated,
+}
+
+#[derive(clap::Args)]
+struct DemoArgs {
+    /// How many simulated devices (each is delegated once).
+    #[arg(long, default_value_t = 100)]
+    devices: usize,
+    /// Partial delegation of these subtrees (e.g. ./Vendor/Enterprise); Full without.
+    #[arg(long, value_name = "PATH", num_args = 1..)]
+    partial: Vec<String>,
+    /// The Bootstrap Server URL approach instead of DMAcc.
+    #[arg(long)]
+    bootstrap: bool,
+    /// Which server starts each delegation.
+    #[arg(long, value_enum, default_value_t = InitiatorArg::Delegating)]
+    initiator: InitiatorArg,
+    /// The lab directory, kept and reused (certificates are made on the first run); default:
+    /// a fresh temporary directory, removed afterwards unless something failed.
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Most delegations in flight at once.
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// How long one delegation may take before it counts as failed.
+    #[arg(long, default_value_t = 300)]
+    timeout_secs: u64,
 }
 
 #[derive(Subcommand)]
@@ -231,9 +303,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Some(Command::Serve { config }) => {
             let cfg = Config::load(&config)?;
-            runtime()?.block_on(serve(cfg))?;
+            // Every certificate and key is read before anything listens.
+            let engine_cfg = cfg.engine_config()?;
+            runtime()?.block_on(serve(&cfg, engine_cfg))?;
             Ok(ExitCode::SUCCESS)
         }
+        Some(Command::Delegations { action }) => delegations(action),
+        Some(Command::Demo(args)) => runtime()?.block_on(demo(args)),
         Some(Command::Devices { action }) => devices(action),
         Some(Command::Sim(args)) => runtime()?.block_on(sim(*args)),
         Some(Command::Msg { action }) => msg(action),
@@ -325,7 +401,7 @@ fn database(data_dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     let dir = data_dir.unwrap_or_else(default_data_dir);
     std::fs::create_dir_all(&dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
-    Ok(dir.join("engine.db"))
+    Ok(dir.join(DB_FILE))
 }
 
 fn devices(action: DevicesAction) -> anyhow::Result<ExitCode> {
@@ -373,67 +449,281 @@ fn devices(action: DevicesAction) -> anyhow::Result<ExitCode> {
     }
 }
 
-async fn serve(cfg: Config) -> anyhow::Result<()> {
-    let db = database(Some(cfg.data_dir()))?;
-    let store = Store::start(&db)?;
-    let listener = tokio::net::TcpListener::bind(cfg.devices.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", cfg.devices.listen))?;
-    let endpoint = DeviceEndpointConfig {
-        path: cfg.devices.path.clone(),
-        max_msg_size: cfg.devices.max_msg_size,
-        ..DeviceEndpointConfig::default()
-    };
-    let tls = match (&cfg.devices.tls_cert, &cfg.devices.tls_key) {
-        (Some(cert), Some(key)) => Some(dmdeleg::tls::server_config(
-            dmdeleg::tls::load_certs_file(cert)?,
-            dmdeleg::tls::load_key_file(key)?,
-        )?),
-        _ => None,
-    };
-    let server = DmServer::start_with_tls(
-        DmServerConfig {
-            server_id: cfg.server_id.clone(),
-            endpoint,
-        },
-        listener,
-        Some(store),
-        Arc::new(HttpPush::new(reqwest::Client::new())),
-        tls,
-    )
-    .await?;
-    println!(
-        "dmdeleg: {} serving devices at {} ({} enrolled; data in {})",
-        server.server_id(),
-        server.url(),
-        server.device_ids().len(),
+async fn serve(
+    cfg: &Config,
+    engine_cfg: dmdeleg::engine::service::EngineConfig,
+) -> anyhow::Result<()> {
+    let dir = cfg.data_dir();
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    // Listen for the signals before saying we run, so none is lost in between.
+    let mut stop = ShutdownSignal::install()?;
+    let db = engine_cfg.store_path.clone();
+    let engine = Engine::start(engine_cfg).await?;
+    eprintln!(
+        "dmdeleg: {} serving devices at {}, peers at {}, bootstrap at {}; {} devices enrolled, {} delegations resumed (data in {})",
+        engine.server_id(),
+        engine.dm().url(),
+        engine.peer_url().unwrap_or("- (no [peer_endpoint])"),
+        engine
+            .bootstrap_endpoint()
+            .map_or("- (no [bootstrap])", |b| b.url.as_str()),
+        engine.dm().device_ids().len(),
+        engine.recovered(),
         db.display()
     );
-    shutdown_signal().await;
-    println!("dmdeleg: stopping");
+    stop.wait().await;
+    eprintln!("dmdeleg: stopping (the driver finishes its batch)");
+    engine.stop().await;
+    eprintln!("dmdeleg: stopped");
     Ok(())
 }
 
-async fn shutdown_signal() {
+/// SIGTERM and Ctrl-C (SIGINT), listened for from the moment it is made.
+struct ShutdownSignal {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignal {
+    fn install() -> anyhow::Result<ShutdownSignal> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(ShutdownSignal {
+                term: signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?,
+                int: signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(ShutdownSignal {})
+    }
+
+    async fn wait(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn shutdown_signal() {
+    match ShutdownSignal::install() {
+        Ok(mut s) => s.wait().await,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
+}
+
+/// The canonical spelling of a state name given on the command line.
+fn state_name(given: &str) -> anyhow::Result<&'static str> {
+    const STATES: [&str; 6] = [
+        "Running",
+        "AwaitingOperator",
+        "RollingBack",
+        "Completed",
+        "Failed",
+        "Aborted",
+    ];
+    let squashed: String = given
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    STATES
+        .into_iter()
+        .find(|s| s.eq_ignore_ascii_case(&squashed))
+        .with_context(|| format!("--state {given}: not one of {}", STATES.join(", ")))
+}
+
+fn delegations(action: DelegationsAction) -> anyhow::Result<ExitCode> {
+    let DelegationsAction::List {
+        data_dir,
+        config,
+        states,
+        device,
+        peer,
+        limit,
+        json,
+    } = action;
+    let db = match (config, data_dir) {
+        (Some(file), _) => Config::load(&file)?.database(),
+        (None, dir) => dir.unwrap_or_else(default_data_dir).join(DB_FILE),
+    };
+    if !db.exists() {
+        bail!(
+            "no database at {}: has `dmdeleg serve` run with this data directory?",
+            db.display()
+        );
+    }
+    let filter = store::delegations::HistoryFilter {
+        dev_id: device,
+        peer,
+        states: states
+            .iter()
+            .map(|s| state_name(s).map(str::to_owned))
+            .collect::<anyhow::Result<_>>()?,
+        limit,
+        ..Default::default()
+    };
+    let conn = store::open(&db)?;
+    let rows = store::delegations::history(&conn, &filter)?;
+    if json {
+        for r in &rows {
+            println!("{}", serde_json::to_string(r)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<36} {:<10} {:<16} {:<24} {:<16} {:<16} {:>4} {:<19} reason",
+        "delegation", "role", "peer", "device", "kind", "state", "step", "updated (UTC)"
+    );
+    for r in &rows {
+        let mut kind = if r.full {
+            "Full".to_owned()
+        } else {
+            format!("Partial({})", r.paths.len())
+        };
+        if r.bootstrap {
+            kind.push_str("+boot");
+        }
+        let reason = match (&r.reason_code, &r.reason_text) {
+            (Some(c), Some(t)) => format!("{c} {t}"),
+            (Some(c), None) => c.to_string(),
+            (None, Some(t)) => t.clone(),
+            (None, None) => "-".into(),
+        };
+        println!(
+            "{:<36} {:<10} {:<16} {:<24} {:<16} {:<16} {:>4} {:<19} {}",
+            r.id,
+            r.role,
+            r.peer,
+            r.dev_id,
+            kind,
+            r.state,
+            r.step,
+            utc(r.updated_ms),
+            reason
+        );
+    }
+    println!("{} delegations ({})", rows.len(), db.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) of Unix milliseconds.
+fn utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+async fn demo(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let opts = DemoOptions {
+        devices: args.devices,
+        paths: args.partial,
+        bootstrap: args.bootstrap,
+        initiator: match args.initiator {
+            InitiatorArg::Delegating => Role::Delegating,
+            InitiatorArg::Delegated => Role::Delegated,
+        },
+        dir: args.dir,
+        concurrency: args.concurrency,
+        timeout: Duration::from_secs(args.timeout_secs),
+    };
+    let what = format!(
+        "{} {}, initiated by the {} server",
+        if opts.paths.is_empty() {
+            "Full".to_owned()
+        } else {
+            format!("Partial ({})", opts.paths.join(", "))
+        },
+        if opts.bootstrap { "bootstrap" } else { "DMAcc" },
+        match opts.initiator {
+            Role::Delegating => "delegating",
+            Role::Delegated => "delegated",
+        }
+    );
+    let report = dmdeleg::demo::run(opts).await?;
+    print_demo(&report, &what);
+    Ok(if report.failed_total() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn print_demo(r: &DemoReport, what: &str) {
+    let ms = |v: Option<i64>| v.map_or_else(|| "-".to_owned(), |v| format!("{v} ms"));
+    println!(
+        "demo: lab in {}{}; {}",
+        r.dir.display(),
+        if r.dir_removed { " (removed)" } else { "" },
+        r.urls
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "demo: lab started in {:.2} s; {} devices inventoried in {:.2} s ({} failed)",
+        r.lab_start.as_secs_f64(),
+        r.devices,
+        r.inventory.as_secs_f64(),
+        r.inventory_failures
+    );
+    println!(
+        "demo: {} delegations, {what}, in {:.2} s",
+        r.devices,
+        r.wall.as_secs_f64()
+    );
+    println!(
+        "{:<28} {:>8} {:>10} {:>10}",
+        "step (DMS-1's timeline)", "passed", "p50", "p99"
+    );
+    for s in &r.steps {
+        println!(
+            "{:<28} {:>8} {:>10} {:>10}",
+            format!("{} {}", s.step as u8, s.name),
+            s.passed,
+            ms(s.p50_ms),
+            ms(s.p99_ms)
+        );
+    }
+    println!(
+        "outcomes: {} completed ({} not as promised on the device), {} failed, {} aborted, {} not over or refused; {} rolled back",
+        r.completed, r.violations, r.failed, r.aborted, r.unfinished, r.rolled_back
+    );
+    for p in &r.problems {
+        eprintln!(
+            "demo: {} {}: {}",
+            p.dev_id,
+            p.id.as_deref().unwrap_or("(not started)"),
+            p.what
+        );
+    }
+    println!("{}", r.summary_line());
 }
 
 async fn sim(args: SimArgs) -> anyhow::Result<ExitCode> {

@@ -650,3 +650,94 @@ async fn the_peer_endpoint_refuses_strangers_and_impostors_and_ignores_replays()
         (State::Failed, Some(3001))
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leased_delegation_reverts_by_itself() {
+    let lab = lab_with("lease", 1, |_| {}).await;
+    let dev = lab.fleet.dev_ids()[0].clone();
+    let before = lab.fleet.tree(&dev).await.unwrap();
+    let mut req = full(&dev);
+    req.lease = Some(2);
+    let id = lab.dms1.start_delegation(req).await.unwrap();
+    let s = lab
+        .dms1
+        .wait_for(&id, LONG, |s| s.waiting_for == "the lease to end")
+        .await
+        .unwrap();
+    assert_eq!(s.state, State::Completed);
+    // During the lease DMS-2 manages the device and DMS-1 keeps its account (no step 8).
+    let during = lab.fleet.tree(&dev).await.unwrap();
+    assert!(DmAcc::find_by_server_id(&during, DMS2).is_some_and(|a| !a.dormant));
+    assert!(DmAcc::find_by_server_id(&during, DMS1).is_some());
+    let s = lab.dms1.wait_done(&id, LONG).await.unwrap();
+    assert_eq!(s.state, State::Completed, "{s:?}");
+    assert_same_tree(&before, &lab.fleet.tree(&dev).await.unwrap(), "lease ended");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_delegation_is_retried_as_a_new_attempt() {
+    let lab = lab_with("retry", 1, |_| {}).await;
+    let dev = lab.fleet.dev_ids()[0].clone();
+    lab.fleet
+        .set_faults(
+            &dev,
+            DeviceFaults {
+                fail_paths: vec![uri("./Vendor")],
+                ..DeviceFaults::default()
+            },
+        )
+        .await;
+    let id = lab.dms1.start_delegation(full(&dev)).await.unwrap();
+    let s = lab.dms1.wait_done(&id, LONG).await.unwrap();
+    assert_eq!(s.state, State::Failed);
+    // A running one cannot be retried; the failed one can, once the device is fixed.
+    lab.fleet.set_faults(&dev, DeviceFaults::default()).await;
+    let again = lab.dms1.retry(&id).await.unwrap();
+    assert_ne!(again, id);
+    let s = lab.dms1.wait_done(&again, LONG).await.unwrap();
+    assert_eq!(s.state, State::Completed, "{s:?}");
+    assert_eq!(s.retry_of.as_deref(), Some(id.as_str()));
+    assert!(
+        lab.dms1.retry(&again).await.is_err(),
+        "a completed one is not retried"
+    );
+    assert_full_outcome(&lab.fleet.tree(&dev).await.unwrap());
+    // The audit trail has the start, the retry and both outcomes.
+    let audit = lab
+        .dms1
+        .store()
+        .call(|c| {
+            dmdeleg::store::delegations::audit(
+                c,
+                &dmdeleg::store::delegations::AuditFilter::default(),
+            )
+        })
+        .await
+        .unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|a| a.detail.contains(&format!("retry of {id}")))
+    );
+    assert_eq!(audit.iter().filter(|a| a.action == "finish").count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_declines_a_request_with_a_reason() {
+    let lab = lab_with("decline", 1, |o| o.dms2_policy = Policy::Operator).await;
+    let dev = lab.fleet.dev_ids()[0].clone();
+    let before = lab.fleet.tree(&dev).await.unwrap();
+    let id = lab.dms1.start_delegation(full(&dev)).await.unwrap();
+    let s = lab
+        .dms2
+        .wait_for(&id, LONG, |s| s.state == State::AwaitingOperator)
+        .await
+        .unwrap();
+    assert_eq!(s.state, State::AwaitingOperator);
+    assert_eq!(lab.dms2.requests().len(), 1);
+    lab.dms2.decline(&id, "not this week").await.unwrap();
+    let s = lab.dms1.wait_done(&id, LONG).await.unwrap();
+    assert_eq!(s.state, State::Aborted);
+    assert_eq!(s.reason, Some((1001, "not this week".into())));
+    assert_same_tree(&before, &lab.fleet.tree(&dev).await.unwrap(), "declined");
+}

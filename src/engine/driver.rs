@@ -41,6 +41,13 @@ use crate::syncml::session::creds::Credentials;
 /// Most inputs one batch (one transaction) takes.
 const MAX_BATCH: usize = 1024;
 
+/// Fault injection for the crash tests: with `DMDELEG_TEST_PAUSE_AT_STEP=N` in the
+/// environment, the driver stops for good right after committing a transition into step N of
+/// the Delegating role, before releasing its effects, and says so on stderr. The test then
+/// kills the process (SIGKILL): the hardest moment to crash, with the state stored and
+/// nothing sent.
+const PAUSE_ENV: &str = "DMDELEG_TEST_PAUSE_AT_STEP";
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> UnixMs {
     SystemTime::now()
@@ -342,6 +349,7 @@ pub(crate) struct Driver {
     timer_of: HashMap<String, UnixMs>,
     dirty: HashSet<String>,
     internal_tx: mpsc::UnboundedSender<Internal>,
+    pause_at: Option<u8>,
 }
 
 fn random_hex(n: usize) -> String {
@@ -375,6 +383,9 @@ impl Driver {
             timer_of: HashMap::new(),
             dirty: HashSet::new(),
             internal_tx,
+            pause_at: std::env::var(PAUSE_ENV)
+                .ok()
+                .and_then(|v| v.trim().parse().ok()),
         }
     }
 
@@ -507,6 +518,11 @@ impl Driver {
         }
         self.fire_timers(now);
         let transitions = self.collect(now, &mut fx);
+        let pause = self.pause_at.filter(|n| {
+            transitions
+                .iter()
+                .any(|t| t.row.role == "Delegating" && t.row.step == *n && t.row.live)
+        });
         if !transitions.is_empty() {
             let saved = self
                 .parts
@@ -523,6 +539,10 @@ impl Driver {
                 }
                 return false;
             }
+        }
+        if let Some(n) = pause {
+            eprintln!("dmdeleg: paused at step {n} (test fault injection)");
+            std::future::pending::<()>().await;
         }
         self.release(now, fx).await;
         true
