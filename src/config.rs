@@ -557,6 +557,30 @@ impl Config {
         self.data_dir().join(DB_FILE)
     }
 
+    /// Settings that work but are likely not what was meant, one sentence each.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(b) = &self.bootstrap
+            && b.public_url.is_none()
+            && b.listen.ip().is_unspecified()
+        {
+            out.push(self.origin.at(
+                "bootstrap.listen",
+                format_args!(
+                    "devices will be sent bootstrap URLs with host {}, which they cannot reach: set bootstrap.public_url",
+                    b.listen.ip()
+                ),
+            ));
+        }
+        if self.peer_endpoint.is_some() && self.peers.is_empty() {
+            out.push(self.origin.at(
+                "peer_endpoint",
+                "no [[peers]]: every peer's request will be refused",
+            ));
+        }
+        out
+    }
+
     /// The line of a key in the file (`peers[0].cert`), when known.
     pub fn line_of(&self, key: &str) -> Option<usize> {
         self.origin.line(key)
@@ -808,6 +832,14 @@ policy = "decline"
         assert_eq!(cfg.database(), PathBuf::from("/var/lib/dmdeleg/dmdeleg.db"));
         assert_eq!(cfg.line_of("peers[1].cert"), Some(35));
         assert_eq!(cfg.line_of("peer_endpoint.ca"), Some(11));
+        assert!(cfg.warnings().is_empty());
+        let wild =
+            Config::parse(&edit("public_url = \"https://dms1.example:7444\"\n", "")).unwrap();
+        let w = wild.warnings();
+        assert!(
+            w.len() == 1 && w[0].contains("bootstrap.listen (line 14)"),
+            "{w:?}"
+        );
         // Names: given, or the ServerID when there is no pinned certificate.
         let mut named = cfg.clone();
         named.peers.remove(1);

@@ -25,6 +25,9 @@ use crate::lab::{DMS1, DMS2, Lab, LabError, LabOptions};
 /// The event text the delegating server records once a device's changes are undone.
 pub const ROLLED_BACK_TEXT: &str = "the device is back as it was";
 
+/// A DelegationID no delegation has, for a command that only waits for the driver.
+const BARRIER_ID: &str = "demo-barrier";
+
 /// How many problems a report keeps word for word.
 const PROBLEMS_KEPT: usize = 10;
 
@@ -511,6 +514,11 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         }
     }
     let wall = phase.elapsed();
+    // An engine shows a transition on its board a moment before the batch holding it is
+    // committed, so a delegation can look over while its last events are not yet stored. The
+    // driver takes commands in order, after every batch before them: once it has answered one
+    // (this one is refused, as there is no such delegation), everything it showed is stored.
+    let _ = tokio::join!(lab.dms1.accept(BARRIER_ID), lab.dms2.accept(BARRIER_ID));
 
     let mut report = DemoReport {
         dir: dir.clone(),

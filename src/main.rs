@@ -305,6 +305,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = Config::load(&config)?;
             // Every certificate and key is read before anything listens.
             let engine_cfg = cfg.engine_config()?;
+            for w in cfg.warnings() {
+                eprintln!("dmdeleg: warning: {}: {w}", config.display());
+            }
             runtime()?.block_on(serve(&cfg, engine_cfg))?;
             Ok(ExitCode::SUCCESS)
         }

@@ -83,8 +83,7 @@ fn normalised(tree: &DmTree) -> DmTree {
     for id in t.subtree(t.root()) {
         if t.name(id) == "AAuthData" && t.is_leaf(id) {
             let u = t.uri_of(id);
-            let props = t.props(id).clone();
-            t.put_leaf(&u, "", props).unwrap();
+            t.remove(&u).unwrap();
         }
     }
     t

@@ -444,6 +444,11 @@ pub struct Delegation {
     pub events: Vec<Event>,
     /// The state to end in after a rollback.
     pub end_state: Option<State>,
+    /// DELEGATING: the engine restarted while step 8's commands were out, so the device may
+    /// have taken them, and with them this server's account: if it no longer answers this
+    /// server, step 8 is taken to be done.
+    #[serde(default)]
+    pub cleanup_unsure: bool,
     #[serde(skip)]
     actions: VecDeque<Action>,
 }
@@ -520,6 +525,7 @@ impl Delegation {
                 text: String::new(),
             }],
             end_state: None,
+            cleanup_unsure: false,
             actions: VecDeque::new(),
         }
     }
@@ -803,10 +809,30 @@ impl Delegation {
                 let name = self.account_name.clone().unwrap_or_default();
                 self.device(plan::activate(&name), Wait::Activation, now);
             }
-            Wait::CleanupSnapshot | Wait::Cleanup => self.cleanup(now),
+            Wait::CleanupSnapshot => self.cleanup(now),
+            Wait::Cleanup => {
+                self.cleanup_unsure = self.full;
+                self.cleanup(now);
+            }
             Wait::Undo => self.retry_undo_now(now),
             _ => {}
         }
+    }
+
+    /// Step 8 after a restart, and the device no longer answers: it took step 8 (this
+    /// server's account is gone, so it cannot call this server any more).
+    fn cleanup_taken(&mut self, now: UnixMs) -> bool {
+        if !self.cleanup_unsure {
+            return false;
+        }
+        self.cleanup_unsure = false;
+        self.record(
+            now,
+            Step::DeleteAccount,
+            "the device no longer answers this server: it took step 8 before the restart",
+        );
+        self.finish(now, State::Completed);
+        true
     }
 
     /// Whether the changes of this delegation are on the device tree `tree`: the Atomic is
@@ -1074,6 +1100,9 @@ impl Delegation {
                 match self.wait {
                     Wait::Undo => self.retry_undo(now),
                     Wait::Cleanup | Wait::CleanupSnapshot => {
+                        if self.cleanup_taken(now) {
+                            return;
+                        }
                         self.wait = Wait::Cleanup;
                         self.record(
                             now,
@@ -1094,7 +1123,9 @@ impl Delegation {
         };
         let failed = outcomes.iter().find(|o| !o.status.is_success());
         match self.wait.clone() {
-            Wait::CleanupSnapshot => match listed_tree(&outcomes) {
+            Wait::CleanupSnapshot => match listed_tree(&outcomes).inspect(|_| {
+                self.cleanup_unsure = false;
+            }) {
                 Some(tree) => match plan::full_cleanup(&tree, &self.me) {
                     Ok(mut cmds) => {
                         // The spent bootstrap entry goes first, while this server still
@@ -1410,7 +1441,17 @@ impl Delegation {
                 }
             }
             Wait::Undo => self.retry_undo_now(now),
-            Wait::Cleanup => self.cleanup(now),
+            Wait::Cleanup | Wait::CleanupSnapshot => {
+                // After CONFIRM the delegation stands: step 8 is retried, never failed.
+                if !self.cleanup_taken(now) {
+                    self.record(
+                        now,
+                        Step::DeleteAccount,
+                        "the device did not answer; step 8 is retried",
+                    );
+                    self.cleanup(now);
+                }
+            }
             Wait::Decision => {
                 self.send(Body::Resp {
                     ack: false,

@@ -156,6 +156,8 @@ pub enum DeviceEvent {
 pub struct Devices {
     /// Where [`DeviceEvent`]s go, when someone listens.
     observer: Option<tokio::sync::mpsc::UnboundedSender<DeviceEvent>>,
+    /// Triggers sent to each device since its last completed session.
+    unanswered: HashMap<String, u32>,
     records: HashMap<String, DeviceRecord>,
     queues: HashMap<String, VecDeque<(u64, DeviceCommand)>>,
     waiters: HashMap<u64, Waiter>,
@@ -271,9 +273,11 @@ impl Devices {
 
     /// Builds the Package #0 that asks the device to open a session with this server
     /// (`server_id`), with the digest the device checks: the SRVCRED secret and the nonce the
-    /// device issued for the server.
+    /// device issued for the server. When an earlier trigger went unanswered (the device may
+    /// hold a newer nonce than this server kept, e.g. after a crash mid-session), the digest
+    /// uses the resync nonce instead, which devices accept to get back in step.
     pub fn trigger(
-        &self,
+        &mut self,
         dev_id: &str,
         server_id: &str,
         session_id: u16,
@@ -282,12 +286,16 @@ impl Devices {
             .records
             .get(dev_id)
             .ok_or_else(|| TriggerError::UnknownDevice(dev_id.to_owned()))?;
+        let unanswered = self.unanswered.entry(dev_id.to_owned()).or_insert(0);
+        let resync = Nonce::resync();
+        let nonce = if *unanswered > 0 {
+            &resync
+        } else {
+            &record.server_nonce
+        };
+        *unanswered += 1;
         crate::syncml::pkg0::Trigger::new(session_id, server_id)
-            .encode(
-                server_id,
-                &record.server.secret,
-                record.server_nonce.as_bytes(),
-            )
+            .encode(server_id, &record.server.secret, nonce.as_bytes())
             .map_err(TriggerError::Encode)
     }
 
@@ -401,6 +409,7 @@ impl Devices {
             ServerEvent::AuthFailed(_) => self.stats.auth_failures += 1,
             ServerEvent::Ended { aborted } => {
                 if !aborted {
+                    self.unanswered.remove(dev_id);
                     record.last_seen = Some(SystemTime::now());
                     self.stats.sessions_completed += 1;
                     if let Some(tx) = &self.observer {

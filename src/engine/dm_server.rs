@@ -188,7 +188,7 @@ impl DmServer {
     /// Wakes the device with a Package #0 so it opens a session.
     pub async fn notify(&self, dev_id: &str) -> Result<(), DmServerError> {
         let (bytes, address) = {
-            let devices = self.lock();
+            let mut devices = self.lock();
             let record = devices
                 .get(dev_id)
                 .ok_or_else(|| DmServerError::UnknownDevice(dev_id.to_owned()))?;

@@ -41,12 +41,12 @@ use crate::syncml::session::creds::Credentials;
 /// Most inputs one batch (one transaction) takes.
 const MAX_BATCH: usize = 1024;
 
-/// Fault injection for the crash tests: with `DMDELEG_TEST_PAUSE_AT_STEP=N` in the
-/// environment, the driver stops for good right after committing a transition into step N of
-/// the Delegating role, before releasing its effects, and says so on stderr. The test then
-/// kills the process (SIGKILL): the hardest moment to crash, with the state stored and
-/// nothing sent.
-const PAUSE_ENV: &str = "DMDELEG_TEST_PAUSE_AT_STEP";
+/// Fault injection for the crash tests: with `DMDELEG_TEST_PAUSE=before:X` (or `after:X`) in
+/// the environment, where X is a step number (1 to 8) or what a Delegating delegation waits
+/// for (`Changes`, `Confirm`, ...), the driver stops for good right after committing the first
+/// transition of the Delegating role that reaches X, before (or after) releasing its
+/// effects, and says so on stderr. The test then kills the process with SIGKILL.
+const PAUSE_ENV: &str = "DMDELEG_TEST_PAUSE";
 
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> UnixMs {
@@ -322,6 +322,8 @@ struct Effects {
     )>,
     enrol: Vec<DeviceRecord>,
     purge: Vec<String>,
+    /// The delegations this batch changed.
+    touched: Vec<String>,
 }
 
 /// The engine's parts the driver uses.
@@ -349,7 +351,7 @@ pub(crate) struct Driver {
     timer_of: HashMap<String, UnixMs>,
     dirty: HashSet<String>,
     internal_tx: mpsc::UnboundedSender<Internal>,
-    pause_at: Option<u8>,
+    pause_at: Option<(bool, String)>,
 }
 
 fn random_hex(n: usize) -> String {
@@ -383,9 +385,10 @@ impl Driver {
             timer_of: HashMap::new(),
             dirty: HashSet::new(),
             internal_tx,
-            pause_at: std::env::var(PAUSE_ENV)
-                .ok()
-                .and_then(|v| v.trim().parse().ok()),
+            pause_at: std::env::var(PAUSE_ENV).ok().and_then(|v| {
+                let (when, what) = v.trim().split_once(':')?;
+                Some((when == "after", what.to_owned()))
+            }),
         }
     }
 
@@ -518,10 +521,15 @@ impl Driver {
         }
         self.fire_timers(now);
         let transitions = self.collect(now, &mut fx);
-        let pause = self.pause_at.filter(|n| {
-            transitions
-                .iter()
-                .any(|t| t.row.role == "Delegating" && t.row.step == *n && t.row.live)
+        let pause = self.pause_at.clone().filter(|(_, what)| {
+            fx.touched.iter().any(|id| {
+                self.live.get(id).is_some_and(|l| {
+                    l.d.role == Role::Delegating
+                        && !l.d.state.is_terminal()
+                        && (what == &(l.d.step as u8).to_string()
+                            || what == &format!("{:?}", l.d.wait))
+                })
+            })
         });
         if !transitions.is_empty() {
             let saved = self
@@ -540,11 +548,15 @@ impl Driver {
                 return false;
             }
         }
-        if let Some(n) = pause {
-            eprintln!("dmdeleg: paused at step {n} (test fault injection)");
+        if let Some((false, what)) = &pause {
+            eprintln!("dmdeleg: paused before the effects of {what} (test fault injection)");
             std::future::pending::<()>().await;
         }
         self.release(now, fx).await;
+        if let Some((true, what)) = &pause {
+            eprintln!("dmdeleg: paused after the effects of {what} (test fault injection)");
+            std::future::pending::<()>().await;
+        }
         true
     }
 
@@ -1017,6 +1029,7 @@ impl Driver {
     fn collect(&mut self, now: UnixMs, fx: &mut Effects) -> Vec<Transition> {
         let mut out = Vec::with_capacity(self.dirty.len());
         let dirty: Vec<String> = self.dirty.drain().collect();
+        fx.touched.extend(dirty.iter().cloned());
         for id in dirty {
             let Some(mut live) = self.live.remove(&id) else {
                 continue;
@@ -1207,8 +1220,7 @@ impl Driver {
         for (id, dev_id, op, commands) in fx.device {
             self.run_device(id, dev_id, op, commands);
         }
-        let ids: Vec<String> = self.live.keys().cloned().collect();
-        for id in ids {
+        for id in fx.touched {
             self.kick_send(&id);
             self.retire(&id);
         }
