@@ -436,6 +436,25 @@ async fn check_device(lab: &Lab, dev_id: &str, full: bool) -> Result<(), String>
     }
 }
 
+/// Whether a device's tree looks as before a delegation: DMS-1's account there and active,
+/// none of DMS-2's.
+async fn check_restored(lab: &Lab, dev_id: &str) -> Result<(), String> {
+    let tree = lab
+        .fleet
+        .tree(dev_id)
+        .await
+        .ok_or_else(|| "the device is not in the fleet".to_owned())?;
+    match DmAcc::find_by_server_id(&tree, DMS1) {
+        None => return Err("DMS-1's account is gone from the device".into()),
+        Some(acc) if acc.dormant => return Err("DMS-1's account is dormant".into()),
+        Some(_) => {}
+    }
+    if DmAcc::find_by_server_id(&tree, DMS2).is_some() {
+        return Err("DMS-2's account is on the device".into());
+    }
+    Ok(())
+}
+
 fn describe(s: &DelegationSummary, server: &str) -> String {
     let reason = s
         .reason
@@ -604,13 +623,18 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         let back = timelines
             .get(id)
             .is_some_and(|t| t.iter().any(|e| e.rolled_back));
+        let mut what = words();
         if back {
             report.rolled_back += 1;
+            what.push_str("; rolled back");
+            if let Err(why) = check_restored(&lab, &o.dev_id).await {
+                what.push_str(&format!(", but {why}"));
+            }
         }
         problems.push(Problem {
             dev_id: o.dev_id.clone(),
             id: Some(id.clone()),
-            what: format!("{}{}", words(), if back { "; rolled back" } else { "" }),
+            what,
         });
     }
     report.problems = problems.into_iter().take(PROBLEMS_KEPT).collect();

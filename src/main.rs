@@ -616,7 +616,12 @@ fn delegations(action: DelegationsAction) -> anyhow::Result<ExitCode> {
             reason
         );
     }
-    println!("{} delegations ({})", rows.len(), db.display());
+    println!(
+        "{} delegation{} ({})",
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" },
+        db.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

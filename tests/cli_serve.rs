@@ -107,7 +107,7 @@ fn demo_partial_bootstrap_then_the_store_lists_it() {
         "failed",
     ]);
     assert!(out.status.success());
-    assert!(text(&out.stdout).contains("0 delegations"));
+    assert!(text(&out.stdout).contains("0 delegations ("));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -1068,6 +1068,27 @@ impl Delegation {
                 self.device(plan::activate(&name), Wait::Activation, now);
                 Ok(())
             }
+            (Wait::Changes, Body::Confirm { session_id })
+                if self.bootstrap && self.role == Role::Delegating =>
+            {
+                // The device took the changes, fetched its bootstrap and called the peer
+                // before the engine heard the device's own answer: the CONFIRM proves it.
+                self.record(
+                    now,
+                    Step::ClientPreparation,
+                    "the peer's confirmation shows the device took the changes",
+                );
+                self.changes_applied(now);
+                self.session_id = Some(session_id);
+                self.record(
+                    now,
+                    Step::Confirm,
+                    "the peer manages the device (DELEGATION_CONFIRM)",
+                );
+                self.step = Step::Confirm;
+                self.after_confirm(now);
+                Ok(())
+            }
             (Wait::Confirm, Body::Confirm { session_id }) => {
                 self.session_id = Some(session_id);
                 self.record(

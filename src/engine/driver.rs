@@ -324,6 +324,8 @@ struct Effects {
     purge: Vec<String>,
     /// The delegations this batch changed.
     touched: Vec<String>,
+    /// Their summaries, for the board after the commit.
+    summaries: Vec<DelegationSummary>,
 }
 
 /// The engine's parts the driver uses.
@@ -513,11 +515,14 @@ impl Driver {
     async fn step(&mut self, peer: Vec<Inbound>, internal: Vec<Internal>) -> bool {
         let now = now_ms();
         let mut fx = Effects::default();
-        for m in peer {
-            self.on_peer(now, m, &mut fx);
-        }
+        // What the engine itself learnt (a device's answers) goes first: a peer's message in
+        // the same batch may follow from it (a device that took its bootstrap config calls
+        // the peer, which confirms).
         for i in internal {
             self.on_internal(now, i, &mut fx);
+        }
+        for m in peer {
+            self.on_peer(now, m, &mut fx);
         }
         self.fire_timers(now);
         let transitions = self.collect(now, &mut fx);
@@ -1105,9 +1110,8 @@ impl Driver {
                 self.timer_of.insert(id.clone(), t);
             }
             out.push(self.transition(now, &mut live));
-            if let Ok(mut board) = self.parts.board.lock() {
-                board.delegations.insert(id.clone(), live.summary(now));
-            }
+            // The board shows it once it is stored (see release).
+            fx.summaries.push(live.summary(now));
             self.live.insert(id, live);
         }
         out
@@ -1200,6 +1204,11 @@ impl Driver {
 
     /// After the commit: answers, enrolments, device commands, sends; retires what is over.
     async fn release(&mut self, _now: UnixMs, fx: Effects) {
+        if let Ok(mut board) = self.parts.board.lock() {
+            for s in fx.summaries {
+                board.delegations.insert(s.id.clone(), s);
+            }
+        }
         for (tx, answer) in fx.replies {
             let _ = tx.send(answer);
         }
