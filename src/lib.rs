@@ -9,6 +9,7 @@ pub mod delegation;
 pub mod demo;
 pub mod dm;
 pub mod engine;
+pub mod gui;
 pub mod lab;
 pub mod sim;
 pub mod store;

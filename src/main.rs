@@ -47,6 +47,9 @@ enum Command {
     /// to DMS-2; prints per-step timings, outcomes, throughput and peak memory. Exits non-zero
     /// when any delegation failed.
     Demo(DemoArgs),
+    /// Open the console (what `dmdeleg` alone does): on the lab by default, or with --config
+    /// on the engine of a real deployment.
+    Console(ConsoleArgs),
     /// Manage enrolled devices.
     Devices {
         #[command(subcommand)]
@@ -132,6 +135,46 @@ struct DemoArgs {
     /// How long one delegation may take before it counts as failed.
     #[arg(long, default_value_t = 300)]
     timeout_secs: u64,
+}
+
+#[derive(clap::Args, Default)]
+struct ConsoleArgs {
+    /// A real deployment's configuration file (TOML; see the README). Without it the console
+    /// runs the lab: DMS-1, DMS-2 and simulated devices on loopback.
+    #[arg(long, conflicts_with_all = ["lab_dir", "devices", "dms2_policy"])]
+    config: Option<PathBuf>,
+    /// The lab's directory (certificates, databases); default: `lab` in the data directory.
+    #[arg(long)]
+    lab_dir: Option<PathBuf>,
+    /// How many simulated devices the lab enrols to DMS-1 (default 20).
+    #[arg(long)]
+    devices: Option<usize>,
+    /// What DMS-2 does with DMS-1's requests in the lab (default accept).
+    #[arg(long, value_enum)]
+    dms2_policy: Option<PolicyArg>,
+    /// The view shown first.
+    #[arg(long, value_enum, default_value_t = ViewArg::Devices)]
+    view: ViewArg,
+    /// The light theme (dark otherwise).
+    #[arg(long)]
+    light: bool,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum PolicyArg {
+    Accept,
+    Decline,
+    Operator,
+}
+
+#[derive(Clone, Copy, Default, ValueEnum)]
+enum ViewArg {
+    #[default]
+    Devices,
+    Delegations,
+    Requests,
+    Peers,
+    Audit,
 }
 
 #[derive(Subcommand)]
@@ -293,14 +336,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        None => {
-            // The console and the lab arrive with the delegation engine; until then, say what
-            // exists.
-            use clap::CommandFactory as _;
-            Cli::command().print_help()?;
-            println!();
-            Ok(ExitCode::SUCCESS)
-        }
+        None => console(ConsoleArgs::default()),
+        Some(Command::Console(args)) => console(args),
         Some(Command::Serve { config }) => {
             let cfg = Config::load(&config)?;
             // Every certificate and key is read before anything listens.
@@ -351,6 +388,52 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Opens the console window on the lab or on a configured engine.
+fn console(args: ConsoleArgs) -> anyhow::Result<ExitCode> {
+    use dmdeleg::engine::peers::Policy;
+    use dmdeleg::gui::backend::Launch;
+    let (launch, title) = match &args.config {
+        Some(path) => {
+            let cfg = Config::load(path)?;
+            let engine_cfg = cfg.engine_config()?;
+            for w in cfg.warnings() {
+                eprintln!("dmdeleg: warning: {}: {w}", path.display());
+            }
+            (
+                Launch::Engine(Box::new(engine_cfg)),
+                format!("dmdeleg console: {}", cfg.server_id),
+            )
+        }
+        None => {
+            let dir = args
+                .lab_dir
+                .clone()
+                .unwrap_or_else(|| default_data_dir().join("lab"));
+            let mut opts = dmdeleg::lab::LabOptions::new(&dir, args.devices.unwrap_or(20));
+            if let Some(p) = args.dms2_policy {
+                opts.dms2_policy = match p {
+                    PolicyArg::Accept => Policy::Accept,
+                    PolicyArg::Decline => Policy::Decline,
+                    PolicyArg::Operator => Policy::Operator,
+                };
+            }
+            (
+                Launch::Lab(opts),
+                format!("dmdeleg console: lab in {}", dir.display()),
+            )
+        }
+    };
+    let view = match args.view {
+        ViewArg::Devices => dmdeleg::gui::View::Devices,
+        ViewArg::Delegations => dmdeleg::gui::View::Delegations,
+        ViewArg::Requests => dmdeleg::gui::View::Requests,
+        ViewArg::Peers => dmdeleg::gui::View::Peers,
+        ViewArg::Audit => dmdeleg::gui::View::Audit,
+    };
+    dmdeleg::gui::run(launch, &title, view, !args.light).map_err(anyhow::Error::msg)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn read_input(file: &PathBuf) -> anyhow::Result<Vec<u8>> {

@@ -174,11 +174,26 @@ async fn respond(
 ) -> Response {
     let store = st.store.clone();
     let (response, changed) = handle(st, token, headers, body);
-    if let (Some(store), Some(record)) = (store, changed) {
+    if let (Some(store), Some(change)) = (store, changed) {
         let now = std::time::SystemTime::now();
-        let saved = store
-            .call(move |conn| crate::store::devices::upsert(conn, &record, now))
-            .await;
+        let saved = match change {
+            Persist::Record(record) => {
+                store
+                    .call(move |conn| crate::store::devices::upsert(conn, &record, now))
+                    .await
+            }
+            Persist::Nonces {
+                dev_id,
+                client,
+                server,
+            } => {
+                store
+                    .call(move |conn| {
+                        crate::store::devices::update_nonces(conn, &dev_id, &client, &server)
+                    })
+                    .await
+            }
+        };
         if saved.is_err() {
             // The device must not get a nonce the server could forget: it retries later.
             return (
@@ -199,7 +214,8 @@ fn random16() -> [u8; 16] {
     b
 }
 
-/// The state of a device record that must be durable before a reply leaves.
+/// The state of a device record that must be durable before a reply leaves: its nonces, and
+/// whether its inventory (DevInfo, tree) was taken.
 fn durable_state(devices: &Devices, dev_id: &str) -> Option<(Vec<u8>, Vec<u8>, bool, bool)> {
     devices.get(dev_id).map(|r| {
         (
@@ -211,6 +227,18 @@ fn durable_state(devices: &Devices, dev_id: &str) -> Option<(Vec<u8>, Vec<u8>, b
     })
 }
 
+/// What must be stored before the reply leaves.
+enum Persist {
+    /// The whole record (its inventory changed).
+    Record(DeviceRecord),
+    /// Only the nonces (the usual case: every session rotates them).
+    Nonces {
+        dev_id: String,
+        client: crate::syncml::auth::Nonce,
+        server: crate::syncml::auth::Nonce,
+    },
+}
+
 /// Handles the message under the devices lock (never held across an await); returns the
 /// response and the device record to persist first, when it changed.
 fn handle(
@@ -218,7 +246,7 @@ fn handle(
     token: Option<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> (Response, Option<DeviceRecord>) {
+) -> (Response, Option<Persist>) {
     let response = |r: Response| (r, None);
     let Some(encoding) = encoding_of(&headers) else {
         return response(
@@ -280,10 +308,18 @@ fn handle(
             encoding,
         },
     );
-    let changed = if durable_state(&devices, &dev_id) != before {
-        devices.get(&dev_id).cloned()
-    } else {
-        None
+    let after = durable_state(&devices, &dev_id);
+    let changed = match (&before, &after) {
+        (Some(b), Some(a)) if b == a => None,
+        (Some(b), Some(a)) if (b.2, b.3) == (a.2, a.3) => {
+            devices.get(&dev_id).map(|r| Persist::Nonces {
+                dev_id: dev_id.clone(),
+                client: r.client_nonce.clone(),
+                server: r.server_nonce.clone(),
+            })
+        }
+        (_, Some(_)) => devices.get(&dev_id).cloned().map(Persist::Record),
+        _ => None,
     };
     match result {
         None => {

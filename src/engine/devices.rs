@@ -175,6 +175,17 @@ impl Devices {
         self.records.insert(record.dev_id.clone(), record);
     }
 
+    /// Asks for the device's DevInfo and tree in its next session.
+    pub fn request_inventory(&mut self, dev_id: &str) -> bool {
+        match self.records.get_mut(dev_id) {
+            Some(r) => {
+                r.needs_inventory = true;
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Sends every later [`DeviceEvent`] to `tx`.
     pub fn set_observer(&mut self, tx: tokio::sync::mpsc::UnboundedSender<DeviceEvent>) {
         self.observer = Some(tx);

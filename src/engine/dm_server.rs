@@ -149,6 +149,27 @@ impl DmServer {
         self.lock().get(dev_id).cloned()
     }
 
+    /// Whether the device is enrolled (cheaper than [`DmServer::device`], which copies the
+    /// record with its tree).
+    pub fn has_device(&self, dev_id: &str) -> bool {
+        self.lock().get(dev_id).is_some()
+    }
+
+    /// A device's DevInfo leaves and push address, without its tree.
+    pub fn device_contact(&self, dev_id: &str) -> Option<(Vec<(String, String)>, Option<String>)> {
+        self.lock()
+            .get(dev_id)
+            .map(|r| (r.devinfo.clone(), r.push.clone()))
+    }
+
+    /// Reads the device's DevInfo and tree again: flags it and wakes it with a Package #0.
+    pub async fn refresh_inventory(&self, dev_id: &str) -> Result<(), DmServerError> {
+        if !self.lock().request_inventory(dev_id) {
+            return Err(DmServerError::UnknownDevice(dev_id.to_owned()));
+        }
+        self.notify(dev_id).await
+    }
+
     /// Every enrolled DevId.
     pub fn device_ids(&self) -> Vec<String> {
         self.lock().ids()

@@ -669,7 +669,7 @@ impl Driver {
         if let Some(other) = self.busy.get(&dev_id) {
             let text = format!("the device is already in delegation {other}");
             let _ = d.refuse(now, ReasonCode::BUSY, &text);
-        } else if role == Role::Delegating && self.parts.dm.device(&dev_id).is_none() {
+        } else if role == Role::Delegating && !self.parts.dm.has_device(&dev_id) {
             let text = format!("device {dev_id} is not managed by this server");
             let _ = d.refuse(now, ReasonCode::PATH_NOT_DELEGABLE, &text);
         } else {
@@ -881,13 +881,13 @@ impl Driver {
         }
         let device = match req.role {
             Role::Delegating => {
-                let rec = self
+                let (devinfo, push) = self
                     .parts
                     .dm
-                    .device(&req.dev_id)
+                    .device_contact(&req.dev_id)
                     .ok_or_else(|| CommandRefused::UnknownDevice(req.dev_id.clone()))?;
                 let leaf = |name: &str| {
-                    rec.devinfo
+                    devinfo
                         .iter()
                         .find(|(k, _)| k.ends_with(name))
                         .map(|(_, v)| v.clone())
@@ -897,7 +897,7 @@ impl Driver {
                     dev_id: req.dev_id.clone(),
                     man: leaf("Man"),
                     model: leaf("Mod"),
-                    notify: rec.push.clone(),
+                    notify: push.clone(),
                 }
             }
             Role::Delegated => req.device.clone().unwrap_or(DeviceInfo {
@@ -991,12 +991,16 @@ impl Driver {
             name: a.auth_name.clone().unwrap_or_default(),
             secret: Password::new(a.secret.as_ref().map(|s| s.expose()).unwrap_or("")),
         };
-        Some(DeviceRecord::new(
-            &d.dev_id,
-            cred(cl),
-            cred(sv),
-            d.notify.clone(),
-        ))
+        let mut rec = DeviceRecord::new(&d.dev_id, cred(cl), cred(sv), d.notify.clone());
+        // The delegation's sessions carry only its own commands; this server reads the
+        // device's tree when someone asks for it, not in the middle of step 6.
+        rec.needs_inventory = false;
+        rec.devinfo = vec![
+            ("./DevInfo/DevId".to_owned(), d.dev_id.clone()),
+            ("./DevInfo/Man".to_owned(), d.man.clone()),
+            ("./DevInfo/Mod".to_owned(), d.model.clone()),
+        ];
+        Some(rec)
     }
 
     fn fire_timers(&mut self, now: UnixMs) {

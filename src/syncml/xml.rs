@@ -719,6 +719,17 @@ impl<'a> Parser<'a> {
 // Writing
 // ---------------------------------------------------------------------------------------------
 
+/// Whether `text` is better written as CDATA: long, with markup, and representable exactly
+/// (no `]]>`, no carriage return, which readers normalise, no control characters).
+fn cdata_fits(text: &str) -> bool {
+    text.len() >= 256
+        && text.contains('<')
+        && !text.contains("]]>")
+        && !text
+            .bytes()
+            .any(|b| b == b'\r' || (b < 0x20 && b != b'\n' && b != b'\t'))
+}
+
 /// A rough output size, to reserve once.
 fn size_hint(msg: &SyncMl) -> usize {
     fn commands(cmds: &[Command]) -> usize {
@@ -871,6 +882,15 @@ impl<O: Sink> XmlWriter<'_, O> {
             self.meta(d, m);
         }
         match &item.data {
+            Some(Data::Text(t)) if cdata_fits(t) => {
+                // Markup-heavy data (a TNDS document) goes as one CDATA section: no escaping
+                // here, one event for the reader instead of one per entity.
+                self.open(d, "Data");
+                self.out.put("<![CDATA[");
+                self.out.put(t);
+                self.out.put("]]>");
+                self.end_tag("Data");
+            }
             Some(Data::Text(t)) => self.text_el(d, "Data", t),
             Some(Data::Xml(x)) => {
                 self.open(d, "Data");
