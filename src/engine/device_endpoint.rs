@@ -230,7 +230,7 @@ fn durable_state(devices: &Devices, dev_id: &str) -> Option<(Vec<u8>, Vec<u8>, b
 /// What must be stored before the reply leaves.
 enum Persist {
     /// The whole record (its inventory changed).
-    Record(DeviceRecord),
+    Record(Box<DeviceRecord>),
     /// Only the nonces (the usual case: every session rotates them).
     Nonces {
         dev_id: String,
@@ -318,7 +318,10 @@ fn handle(
                 server: r.server_nonce.clone(),
             })
         }
-        (_, Some(_)) => devices.get(&dev_id).cloned().map(Persist::Record),
+        (_, Some(_)) => devices
+            .get(&dev_id)
+            .cloned()
+            .map(|r| Persist::Record(Box::new(r))),
         _ => None,
     };
     match result {

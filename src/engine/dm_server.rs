@@ -42,6 +42,9 @@ pub struct DmServerConfig {
     pub endpoint: DeviceEndpointConfig,
 }
 
+/// A device's DevInfo leaves (URI, value) and its push address.
+pub type DeviceContact = (Vec<(String, String)>, Option<String>);
+
 /// A running DM server.
 pub struct DmServer {
     cfg: DmServerConfig,
@@ -156,7 +159,7 @@ impl DmServer {
     }
 
     /// A device's DevInfo leaves and push address, without its tree.
-    pub fn device_contact(&self, dev_id: &str) -> Option<(Vec<(String, String)>, Option<String>)> {
+    pub fn device_contact(&self, dev_id: &str) -> Option<DeviceContact> {
         self.lock()
             .get(dev_id)
             .map(|r| (r.devinfo.clone(), r.push.clone()))
