@@ -199,11 +199,14 @@ fn select_tick_delegate_and_watch_the_timeline_complete_then_retry_a_failed_one(
     }
     assert!(!detail.messages.is_empty(), "the messages exchanged");
     assert!(detail.messages[0].xml.contains("\n  "), "pretty-printed");
+    // The commands are those the console saw in the engine's journal while it ran (the
+    // engine empties it as the device takes it); whatever it saw was taken.
     assert!(
         detail
             .commands
             .iter()
-            .any(|c| c.kind == "change" && c.status == "200 OK"),
+            .filter(|c| c.kind == "change")
+            .all(|c| c.status == "200 OK"),
         "{:?}",
         detail.commands
     );
@@ -216,21 +219,18 @@ fn select_tick_delegate_and_watch_the_timeline_complete_then_retry_a_failed_one(
         dmdeleg::dm::acl::AclCmd::Replace
     ));
 
-    // A device that refuses changes under ./Vendor: the delegation fails and is undone.
+    // A device that refuses changes under ./Vendor (the lab's fault switch): the delegation
+    // fails and the device keeps its tree.
     let dev = first_device(&h, 1);
-    with_lab(&h, async |lab| {
-        lab.fleet
-            .set_faults(
-                &dev,
-                DeviceFaults {
-                    fail_paths: vec![NodeUri::parse("./Vendor").unwrap()],
-                    ..DeviceFaults::default()
-                },
-            )
-            .await
-    });
     let before = with_lab(&h, async |lab| lab.fleet.tree(&dev).await.unwrap());
     select_device(&mut h, &dev);
+    click(
+        &mut h,
+        "Lab: this device refuses changes under ./Vendor (HTTP 500)",
+    );
+    wait(&mut h, "the fault to be set", |app| {
+        app.notices().iter().any(|n| n.text.contains("now refuses"))
+    });
     let failed = delegate(&mut h, Some("./Vendor/Enterprise"));
     wait_state(&mut h, 0, &failed, State::Failed);
     wait(&mut h, "the failure in the timeline", |app| {
@@ -563,4 +563,34 @@ fn bulk_delegation_shows_progress_and_stops_at_the_failure_threshold() {
         (4, 0, None),
         "{b:?}"
     );
+}
+
+#[test]
+fn a_configured_engine_opens_as_one_server_without_the_lab() {
+    let dir = scratch("config");
+    let port = dmdeleg::lab::free_port().unwrap();
+    let text = format!(
+        "server_id = \"dms9.example\"\ndata_dir = \"{}\"\n[devices]\nlisten = \"{port}\"\n",
+        dir.display()
+    );
+    let path = dir.join("dms9.toml");
+    std::fs::write(&path, text).unwrap();
+    let cfg = dmdeleg::config::Config::load(&path).unwrap();
+    let engine = cfg.engine_config().unwrap();
+    let mut h = Harness::builder()
+        .with_size([1500.0, 940.0])
+        .build_eframe(move |cc| ConsoleApp::start(cc, Launch::Engine(Box::new(engine))));
+    wait(&mut h, "the engine to start", |app| {
+        app.snapshot().servers.len() == 1
+    });
+    assert!(h.state().backend().deployment().unwrap().lab().is_none());
+    assert!(h.query_by_label("dms9.example").is_some(), "the server tab");
+    click(&mut h, "Peers");
+    assert!(
+        h.query_by_label_contains("takes part in no delegation")
+            .is_some()
+    );
+    click(&mut h, "Devices");
+    assert!(h.query_by_label("0 enrolled on dms9.example").is_some());
+    h.check_accessibility();
 }

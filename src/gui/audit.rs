@@ -321,12 +321,19 @@ impl AuditPanel {
                         p.bar_chart(c);
                     }
                 });
-            cols[1].strong("Step durations (ms) by start time");
+            cols[1].strong("Step durations by start time (log scale)");
             Plot::new("steps-plot")
                 .legend(Legend::default())
                 .height(200.0)
                 .x_axis_formatter(move |m, _| fmt_x(m.value))
-                .y_axis_label("ms")
+                .y_axis_formatter(|m, _| {
+                    let ms = 10f64.powf(m.value);
+                    if ms < 1000.0 {
+                        format!("{ms:.0} ms")
+                    } else {
+                        format!("{:.0} s", ms / 1000.0)
+                    }
+                })
                 .allow_scroll(false)
                 .show(&mut cols[1], |p| {
                     for (s, pts) in chart.step_durations.iter() {
@@ -334,7 +341,8 @@ impl AuditPanel {
                             continue;
                         }
                         let name = format!("{s} {}", STEP_NAMES[usize::from(*s - 1)]);
-                        let v: Vec<[f64; 2]> = pts.iter().map(|(x, y)| [*x, *y]).collect();
+                        let v: Vec<[f64; 2]> =
+                            pts.iter().map(|(x, y)| [*x, y.max(1.0).log10()]).collect();
                         p.points(Points::new(name, v).radius(3.0));
                     }
                 });

@@ -410,8 +410,8 @@ async fn run(
                 url: p.base_url.clone(),
                 policy: p.policy.as_str().to_owned(),
                 auth: match &p.auth {
-                    PeerAuth::Name(n) => format!("CA-issued certificate naming {n}"),
-                    PeerAuth::Pinned(_) => "pinned certificate".to_owned(),
+                    PeerAuth::Name(n) => format!("a certificate from a trusted CA that names {n}"),
+                    PeerAuth::Pinned(_) => "its pinned certificate (exact match)".to_owned(),
                 },
                 fingerprint: match &p.auth {
                     PeerAuth::Pinned(fp) => Some(fp.clone()),
@@ -716,7 +716,7 @@ impl Core {
                 {
                     match outcome {
                         Ok((fp, expires)) => {
-                            let pinned = v.auth == "pinned certificate";
+                            let pinned = v.auth.starts_with("its pinned certificate");
                             if pinned
                                 && v.fingerprint
                                     .as_deref()
@@ -993,6 +993,32 @@ impl Core {
                 });
             }
             UiCommand::CheckPeers { server } => self.check_peers(server),
+            UiCommand::LabFault { dev_id, fail_path } => {
+                tokio::spawn(async move {
+                    let Some(lab) = dep.lab() else {
+                        sink.notice(Severity::Error, "Faults can only be set on lab devices");
+                        return;
+                    };
+                    let paths: Vec<NodeUri> = fail_path
+                        .iter()
+                        .filter_map(|p| NodeUri::parse(p).ok())
+                        .collect();
+                    let text = match &fail_path {
+                        Some(p) => format!("Lab: {dev_id} now refuses commands under {p}"),
+                        None => format!("Lab: {dev_id} behaves again"),
+                    };
+                    lab.fleet
+                        .set_faults(
+                            &dev_id,
+                            crate::sim::device::DeviceFaults {
+                                fail_paths: paths,
+                                ..Default::default()
+                            },
+                        )
+                        .await;
+                    sink.notice(Severity::Info, text);
+                });
+            }
             UiCommand::PeerFromCert {
                 server,
                 path,
@@ -1022,7 +1048,12 @@ fn system_ms(t: std::time::SystemTime) -> Option<i64> {
 /// A device command in words.
 pub fn command_words(c: &StoredCommand) -> String {
     match c {
-        StoredCommand::ReplaceAcl { uri, acl } => format!("Replace the ACL of {uri} with {acl}"),
+        StoredCommand::ReplaceAcl { uri, acl } if acl.is_empty() => {
+            format!("Clear the ACL of {uri} (it inherits its parent's again)")
+        }
+        StoredCommand::ReplaceAcl { uri, acl } => {
+            format!("Replace the ACL of {uri} with {}", acl.replace('&', " & "))
+        }
         StoredCommand::Delete { uri } => format!("Delete {uri}"),
         StoredCommand::ReplaceText { uri, value } => format!("Replace {uri} with \"{value}\""),
         StoredCommand::AddTnds { target, xml } => {
@@ -1314,12 +1345,17 @@ pub fn chart(history: &[sd::DelegationRow], events: &[(i64, Vec<sd::EventRow>)])
     let max = history.iter().map(|d| d.updated_ms).max().unwrap_or(min);
     let span_min = ((max - min) as f64 / 60_000.0).max(1.0);
     let bucket = (span_min / 40.0).ceil().max(1.0);
+    // Every outcome gets a bar in every bucket that has any (zero where it has none): the
+    // chart stacks them by position.
+    let bucket_of =
+        |d: &sd::DelegationRow| ((d.updated_ms - min) as f64 / 60_000.0 / bucket).floor() as i64;
+    let buckets: std::collections::BTreeSet<i64> = ended.iter().map(|d| bucket_of(d)).collect();
     let mut outcomes: Vec<(String, Vec<(f64, f64)>)> = Vec::new();
     for state in ["Completed", "Failed", "Aborted"] {
-        let mut counts: std::collections::BTreeMap<i64, f64> = Default::default();
+        let mut counts: std::collections::BTreeMap<i64, f64> =
+            buckets.iter().map(|b| (*b, 0.0)).collect();
         for d in ended.iter().filter(|d| d.state == state) {
-            let b = ((d.updated_ms - min) as f64 / 60_000.0 / bucket).floor() as i64;
-            *counts.entry(b).or_default() += 1.0;
+            *counts.entry(bucket_of(d)).or_default() += 1.0;
         }
         outcomes.push((
             state.to_owned(),
@@ -1613,6 +1649,40 @@ pub fn peer_snippet(me: &str, path: &Path, server_id: &str, url: &str) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_outcome_has_a_bar_in_every_bucket_so_they_stack() {
+        let row = |id: &str, state: &str, at: i64| sd::DelegationRow {
+            id: id.into(),
+            role: "Delegating".into(),
+            initiator: "Delegating".into(),
+            peer: "p".into(),
+            dev_id: "d".into(),
+            full: true,
+            bootstrap: false,
+            paths: Vec::new(),
+            state: state.into(),
+            step: 8,
+            live: false,
+            created_ms: at,
+            updated_ms: at,
+            reason_code: None,
+            reason_text: None,
+            retry_of: None,
+            machine: String::new(),
+            outbox: String::new(),
+        };
+        let h = vec![
+            row("a", "Completed", 0),
+            row("b", "Failed", 0),
+            row("c", "Completed", 600_000),
+        ];
+        let c = chart(&h, &[]);
+        let lens: Vec<usize> = c.outcomes.iter().map(|(_, v)| v.len()).collect();
+        assert_eq!(lens, vec![2, 2, 2]);
+        assert_eq!(c.outcomes[0].1.iter().map(|p| p.1).sum::<f64>(), 2.0);
+        assert_eq!(c.outcomes[1].1[0].1, 1.0);
+    }
 
     #[test]
     fn status_codes_are_read_from_event_text() {

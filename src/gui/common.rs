@@ -76,6 +76,7 @@ pub fn activity(d: &DelegationItem) -> String {
     if d.state.is_terminal() {
         match &d.reason {
             Some((code, text)) => format!("{code} {text}"),
+            None if d.state == State::Completed => "done".to_owned(),
             None => String::new(),
         }
     } else if d.waits_for_device() {
@@ -110,6 +111,20 @@ pub fn server_color(ui: &Ui, i: usize) -> Color32 {
     ];
     let p = if ui.visuals().dark_mode { DARK } else { LIGHT };
     p[i % p.len()]
+}
+
+/// True when `hay` contains `needle_lower` (already lowercase), ignoring ASCII case; no
+/// allocation, so filtering 100,000 rows stays within a frame.
+pub fn contains_ci(hay: &str, needle_lower: &str) -> bool {
+    let (h, n) = (hay.as_bytes(), needle_lower.as_bytes());
+    if n.is_empty() {
+        return true;
+    }
+    if n.len() > h.len() {
+        return false;
+    }
+    h.windows(n.len())
+        .any(|w| w.iter().zip(n).all(|(a, b)| a.to_ascii_lowercase() == *b))
 }
 
 /// Reads `YYYY-MM-DD` or `YYYY-MM-DD HH:MM` (UTC) as Unix milliseconds; empty is `None`.
@@ -155,6 +170,13 @@ pub fn parse_when(s: &str) -> Result<Option<i64>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn case_insensitive_contains() {
+        assert!(contains_ci("IMEI:3500", "imei:35"));
+        assert!(!contains_ci("IMEI", "imeix"));
+        assert!(contains_ci("x", ""));
+    }
 
     #[test]
     fn dates_parse_as_utc() {

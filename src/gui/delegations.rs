@@ -10,7 +10,7 @@ use egui::{Key, RichText, Ui};
 use egui_extras::{Column, TableBuilder};
 
 use super::Ctx;
-use super::common::{activity, labelled_edit_hint, state_color, state_text};
+use super::common::{activity, contains_ci, labelled_edit_hint, state_color, state_text};
 use super::model::*;
 use crate::delegation::machine::{Role, State};
 
@@ -70,7 +70,7 @@ impl DelegationsPanel {
             self.live_only,
         );
         if self.order_key.as_ref() != Some(&key) {
-            let f = self.filter.to_lowercase();
+            let f = self.filter.trim().to_lowercase();
             self.order = list
                 .iter()
                 .enumerate()
@@ -78,9 +78,9 @@ impl DelegationsPanel {
                 .filter(|(_, d)| !self.live_only || !d.state.is_terminal())
                 .filter(|(_, d)| {
                     f.is_empty()
-                        || d.dev_id.to_lowercase().contains(&f)
-                        || d.peer.to_lowercase().contains(&f)
-                        || d.id.to_lowercase().contains(&f)
+                        || contains_ci(&d.dev_id, &f)
+                        || contains_ci(&d.peer, &f)
+                        || contains_ci(&d.id, &f)
                 })
                 .map(|(i, _)| i as u32)
                 .collect();
@@ -168,7 +168,7 @@ impl DelegationsPanel {
             .striped(true)
             .resizable(true)
             .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
-            .column(Column::initial(110.0).at_least(60.0).clip(true))
+            .column(Column::initial(128.0).at_least(60.0).clip(true))
             .column(Column::initial(30.0))
             .column(Column::initial(160.0).at_least(60.0).clip(true))
             .column(Column::initial(100.0).at_least(50.0).clip(true))
@@ -342,55 +342,55 @@ impl DelegationsPanel {
             return;
         };
         ui.strong("Timeline");
-        egui::Grid::new("timeline-grid")
-            .striped(true)
-            .num_columns(5)
-            .spacing([10.0, 4.0])
-            .show(ui, |ui| {
-                ui.strong("Step");
-                ui.strong("Who");
-                ui.strong("At");
-                ui.strong("Took");
-                ui.strong("What happened");
-                ui.end_row();
-                for s in &detail.steps {
-                    let reached = s.started_ms.is_some();
-                    let current = !d.state.is_terminal() && s.step == d.step;
-                    let mark = if current {
-                        "▶"
-                    } else if reached {
-                        "✔"
+        for s in &detail.steps {
+            let reached = s.started_ms.is_some();
+            let current = !d.state.is_terminal() && s.step == d.step;
+            let mark = if current {
+                "▶"
+            } else if reached {
+                "✔"
+            } else {
+                "·"
+            };
+            ui.horizontal(|ui| {
+                let title = RichText::new(format!("{mark} {} {}", s.step, s.name));
+                let title = if current {
+                    title.strong().color(state_color(ui, State::Running))
+                } else if reached {
+                    title.strong()
+                } else {
+                    title.weak()
+                };
+                ui.allocate_ui_with_layout(
+                    egui::vec2(190.0, 18.0),
+                    egui::Layout::left_to_right(egui::Align::Center),
+                    |ui| {
+                        ui.set_min_width(190.0);
+                        ui.label(title);
+                    },
+                );
+                match s.started_ms {
+                    Some(t) => ui.monospace(time_text(t)),
+                    None => ui.weak("not reached"),
+                };
+                if let Some(ms) = s.duration_ms {
+                    ui.label(RichText::new(format!("took {}", duration_text(ms))).strong());
+                }
+                ui.add(egui::Label::new(RichText::new(&s.who).weak()).wrap());
+            });
+            ui.indent(("step-events", s.step), |ui| {
+                for e in &s.events {
+                    let failed = e.text.starts_with("failed") || e.text.contains("refused");
+                    let line =
+                        format!("{}  {}", time_text(e.at_ms).get(11..).unwrap_or(""), e.text);
+                    if failed {
+                        ui.colored_label(ui.visuals().error_fg_color, line);
                     } else {
-                        "·"
-                    };
-                    let title = RichText::new(format!("{mark} {} {}", s.step, s.name));
-                    ui.label(if reached {
-                        title.strong()
-                    } else {
-                        title.weak()
-                    });
-                    ui.label(RichText::new(&s.who).small());
-                    match s.started_ms {
-                        Some(t) => ui.label(time_text(t)),
-                        None => ui.weak("—"),
-                    };
-                    match s.duration_ms {
-                        Some(ms) => ui.label(duration_text(ms)),
-                        None => ui.weak("—"),
-                    };
-                    ui.vertical(|ui| {
-                        for e in &s.events {
-                            let failed = e.text.starts_with("failed") || e.text.contains("refused");
-                            if failed {
-                                ui.colored_label(ui.visuals().error_fg_color, &e.text);
-                            } else {
-                                ui.label(&e.text);
-                            }
-                        }
-                    });
-                    ui.end_row();
+                        ui.label(line);
+                    }
                 }
             });
+        }
         if !detail.audit.is_empty() {
             ui.add_space(6.0);
             ui.strong("Decisions");
@@ -413,24 +413,20 @@ impl DelegationsPanel {
                  events above say what the device did.",
             );
         } else {
-            egui::Grid::new("commands-grid")
-                .striped(true)
-                .num_columns(3)
-                .show(ui, |ui| {
-                    for c in &detail.commands {
-                        ui.label(c.kind);
-                        ui.label(&c.text);
-                        let color = if c.status.starts_with("200") {
-                            state_color(ui, State::Completed)
-                        } else if c.status.starts_with(|ch: char| ch.is_ascii_digit()) {
-                            ui.visuals().error_fg_color
-                        } else {
-                            ui.visuals().weak_text_color()
-                        };
-                        ui.colored_label(color, &c.status);
-                        ui.end_row();
-                    }
+            for c in &detail.commands {
+                ui.horizontal(|ui| {
+                    let color = if c.status.starts_with("200") {
+                        state_color(ui, State::Completed)
+                    } else if c.status.starts_with(|ch: char| ch.is_ascii_digit()) {
+                        ui.visuals().error_fg_color
+                    } else {
+                        ui.visuals().weak_text_color()
+                    };
+                    ui.label(RichText::new(c.kind).weak());
+                    ui.label(RichText::new(&c.status).color(color).strong());
+                    ui.add(egui::Label::new(&c.text).wrap());
                 });
+            }
         }
         ui.add_space(6.0);
         ui.strong(format!(

@@ -10,7 +10,7 @@ use egui::{Key, RichText, Ui};
 use egui_extras::{Column, TableBuilder};
 
 use super::Ctx;
-use super::common::{labelled_edit, labelled_edit_hint, server_color};
+use super::common::{contains_ci, labelled_edit, labelled_edit_hint, server_color};
 use super::model::*;
 use super::tree::{TreeModel, TreeView, rights_letters};
 use crate::delegation::machine::Role;
@@ -41,6 +41,8 @@ pub struct DevicesPanel {
     pub sort: (DevCol, bool),
     order: Vec<u32>,
     order_key: Option<(usize, usize, String, (DevCol, bool))>,
+    sorted: Vec<u32>,
+    sorted_key: Option<(usize, usize, (DevCol, bool))>,
     /// The selected device.
     pub selected: Option<String>,
     scroll_to: Option<usize>,
@@ -68,6 +70,8 @@ pub struct DevicesPanel {
     /// Bulk: stop after this many failures.
     pub bulk_max_failures: usize,
     form_error: Option<String>,
+    /// Lab devices set to refuse changes under ./Vendor.
+    pub faulty: BTreeSet<String>,
 }
 
 impl Default for DevicesPanel {
@@ -77,6 +81,8 @@ impl Default for DevicesPanel {
             sort: (DevCol::Id, true),
             order: Vec::new(),
             order_key: None,
+            sorted: Vec::new(),
+            sorted_key: None,
             selected: None,
             scroll_to: None,
             bulk: BTreeSet::new(),
@@ -94,6 +100,7 @@ impl Default for DevicesPanel {
             bulk_concurrency: 8,
             bulk_max_failures: 5,
             form_error: None,
+            faulty: BTreeSet::new(),
         }
     }
 }
@@ -104,6 +111,7 @@ impl DevicesPanel {
         *self = DevicesPanel {
             bulk_concurrency: self.bulk_concurrency,
             bulk_max_failures: self.bulk_max_failures,
+            faulty: std::mem::take(&mut self.faulty),
             ..DevicesPanel::default()
         };
     }
@@ -140,8 +148,12 @@ impl DevicesPanel {
         match tree {
             Ok(t) => {
                 if self.tree_view.expanded.is_empty() {
-                    // Open the first two levels.
-                    for n in t.nodes.iter().filter(|n| n.depth < 2 && !n.leaf) {
+                    // Open the root, and the accounts and vendor subtrees below it (where
+                    // delegations usually happen).
+                    for n in t.nodes.iter().filter(|n| {
+                        n.depth == 0
+                            || (n.depth == 1 && matches!(n.name.as_str(), "DMAcc" | "Vendor"))
+                    }) {
                         self.tree_view.expanded.insert(n.uri.clone());
                     }
                 }
@@ -162,7 +174,8 @@ impl DevicesPanel {
         }
     }
 
-    /// The device indices shown, in order.
+    /// The device indices shown, in order: the sorted order is kept per snapshot and sort,
+    /// and a new filter only walks it.
     fn ordered(&mut self, devices: &Arc<Vec<DeviceRow>>) -> &[u32] {
         let key = (
             Arc::as_ptr(devices) as usize,
@@ -170,20 +183,12 @@ impl DevicesPanel {
             self.filter.clone(),
             self.sort,
         );
-        if self.order_key.as_ref() != Some(&key) {
-            let f = self.filter.to_lowercase();
-            let mut idx: Vec<u32> = devices
-                .iter()
-                .enumerate()
-                .filter(|(_, d)| {
-                    f.is_empty()
-                        || d.dev_id.to_lowercase().contains(&f)
-                        || d.man.to_lowercase().contains(&f)
-                        || d.model.to_lowercase().contains(&f)
-                        || d.managers.to_lowercase().contains(&f)
-                })
-                .map(|(i, _)| i as u32)
-                .collect();
+        if self.order_key.as_ref() == Some(&key) {
+            return &self.order;
+        }
+        let sorted_key = (key.0, key.1, key.3);
+        if self.sorted_key != Some(sorted_key) {
+            let mut idx: Vec<u32> = (0..devices.len() as u32).collect();
             let (col, asc) = self.sort;
             idx.sort_by(|a, b| {
                 let (a, b) = (&devices[*a as usize], &devices[*b as usize]);
@@ -196,9 +201,26 @@ impl DevicesPanel {
                 };
                 if asc { o } else { o.reverse() }
             });
-            self.order = idx;
-            self.order_key = Some(key);
+            self.sorted = idx;
+            self.sorted_key = Some(sorted_key);
         }
+        let f = self.filter.trim().to_lowercase();
+        self.order = if f.is_empty() {
+            self.sorted.clone()
+        } else {
+            self.sorted
+                .iter()
+                .copied()
+                .filter(|&i| {
+                    let d = &devices[i as usize];
+                    contains_ci(&d.dev_id, &f)
+                        || contains_ci(&d.man, &f)
+                        || contains_ci(&d.model, &f)
+                        || contains_ci(&d.managers, &f)
+                })
+                .collect()
+        };
+        self.order_key = Some(key);
         &self.order
     }
 
@@ -557,6 +579,26 @@ impl DevicesPanel {
                 }
             ));
         }
+        if cx.snap.lab && cx.server == 0 {
+            let mut on = self.faulty.contains(&dev_id);
+            if ui
+                .checkbox(
+                    &mut on,
+                    "Lab: this device refuses changes under ./Vendor (HTTP 500)",
+                )
+                .changed()
+            {
+                if on {
+                    self.faulty.insert(dev_id.clone());
+                } else {
+                    self.faulty.remove(&dev_id);
+                }
+                cx.send(UiCommand::LabFault {
+                    dev_id: dev_id.clone(),
+                    fail_path: on.then(|| "./Vendor".to_owned()),
+                });
+            }
+        }
         if let Some(e) = &self.tree_error {
             ui.colored_label(ui.visuals().error_fg_color, e);
         }
@@ -569,19 +611,17 @@ impl DevicesPanel {
             }
             return;
         };
-        let avail = ui.available_height();
-        egui::Panel::bottom("delegate-form")
-            .resizable(true)
-            .default_size((avail * 0.45).max(260.0))
-            .show(ui, |ui| {
-                egui::ScrollArea::vertical()
-                    .id_salt("form-scroll")
-                    .show(ui, |ui| self.form_ui(ui, cx, &dev_id, &tree));
-            });
-        self.tree_ui(ui, &tree);
+        // The tree on top, the form and its preview below, half and half.
+        let tree_h = (ui.available_height() * 0.5).max(180.0);
+        self.tree_ui(ui, &tree, tree_h);
+        ui.separator();
+        egui::ScrollArea::vertical()
+            .id_salt("form-scroll")
+            .auto_shrink([false, false])
+            .show(ui, |ui| self.form_ui(ui, cx, &dev_id, &tree));
     }
 
-    fn tree_ui(&mut self, ui: &mut Ui, tree: &Arc<TreeModel>) {
+    fn tree_ui(&mut self, ui: &mut Ui, tree: &Arc<TreeModel>, height: f32) {
         ui.horizontal(|ui| {
             ui.strong(format!("DM tree, {} nodes", tree.nodes.len()));
             if ui.button("Expand all").clicked() {
@@ -637,10 +677,13 @@ impl DevicesPanel {
         let mut toggle: Option<String> = None;
         let mut tick: Option<(String, bool)> = None;
         let mut select: Option<String> = None;
+        let table_h = (height - 60.0).max(120.0);
         let mut builder = TableBuilder::new(ui)
             .id_salt("tree-table")
             .striped(true)
-            .resizable(true)
+            .resizable(false)
+            .max_scroll_height(table_h)
+            .auto_shrink([false, true])
             .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
             .column(Column::exact(22.0))
             .column(Column::initial(260.0).at_least(120.0).clip(true));
@@ -649,7 +692,7 @@ impl DevicesPanel {
         }
         builder
             .column(Column::remainder().at_least(100.0).clip(true))
-            .min_scrolled_height(0.0)
+            .min_scrolled_height(table_h)
             .header(20.0, |mut h| {
                 h.col(|ui| {
                     ui.label("");
@@ -731,7 +774,8 @@ impl DevicesPanel {
                         if n.own_acl.is_empty() {
                             ui.weak("inherited");
                         } else {
-                            ui.monospace(&n.own_acl);
+                            ui.monospace(&n.own_acl)
+                                .on_hover_text(n.own_acl.replace('&', "\n"));
                         }
                     });
                 });
@@ -901,16 +945,27 @@ fn preview_ui(ui: &mut Ui, result: &Result<PreviewView, String>) {
         .show(ui, |ui| {
             ui.strong("Node");
             ui.strong("ACL before");
-            ui.strong("ACL after");
+            ui.strong("ACL after (new in bold)");
             ui.end_row();
             for (uri, before, after) in &p.acls {
                 ui.monospace(uri);
-                if before.is_empty() {
-                    ui.weak("(inherited)");
-                } else {
-                    ui.monospace(before);
-                }
-                ui.monospace(after);
+                ui.vertical(|ui| {
+                    if before.is_empty() {
+                        ui.weak("(none: inherited)");
+                    }
+                    for l in before.split('&').filter(|l| !l.is_empty()) {
+                        ui.monospace(l);
+                    }
+                });
+                ui.vertical(|ui| {
+                    for l in after.split('&').filter(|l| !l.is_empty()) {
+                        if before.split('&').any(|b| b == l) {
+                            ui.monospace(l);
+                        } else {
+                            ui.label(RichText::new(l).monospace().strong());
+                        }
+                    }
+                });
                 ui.end_row();
             }
         });

@@ -538,6 +538,13 @@ pub enum UiCommand {
         /// The engine.
         server: usize,
     },
+    /// Lab only: make a simulated device refuse commands under `fail_path` (`None`: behave).
+    LabFault {
+        /// The device.
+        dev_id: String,
+        /// Where it refuses (500), or nothing.
+        fail_path: Option<String>,
+    },
     /// Read a peer's certificate file and make the configuration to add it.
     PeerFromCert {
         /// The engine.

@@ -3,7 +3,6 @@
 //! start, so the view reads the peer's certificate file and gives the configuration to add.
 
 use egui::{RichText, Ui};
-use egui_extras::{Column, TableBuilder};
 
 use super::Ctx;
 use super::common::labelled_edit_hint;
@@ -50,88 +49,84 @@ impl PeersPanel {
                 );
             }
             let now = crate::engine::driver::now_ms();
-            TableBuilder::new(ui)
-                .id_salt("peers-table")
-                .striped(true)
-                .resizable(true)
-                .cell_layout(egui::Layout::left_to_right(egui::Align::Center))
-                .column(Column::initial(130.0).clip(true))
-                .column(Column::initial(190.0).clip(true))
-                .column(Column::initial(70.0))
-                .column(Column::initial(200.0).clip(true))
-                .column(Column::initial(250.0).clip(true))
-                .column(Column::initial(150.0).clip(true))
-                .column(Column::remainder().clip(true))
-                .min_scrolled_height(0.0)
-                .header(22.0, |mut h| {
-                    for t in [
-                        "ServerID",
-                        "URL",
-                        "Policy",
-                        "Certificate",
-                        "SHA-256 fingerprint",
-                        "Expires",
-                        "Reachable",
-                    ] {
-                        h.col(|ui| {
-                            ui.strong(t);
-                        });
-                    }
-                })
-                .body(|body| {
-                    body.rows(22.0, server.peers.len(), |mut row| {
-                        let p = &server.peers[row.index()];
-                        row.col(|ui| {
-                            ui.label(RichText::new(&p.server_id).strong());
-                        });
-                        row.col(|ui| {
-                            ui.monospace(&p.url);
-                        });
-                        row.col(|ui| {
-                            ui.label(&p.policy);
-                        });
-                        row.col(|ui| {
-                            ui.label(&p.auth);
-                        });
-                        row.col(|ui| {
-                            match &p.fingerprint {
-                                Some(fp) => ui
-                                    .monospace(fp.get(..23).map_or(fp.clone(), |s| format!("{s}…")))
-                                    .on_hover_text(fp),
-                                None => ui.weak("unknown until it answers"),
-                            };
-                        });
-                        row.col(|ui| {
-                            match (&p.expires, p.expires_ms) {
-                                (Some(t), Some(ms)) if ms < now => ui.colored_label(
-                                    ui.visuals().error_fg_color,
-                                    format!("EXPIRED {t}"),
-                                ),
-                                (Some(t), Some(ms)) if ms < now + 30 * 86_400_000 => {
-                                    ui.colored_label(ui.visuals().warn_fg_color, t)
-                                }
-                                (Some(t), _) => ui.label(t),
-                                _ => ui.weak("—"),
-                            };
-                        });
-                        row.col(|ui| {
-                            match &p.reach {
-                                Reach::Unknown => ui.weak("not checked"),
-                                Reach::Checking => ui.spinner(),
-                                Reach::Up(ms) => ui.colored_label(
+            if server.peers.is_empty() {
+                ui.label("No peer is configured: add one below.");
+            }
+            for p in server.peers.iter() {
+                egui::Frame::group(ui.style()).show(ui, |ui| {
+                    ui.set_width(ui.available_width());
+                    ui.horizontal(|ui| {
+                        ui.label(RichText::new(&p.server_id).strong().size(16.0));
+                        match &p.reach {
+                            Reach::Unknown => {
+                                ui.weak("not checked yet");
+                            }
+                            Reach::Checking => {
+                                ui.spinner();
+                                ui.label("checking…");
+                            }
+                            Reach::Up(ms) => {
+                                ui.colored_label(
                                     super::common::state_color(
                                         ui,
                                         crate::delegation::machine::State::Completed,
                                     ),
-                                    format!("yes, TLS in {ms} ms"),
-                                ),
-                                Reach::Down(why) => {
-                                    ui.colored_label(ui.visuals().error_fg_color, why)
-                                }
-                            };
-                        });
+                                    format!("● reachable: TLS handshake in {ms} ms"),
+                                );
+                            }
+                            Reach::Down(why) => {
+                                ui.colored_label(
+                                    ui.visuals().error_fg_color,
+                                    format!("● unreachable: {why}"),
+                                );
+                            }
+                        }
                     });
+                    egui::Grid::new(("peer", &p.server_id))
+                        .num_columns(2)
+                        .spacing([14.0, 4.0])
+                        .show(ui, |ui| {
+                            ui.label("Peer endpoint");
+                            ui.monospace(&p.url);
+                            ui.end_row();
+                            ui.label("Its requests");
+                            ui.label(match p.policy.as_str() {
+                                "accept" => "accepted at once (policy accept)",
+                                "decline" => "declined at once (policy decline)",
+                                _ => "wait for an operator (policy operator)",
+                            });
+                            ui.end_row();
+                            ui.label("Recognised by");
+                            ui.label(&p.auth);
+                            ui.end_row();
+                            ui.label("SHA-256 fingerprint");
+                            match &p.fingerprint {
+                                Some(fp) => ui.monospace(fp),
+                                None => ui.weak("unknown until it answers"),
+                            };
+                            ui.end_row();
+                            ui.label("Certificate expires");
+                            match (&p.expires, p.expires_ms) {
+                                (Some(t), Some(ms)) if ms < now => ui.colored_label(
+                                    ui.visuals().error_fg_color,
+                                    format!("EXPIRED {t} UTC"),
+                                ),
+                                (Some(t), Some(ms)) if ms < now + 30 * 86_400_000 => ui
+                                    .colored_label(
+                                        ui.visuals().warn_fg_color,
+                                        format!("{t} UTC (within 30 days)"),
+                                    ),
+                                (Some(t), Some(ms)) => ui.label(format!(
+                                    "{t} UTC (in {} days)",
+                                    (ms - now) / 86_400_000
+                                )),
+                                _ => ui.weak("unknown until it answers"),
+                            };
+                            ui.end_row();
+                        });
                 });
+                ui.add_space(4.0);
+            }
             ui.add_space(12.0);
             ui.separator();
             ui.heading("Add a peer");

@@ -68,27 +68,43 @@ impl RequestsPanel {
                             );
                             ui.weak(&d.id);
                         });
-                        ui.label(format!(
-                            "{} delegation{}, {}; received {}{}",
-                            d.kind(),
-                            if d.full {
-                                String::new()
-                            } else {
-                                format!(" of {}", d.paths.join(", "))
-                            },
-                            match d.role {
-                                crate::delegation::machine::Role::Delegated => {
-                                    "this server would manage the device"
+                        egui::Grid::new(("request", &d.id))
+                            .num_columns(2)
+                            .spacing([14.0, 3.0])
+                            .show(ui, |ui| {
+                                ui.label("What");
+                                ui.label(if d.full {
+                                    "Full: the whole device".to_owned()
+                                } else {
+                                    format!("Partial: {}", d.paths.join(", "))
+                                });
+                                ui.end_row();
+                                ui.label("Approach");
+                                ui.label(if d.bootstrap {
+                                    "bootstrap server URL"
+                                } else {
+                                    "DMAcc account"
+                                });
+                                ui.end_row();
+                                ui.label("This server");
+                                ui.label(match d.role {
+                                    crate::delegation::machine::Role::Delegated => {
+                                        "would manage the device (delegated)"
+                                    }
+                                    crate::delegation::machine::Role::Delegating => {
+                                        "would hand the device over (delegating)"
+                                    }
+                                });
+                                ui.end_row();
+                                ui.label("Received");
+                                ui.label(time_text(d.created_ms));
+                                ui.end_row();
+                                if let Some(t) = d.deadline {
+                                    ui.label("Undecided until");
+                                    ui.label(format!("{} (then declined)", time_text(t)));
+                                    ui.end_row();
                                 }
-                                crate::delegation::machine::Role::Delegating => {
-                                    "this server would hand the device over"
-                                }
-                            },
-                            time_text(d.created_ms),
-                            d.deadline
-                                .map(|t| format!("; declined by itself at {}", time_text(t)))
-                                .unwrap_or_default()
-                        ));
+                            });
                         if let Some(what) = self.decided.get(&d.id) {
                             ui.horizontal(|ui| {
                                 ui.spinner();
