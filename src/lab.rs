@@ -51,7 +51,7 @@ fn io(path: &Path) -> impl Fn(std::io::Error) -> LabError + '_ {
 }
 
 /// The three listening addresses of one engine.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EnginePorts {
     /// Device endpoint.
     pub devices: SocketAddr,
@@ -62,6 +62,13 @@ pub struct EnginePorts {
 }
 
 impl EnginePorts {
+    /// Whether all three ports can be bound right now.
+    pub fn available(&self) -> bool {
+        [self.devices, self.peer, self.bootstrap]
+            .iter()
+            .all(|a| std::net::TcpListener::bind(a).is_ok())
+    }
+
     /// Three free loopback ports, chosen now.
     pub fn free() -> Result<EnginePorts, LabError> {
         Ok(EnginePorts {
@@ -225,8 +232,21 @@ impl Lab {
     pub fn plan(opts: &LabOptions) -> Result<[LabEngine; 2], LabError> {
         let certs = opts.dir.join("certs");
         ensure_certs(&certs)?;
-        let p1 = EnginePorts::free()?;
-        let p2 = EnginePorts::free()?;
+        // The ports of an earlier run, while they are free: a delegation left in flight
+        // resumes with its peer where it was.
+        let saved = opts.dir.join("lab-ports.json");
+        let previous: Option<[EnginePorts; 2]> = std::fs::read(&saved)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .filter(|p: &[EnginePorts; 2]| p.iter().all(EnginePorts::available));
+        let [p1, p2] = match previous {
+            Some(p) => p,
+            None => [EnginePorts::free()?, EnginePorts::free()?],
+        };
+        if let Ok(text) = serde_json::to_vec(&[p1, p2]) {
+            // Without the file the next run picks new ports; nothing else depends on it.
+            let _ = std::fs::create_dir_all(&opts.dir).and_then(|()| std::fs::write(&saved, text));
+        }
         let mk =
             |id: &str, ports: EnginePorts, peer: (&str, EnginePorts), policy: Policy| LabEngine {
                 server_id: id.to_owned(),
