@@ -1079,6 +1079,11 @@ impl Delegation {
                     "the peer's confirmation shows the device took the changes",
                 );
                 self.changes_applied(now);
+                self.record(
+                    now,
+                    Step::DelegatedSession,
+                    &format!("the peer had its session with the device ({session_id})"),
+                );
                 self.session_id = Some(session_id);
                 self.record(
                     now,
@@ -1090,6 +1095,11 @@ impl Delegation {
                 Ok(())
             }
             (Wait::Confirm, Body::Confirm { session_id }) => {
+                self.record(
+                    now,
+                    Step::DelegatedSession,
+                    &format!("the peer had its session with the device ({session_id})"),
+                );
                 self.session_id = Some(session_id);
                 self.record(
                     now,
