@@ -11,6 +11,7 @@ pub mod dm;
 pub mod engine;
 pub mod gui;
 pub mod lab;
+pub mod logging;
 pub mod sim;
 pub mod store;
 pub mod syncml;

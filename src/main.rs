@@ -345,11 +345,18 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             for w in cfg.warnings() {
                 eprintln!("dmdeleg: warning: {}: {w}", config.display());
             }
+            let _logs = dmdeleg::logging::init(Some(&cfg.data_dir()), true);
             runtime()?.block_on(serve(&cfg, engine_cfg))?;
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Delegations { action }) => delegations(action),
-        Some(Command::Demo(args)) => runtime()?.block_on(demo(args)),
+        Some(Command::Demo(args)) => {
+            let _logs = args
+                .dir
+                .as_deref()
+                .and_then(|d| dmdeleg::logging::init(Some(d), false));
+            runtime()?.block_on(demo(args))
+        }
         Some(Command::Devices { action }) => devices(action),
         Some(Command::Sim(args)) => runtime()?.block_on(sim(*args)),
         Some(Command::Msg { action }) => msg(action),

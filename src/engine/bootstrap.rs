@@ -344,6 +344,8 @@ fn unix_ms_now() -> i64 {
 
 /// The one refusal: 403, empty body, no header that says why.
 fn refuse(st: &BootstrapState, why: Refused) -> Response {
+    // The log says why; the client learns nothing. The token is never logged.
+    tracing::warn!("bootstrap endpoint: refused (403): {why:?}");
     st.counters.refused.fetch_add(1, Ordering::Relaxed);
     match st.counters.last_refusal.lock() {
         Ok(mut g) => *g = Some(why),
@@ -383,6 +385,7 @@ async fn handle(
     match taken {
         Err(why) => refuse(&st, why),
         Ok(served) => {
+            tracing::info!(device = %served.dev_id, "bootstrap endpoint: served the account");
             st.counters.served.fetch_add(1, Ordering::Relaxed);
             let body = served.account_xml.clone();
             // Nobody listening means nobody waits for the device: serving it is still right.

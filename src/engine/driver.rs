@@ -544,7 +544,7 @@ impl Driver {
                 .await;
             if let Err(e) = saved {
                 // Nothing is released: peers get no answer and retry, devices get nothing.
-                let _ = e;
+                tracing::error!("the store failed; the delegation driver stops: {e}");
                 for (tx, _) in fx.started {
                     let _ = tx.send(Err(CommandRefused::Store(
                         "the delegation could not be stored".into(),
@@ -1151,6 +1151,18 @@ impl Driver {
             })
             .collect();
         events.append(&mut live.extra_events);
+        for e in &events {
+            // Event texts are plain words about steps and statuses: no secrets.
+            tracing::info!(
+                delegation = %e.delegation_id,
+                role = ?d.role,
+                peer = %d.peer,
+                device = %d.dev_id,
+                step = e.step,
+                "{}",
+                e.text
+            );
+        }
         let sig = (d.changes.len(), d.undo.len());
         let journal = (sig != live.journal_sig).then(|| {
             let mut j = Vec::new();

@@ -120,6 +120,7 @@ async fn receive(
         .and_then(|leaf| st.peers.identify(leaf))
         .map(|p| p.server_id.clone());
     let Some(peer) = peer else {
+        tracing::warn!("peer endpoint: a certificate of no configured peer; refused (403)");
         return StatusCode::FORBIDDEN.into_response();
     };
     let media = headers
@@ -141,11 +142,17 @@ async fn receive(
     let msg = match Message::from_xml(&body) {
         Ok(m) => m,
         Err(e) => {
+            tracing::warn!(peer = %peer, "peer endpoint: a malformed message refused (400): {e}");
             return text(StatusCode::BAD_REQUEST, format!("3001 BadMessage: {e}"));
         }
     };
     if msg.server_id != peer {
         // A peer speaking for another server: refused, and nothing is revealed.
+        tracing::warn!(
+            peer = %peer,
+            claimed = %msg.server_id,
+            "peer endpoint: a message claiming another DMServerID; refused (403)"
+        );
         return StatusCode::FORBIDDEN.into_response();
     }
     let (tx, rx) = oneshot::channel();

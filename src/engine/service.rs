@@ -221,6 +221,14 @@ impl Engine {
         let mut driver = Driver::new(parts, internal_tx.clone());
         let recovered = driver.recover().await?;
         let driver = tokio::spawn(driver.run(inbox_rx, internal_rx));
+        tracing::info!(
+            server = %cfg.server_id,
+            devices = %dm.url(),
+            peers = peer_endpoint.as_ref().map_or("-", |p| p.url.as_str()),
+            bootstrap = bootstrap.as_ref().map_or("-", |b| b.url.as_str()),
+            resumed = recovered,
+            "engine started"
+        );
         Ok(Engine {
             server_id: cfg.server_id,
             dm,
