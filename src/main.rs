@@ -401,7 +401,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 fn console(args: ConsoleArgs) -> anyhow::Result<ExitCode> {
     use dmdeleg::engine::peers::Policy;
     use dmdeleg::gui::backend::Launch;
-    let (launch, title) = match &args.config {
+    let (launch, title, log_dir) = match &args.config {
         Some(path) => {
             let cfg = Config::load(path)?;
             let engine_cfg = cfg.engine_config()?;
@@ -411,6 +411,7 @@ fn console(args: ConsoleArgs) -> anyhow::Result<ExitCode> {
             (
                 Launch::Engine(Box::new(engine_cfg)),
                 format!("dmdeleg console: {}", cfg.server_id),
+                cfg.data_dir(),
             )
         }
         None => {
@@ -429,9 +430,12 @@ fn console(args: ConsoleArgs) -> anyhow::Result<ExitCode> {
             (
                 Launch::Lab(opts),
                 format!("dmdeleg console: lab in {}", dir.display()),
+                dir,
             )
         }
     };
+    // The console keeps the terminal quiet; its log goes to the data directory.
+    let _logs = dmdeleg::logging::init(Some(&log_dir), false);
     let view = match args.view {
         ViewArg::Devices => dmdeleg::gui::View::Devices,
         ViewArg::Delegations => dmdeleg::gui::View::Delegations,
