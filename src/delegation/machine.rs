@@ -1079,35 +1079,11 @@ impl Delegation {
                     "the peer's confirmation shows the device took the changes",
                 );
                 self.changes_applied(now);
-                self.record(
-                    now,
-                    Step::DelegatedSession,
-                    &format!("the peer had its session with the device ({session_id})"),
-                );
-                self.session_id = Some(session_id);
-                self.record(
-                    now,
-                    Step::Confirm,
-                    "the peer manages the device (DELEGATION_CONFIRM)",
-                );
-                self.step = Step::Confirm;
-                self.after_confirm(now);
+                self.confirmed(now, session_id);
                 Ok(())
             }
             (Wait::Confirm, Body::Confirm { session_id }) => {
-                self.record(
-                    now,
-                    Step::DelegatedSession,
-                    &format!("the peer had its session with the device ({session_id})"),
-                );
-                self.session_id = Some(session_id);
-                self.record(
-                    now,
-                    Step::Confirm,
-                    "the peer manages the device (DELEGATION_CONFIRM)",
-                );
-                self.step = Step::Confirm;
-                self.after_confirm(now);
+                self.confirmed(now, session_id);
                 Ok(())
             }
             (_, _) => Err(Reject::NotNow(kind.as_str().to_owned(), expected)),
@@ -1116,6 +1092,24 @@ impl Delegation {
             self.seq_in = msg.seq;
         }
         result
+    }
+
+    /// DELEGATING: the peer's CONFIRM was taken: steps 6 and 7 are recorded, and step 8 (or
+    /// the lease) follows.
+    fn confirmed(&mut self, now: UnixMs, session_id: String) {
+        self.record(
+            now,
+            Step::DelegatedSession,
+            &format!("the peer had its session with the device ({session_id})"),
+        );
+        self.session_id = Some(session_id);
+        self.record(
+            now,
+            Step::Confirm,
+            "the peer manages the device (DELEGATION_CONFIRM)",
+        );
+        self.step = Step::Confirm;
+        self.after_confirm(now);
     }
 
     /// DELEGATING: ask the device for its tree with ACLs, to plan against fresh data.
