@@ -18,6 +18,11 @@ use dmdeleg::engine::service::Engine;
 use dmdeleg::sim::device::{DeviceFaults, is_loopback_url};
 use dmdeleg::sim::fleet::{Fleet, FleetConfig};
 use dmdeleg::store;
+
+/// mimalloc instead of glibc's allocator: the engines allocate many small, short-lived
+/// buffers from many threads, where glibc's arenas contend on their locks.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use dmdeleg::syncml::auth::AuthScheme;
 
 /// OMA DM server-to-server delegation: hand the management of devices from one DM server to
