@@ -31,6 +31,9 @@ pub fn init(data_dir: Option<&Path>, stderr: bool) -> Option<WorkerGuard> {
             .with_target(false)
     });
     let file = data_dir.and_then(|dir| {
+        // The appender prunes old files before it creates the directory, and complains on
+        // stderr when it is missing.
+        std::fs::create_dir_all(log_dir(dir)).ok()?;
         let appender = Builder::new()
             .rotation(Rotation::DAILY)
             .filename_prefix("dmdeleg")

@@ -55,6 +55,7 @@ fn assert_full_outcome(tree: &DmTree) {
 async fn full_dmacc_initiated_by_the_delegating_server() {
     let lab = lab("full-dmacc", 1).await;
     let dev = lab.fleet.dev_ids()[0].clone();
+    let sessions_before = lab.dms1.dm().stats().sessions_completed;
     let id = lab.dms1.start_delegation(full(&dev)).await.unwrap();
     let s1 = lab.dms1.wait_done(&id, LONG).await.unwrap();
     let s2 = lab.dms2.wait_done(&id, LONG).await.unwrap();
@@ -62,6 +63,15 @@ async fn full_dmacc_initiated_by_the_delegating_server() {
     assert_eq!(s2.state, State::Completed, "{s2:?}");
     let tree = lab.fleet.tree(&dev).await.unwrap();
     assert_full_outcome(&tree);
+    // Each tree listing and the changes computed from it share one session (the reply after
+    // the listing is held for them): steps 4 and 8 take one session each, and every
+    // Package #0 the device got was valid (the nonces stayed in step).
+    assert_eq!(
+        lab.dms1.dm().stats().sessions_completed - sessions_before,
+        2,
+        "DMS-1's sessions with the device"
+    );
+    assert_eq!(lab.fleet.counts().triggers_ignored, 0);
 }
 
 use dmdeleg::delegation::messages::DeviceInfo;

@@ -554,3 +554,30 @@ fn a_wbxml_session_with_tnds_and_large_objects() {
     assert!(TndsDocument::from_xml(&results[0].data).is_ok());
     assert!(DmAcc::read(&p.tree, "DelegatedSrv").is_ok());
 }
+
+#[test]
+fn a_session_with_nothing_to_do_leaves_both_sides_with_the_same_nonces() {
+    // The server has no command: its first reply ends the session, so the device never sends
+    // the status that would carry a new server nonce. It must keep the one the server knows,
+    // or the server's next Package #0 and credentials would be refused.
+    for scheme in [AuthScheme::Md5, AuthScheme::Hmac] {
+        let mut p = Pair::new(Setup {
+            scheme,
+            ..Setup::default()
+        });
+        p.drive();
+        assert!(p.server.is_done());
+        assert!(p.server_events.contains(&ServerEvent::Authenticated));
+        let (client_nonce, server_nonce) = p.client.nonces();
+        assert_eq!(
+            server_nonce.as_bytes(),
+            p.server.auth().server_nonce.as_bytes(),
+            "{scheme:?}: the nonce the server will sign with"
+        );
+        assert_eq!(
+            client_nonce.as_bytes(),
+            p.server.auth().client_nonce.as_bytes(),
+            "{scheme:?}: the nonce the device will sign with"
+        );
+    }
+}

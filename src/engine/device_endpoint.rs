@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use tokio::net::TcpListener;
 
-use super::devices::{DeviceRecord, Devices, Incoming};
+use super::devices::{DeviceRecord, Devices, Handled, Incoming};
 use crate::store::Store;
 use crate::syncml::auth::HMAC_HEADER;
 use crate::syncml::session::Encoding;
@@ -30,6 +30,9 @@ pub struct DeviceEndpointConfig {
     pub max_msg_size: u64,
     /// The largest object accepted.
     pub max_obj_size: u64,
+    /// How long a session is held open, after results someone will answer with more
+    /// commands, before it ends anyway (milliseconds; 0: never held).
+    pub hold_ms: u64,
 }
 
 impl Default for DeviceEndpointConfig {
@@ -38,6 +41,7 @@ impl Default for DeviceEndpointConfig {
             path: "/dm".to_owned(),
             max_msg_size: 65_536,
             max_obj_size: 1 << 20,
+            hold_ms: 2_000,
         }
     }
 }
@@ -47,6 +51,7 @@ struct EndpointState {
     devices: Arc<Mutex<Devices>>,
     server: ServerConfig,
     store: Option<Store>,
+    hold_ms: u64,
 }
 
 #[derive(Debug)]
@@ -140,6 +145,7 @@ fn router(
             max_obj_size: cfg.max_obj_size,
         },
         store,
+        hold_ms: cfg.hold_ms,
     };
     Router::new()
         .route(&cfg.path, post(handle_new))
@@ -173,7 +179,36 @@ async fn respond(
     body: Bytes,
 ) -> Response {
     let store = st.store.clone();
-    let (response, changed) = handle(st, token, headers, body);
+    let (response, changed) = match handle(st.clone(), token, headers, body) {
+        Handling::Done(r, c) => (r, c),
+        Handling::Hold {
+            waker,
+            dev_id,
+            session_id,
+            encoding,
+            before,
+        } => {
+            // Wait for the follow-up commands (or not longer than hold_ms), then answer.
+            let wait = std::time::Duration::from_millis(st.hold_ms);
+            let _ = tokio::time::timeout(wait, waker.notified()).await;
+            let Ok(mut devices) = st.devices.lock() else {
+                return HttpStatus::INTERNAL_SERVER_ERROR.into_response();
+            };
+            let result = devices.finish_message(&dev_id, &session_id, Ok(()));
+            let changed = persist_change(&devices, &dev_id, &before);
+            match result {
+                Some(Ok(reply)) => (reply_response(reply, encoding), changed),
+                Some(Err(e)) => (
+                    (HttpStatus::BAD_REQUEST, e.to_string()).into_response(),
+                    changed,
+                ),
+                None => (
+                    (HttpStatus::NOT_FOUND, "no such session").into_response(),
+                    None,
+                ),
+            }
+        }
+    };
     if let (Some(store), Some(change)) = (store, changed) {
         let now = std::time::SystemTime::now();
         let saved = match change {
@@ -239,15 +274,66 @@ enum Persist {
     },
 }
 
+/// What the first look at a message decided.
+enum Handling {
+    /// The response, and what to persist before it leaves.
+    Done(Response, Option<Persist>),
+    /// The session is held for follow-up commands: wait on `waker`, then finish.
+    Hold {
+        waker: Arc<tokio::sync::Notify>,
+        dev_id: String,
+        session_id: String,
+        encoding: crate::syncml::session::Encoding,
+        before: Option<DurableState>,
+    },
+}
+
+type DurableState = (Vec<u8>, Vec<u8>, bool, bool);
+
+/// What changed in the device's durable state since `before`.
+fn persist_change(
+    devices: &Devices,
+    dev_id: &str,
+    before: &Option<DurableState>,
+) -> Option<Persist> {
+    let after = durable_state(devices, dev_id);
+    match (before, &after) {
+        (Some(b), Some(a)) if b == a => None,
+        (Some(b), Some(a)) if (b.2, b.3) == (a.2, a.3) => {
+            devices.get(dev_id).map(|r| Persist::Nonces {
+                dev_id: dev_id.to_owned(),
+                client: r.client_nonce.clone(),
+                server: r.server_nonce.clone(),
+            })
+        }
+        (_, Some(_)) => devices
+            .get(dev_id)
+            .cloned()
+            .map(|r| Persist::Record(Box::new(r))),
+        _ => None,
+    }
+}
+
+fn reply_response(
+    reply: crate::syncml::session::server::Reply,
+    encoding: crate::syncml::session::Encoding,
+) -> Response {
+    let mut resp = (HttpStatus::OK, reply.body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(encoding.mime()),
+    );
+    if let Some(h) = reply.hmac.and_then(|h| HeaderValue::from_str(&h).ok()) {
+        resp.headers_mut().insert(HMAC_HEADER, h);
+    }
+    resp
+}
+
 /// Handles the message under the devices lock (never held across an await); returns the
-/// response and the device record to persist first, when it changed.
-fn handle(
-    st: EndpointState,
-    token: Option<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> (Response, Option<Persist>) {
-    let response = |r: Response| (r, None);
+/// response and the device record to persist first, when it changed, or that the session is
+/// held for follow-up commands.
+fn handle(st: EndpointState, token: Option<String>, headers: HeaderMap, body: Bytes) -> Handling {
+    let response = |r: Response| Handling::Done(r, None);
     let Some(encoding) = encoding_of(&headers) else {
         return response(
             (
@@ -307,42 +393,27 @@ fn handle(
             token: new_token,
             encoding,
         },
+        st.hold_ms > 0,
     );
-    let after = durable_state(&devices, &dev_id);
-    let changed = match (&before, &after) {
-        (Some(b), Some(a)) if b == a => None,
-        (Some(b), Some(a)) if (b.2, b.3) == (a.2, a.3) => {
-            devices.get(&dev_id).map(|r| Persist::Nonces {
-                dev_id: dev_id.clone(),
-                client: r.client_nonce.clone(),
-                server: r.server_nonce.clone(),
-            })
-        }
-        (_, Some(_)) => devices
-            .get(&dev_id)
-            .cloned()
-            .map(|r| Persist::Record(Box::new(r))),
-        _ => None,
-    };
     match result {
         None => {
             devices.stats.unknown_devices += 1;
             response((HttpStatus::FORBIDDEN, "unknown device").into_response())
         }
-        Some(Err(e)) => (
+        Some(Handled::Hold(waker)) => Handling::Hold {
+            waker,
+            dev_id,
+            session_id,
+            encoding,
+            before,
+        },
+        Some(Handled::Reply(Err(e))) => Handling::Done(
             (HttpStatus::BAD_REQUEST, e.to_string()).into_response(),
-            changed,
+            persist_change(&devices, &dev_id, &before),
         ),
-        Some(Ok(reply)) => {
-            let mut resp = (HttpStatus::OK, reply.body).into_response();
-            resp.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(encoding.mime()),
-            );
-            if let Some(h) = reply.hmac.and_then(|h| HeaderValue::from_str(&h).ok()) {
-                resp.headers_mut().insert(HMAC_HEADER, h);
-            }
-            (resp, changed)
-        }
+        Some(Handled::Reply(Ok(reply))) => Handling::Done(
+            reply_response(reply, encoding),
+            persist_change(&devices, &dev_id, &before),
+        ),
     }
 }

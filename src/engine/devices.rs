@@ -115,10 +115,32 @@ pub(crate) struct Incoming<'a> {
     pub(crate) encoding: crate::syncml::session::Encoding,
 }
 
+/// What became of a device's message.
+#[derive(Debug)]
+pub(crate) enum Handled {
+    /// The reply (or why there is none).
+    Reply(Result<crate::syncml::session::server::Reply, SessionError>),
+    /// Wait for follow-up commands (woken by this), then call `finish_message`.
+    Hold(std::sync::Arc<tokio::sync::Notify>),
+}
+
+/// A batch of commands queued by [`Devices::enqueue_all`].
+#[derive(Debug)]
+pub struct Queued {
+    /// Each command's tag, for [`Devices::cancel`].
+    pub tags: Vec<u64>,
+    /// Each command's outcome, in order.
+    pub outcomes: Vec<oneshot::Receiver<CommandResult>>,
+    /// False when the batch went into a reply held for it: no Package #0 is needed.
+    pub needs_trigger: bool,
+}
+
 /// Who is waiting for a command's outcome.
 #[derive(Debug)]
 enum Waiter {
-    Caller(oneshot::Sender<CommandResult>),
+    /// Someone awaits the outcome; `follow_up` when they will send more commands in reply
+    /// (the session is then held open for them a moment).
+    Caller(oneshot::Sender<CommandResult>, bool),
     /// The engine's own inventory fetch (first session), as TNDS.
     Inventory,
     /// The inventory fetch for devices without TNDS: `?list=StructData`.
@@ -158,6 +180,12 @@ pub struct Devices {
     observer: Option<tokio::sync::mpsc::UnboundedSender<DeviceEvent>>,
     /// Triggers sent to each device since its last completed session.
     unanswered: HashMap<String, u32>,
+    /// Set while handling a message when a caller that will follow up got its outcome.
+    follow_up_due: bool,
+    /// The devices whose message is held unanswered right now, waiting for follow-up
+    /// commands, with what wakes that one hold (a new one per hold, so a wake meant for an
+    /// earlier hold never ends a later one early).
+    held: HashMap<String, std::sync::Arc<tokio::sync::Notify>>,
     records: HashMap<String, DeviceRecord>,
     queues: HashMap<String, VecDeque<(u64, DeviceCommand)>>,
     waiters: HashMap<u64, Waiter>,
@@ -228,14 +256,46 @@ impl Devices {
         dev_id: &str,
         cmd: DeviceCommand,
     ) -> Result<(u64, oneshot::Receiver<CommandResult>), CommandError> {
+        let mut queued = self.enqueue_all(dev_id, vec![cmd], false)?;
+        let (tags, mut rxs) = (queued.tags, std::mem::take(&mut queued.outcomes));
+        match (tags.first(), rxs.pop()) {
+            (Some(&tag), Some(rx)) => Ok((tag, rx)),
+            _ => Err(CommandError::SessionLost),
+        }
+    }
+
+    /// Queues `commands`, in order, as one batch: they go out together, in the held reply of
+    /// the device's session when one waits (then [`Queued::needs_trigger`] is false), else in
+    /// its running session or its next one. With `follow_up`, the caller will answer their
+    /// outcome with more commands, and the reply after that outcome is held a moment for them.
+    pub fn enqueue_all(
+        &mut self,
+        dev_id: &str,
+        commands: Vec<DeviceCommand>,
+        follow_up: bool,
+    ) -> Result<Queued, CommandError> {
         if !self.records.contains_key(dev_id) {
             return Err(CommandError::UnknownDevice(dev_id.to_owned()));
         }
-        let (tx, rx) = oneshot::channel();
-        let tag = self.alloc_tag();
-        self.waiters.insert(tag, Waiter::Caller(tx));
-        self.push(dev_id, tag, cmd);
-        Ok((tag, rx))
+        let mut queued = Queued {
+            tags: Vec::with_capacity(commands.len()),
+            outcomes: Vec::with_capacity(commands.len()),
+            needs_trigger: !self.held.contains_key(dev_id),
+        };
+        for cmd in commands {
+            let (tx, rx) = oneshot::channel();
+            let tag = self.alloc_tag();
+            self.waiters.insert(tag, Waiter::Caller(tx, follow_up));
+            self.push(dev_id, tag, cmd);
+            queued.tags.push(tag);
+            queued.outcomes.push(rx);
+        }
+        if let Some(w) = self.held.get(dev_id) {
+            // The whole batch is in: the held reply may go. `notify_one` keeps the wake even
+            // when the endpoint has not started waiting yet.
+            w.notify_one();
+        }
+        Ok(queued)
     }
 
     /// Withdraws queued commands that no session has sent yet (an operation the caller moved
@@ -320,12 +380,16 @@ impl Devices {
         self.tokens.get(token).cloned()
     }
 
-    /// Handles one message of a device session. `None` when the device is not enrolled.
+    /// Handles one message of a device session. `None` when the device is not enrolled. With
+    /// `hold`, a message whose results a caller will follow up on is not answered yet:
+    /// [`Handled::Hold`] says to wait on the waker (a while) and then call
+    /// [`Devices::finish_message`].
     pub(crate) fn handle_message(
         &mut self,
         cfg: &ServerConfig,
         incoming: Incoming<'_>,
-    ) -> Option<Result<crate::syncml::session::server::Reply, SessionError>> {
+        hold: bool,
+    ) -> Option<Handled> {
         let Incoming {
             dev_id,
             session_id,
@@ -337,6 +401,17 @@ impl Devices {
         } = incoming;
         let key = (dev_id.to_owned(), session_id.to_owned());
         if !self.sessions.contains_key(&key) {
+            self.records.get(dev_id)?;
+            // A device runs one session at a time: one it left unfinished is over.
+            let stale: Vec<(String, String)> = self
+                .sessions
+                .keys()
+                .filter(|(d, _)| d == dev_id)
+                .cloned()
+                .collect();
+            for old in stale {
+                self.drop_session(&old);
+            }
             let record = self.records.get_mut(dev_id)?;
             let auth = DeviceAuth {
                 dev_id: record.dev_id.clone(),
@@ -377,17 +452,55 @@ impl Devices {
             events.push(e);
         }
         // Events may queue follow-up commands (the inventory fallback) before the reply.
+        self.follow_up_due = false;
         for e in events {
             self.apply_event(dev_id, session_id, e);
         }
+        let session = self.sessions.get_mut(&key)?;
+        if hold && received.is_ok() && self.follow_up_due && !session.has_queued() {
+            // Someone will answer these results with more commands: keep the session (the
+            // device waits for this reply) instead of ending it and waking the device again.
+            let waker = std::sync::Arc::new(tokio::sync::Notify::new());
+            self.held.insert(dev_id.to_owned(), waker.clone());
+            tracing::debug!(device = dev_id, "reply held for follow-up commands");
+            return Some(Handled::Hold(waker));
+        }
+        Some(Handled::Reply(
+            self.finish_message(dev_id, session_id, received)?,
+        ))
+    }
+
+    /// Builds the reply to the message just received (after a hold, if any) and closes the
+    /// session when that reply ends it.
+    pub(crate) fn finish_message(
+        &mut self,
+        dev_id: &str,
+        session_id: &str,
+        received: Result<(), SessionError>,
+    ) -> Option<Result<crate::syncml::session::server::Reply, SessionError>> {
+        if self.held.remove(dev_id).is_some() {
+            tracing::debug!(device = dev_id, "held reply released");
+        }
+        let key = (dev_id.to_owned(), session_id.to_owned());
         let session = self.sessions.get_mut(&key)?;
         let result = received.and_then(|()| session.poll_reply().ok_or(SessionError::Ended));
         let done = session.is_done();
         if result.is_err() {
             self.stats.bad_messages += 1;
         }
-        if done && let Some(mut s) = self.sessions.remove(&key) {
-            self.tokens.retain(|_, v| *v != key);
+        if done {
+            self.drop_session(&key);
+        }
+        Some(result)
+    }
+
+    /// Ends a session: its unsent commands go back to the device's queue (the inventory is
+    /// asked afresh next time) and the sent ones without an answer are lost.
+    fn drop_session(&mut self, key: &(String, String)) {
+        let (dev_id, session_id) = (key.0.as_str(), key.1.as_str());
+        if let Some(mut s) = self.sessions.remove(key) {
+            tracing::debug!(device = dev_id, done = s.is_done(), "session over");
+            self.tokens.retain(|_, v| v != key);
             for (tag, cmd) in s.abandon() {
                 if matches!(
                     self.waiters.get(&tag),
@@ -406,7 +519,6 @@ impl Devices {
                 self.apply_event(dev_id, session_id, e);
             }
         }
-        Some(result)
     }
 
     fn apply_event(&mut self, dev_id: &str, session_id: &str, event: ServerEvent<u64>) {
@@ -433,7 +545,8 @@ impl Devices {
                 }
             }
             ServerEvent::CommandDone { tag, outcome } => match self.waiters.remove(&tag) {
-                Some(Waiter::Caller(tx)) => {
+                Some(Waiter::Caller(tx, follow_up)) => {
+                    self.follow_up_due |= follow_up;
                     // The caller may have stopped waiting; the outcome is then not needed.
                     let _ = tx.send(Ok(outcome));
                 }
@@ -462,7 +575,7 @@ impl Devices {
                 None => {}
             },
             ServerEvent::CommandLost { tag } => {
-                if let Some(Waiter::Caller(tx)) = self.waiters.remove(&tag) {
+                if let Some(Waiter::Caller(tx, _)) = self.waiters.remove(&tag) {
                     // As above: a caller that stopped waiting needs no answer.
                     let _ = tx.send(Err(CommandError::SessionLost));
                 }

@@ -10,7 +10,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
 use super::device_endpoint::{self, DeviceEndpoint, DeviceEndpointConfig};
-use super::devices::{CommandError, CommandResult, DeviceRecord, Devices, EndpointStats};
+use super::devices::{CommandError, CommandResult, DeviceRecord, Devices, EndpointStats, Queued};
 use super::notifier::{NotifyError, PushTransport};
 use crate::store::{Store, StoreError};
 use crate::syncml::session::DeviceCommand;
@@ -194,6 +194,17 @@ impl DmServer {
         cmd: DeviceCommand,
     ) -> Result<(u64, oneshot::Receiver<CommandResult>), CommandError> {
         self.lock().enqueue_tagged(dev_id, cmd)
+    }
+
+    /// Queues a batch of commands that go out together; see [`Devices::enqueue_all`]. When
+    /// [`Queued::needs_trigger`], wake the device with [`DmServer::notify`].
+    pub fn enqueue_all(
+        &self,
+        dev_id: &str,
+        commands: Vec<DeviceCommand>,
+        follow_up: bool,
+    ) -> Result<Queued, CommandError> {
+        self.lock().enqueue_all(dev_id, commands, follow_up)
     }
 
     /// Withdraws queued commands no session has sent yet.

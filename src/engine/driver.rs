@@ -15,7 +15,7 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::bootstrap::{BootstrapTokens, Served};
-use super::devices::{CommandError, DeviceEvent, DeviceRecord};
+use super::devices::{DeviceEvent, DeviceRecord};
 use super::dm_server::DmServer;
 use super::peer_client::{Attempt, PeerClient};
 use super::peer_endpoint::{Inbound, PeerAnswer};
@@ -1266,32 +1266,31 @@ impl Driver {
         if !old.is_empty() {
             self.parts.dm.cancel(&dev_id, &old);
         }
-        let mut rxs = Vec::with_capacity(commands.len());
-        let mut failed = false;
-        for cmd in commands {
-            match self.parts.dm.enqueue_tagged(&dev_id, cmd) {
-                Ok((tag, rx)) => {
-                    live.device_tags.push(tag);
-                    rxs.push(rx);
-                }
-                Err(CommandError::UnknownDevice(_)) | Err(_) => {
-                    failed = true;
-                    break;
-                }
-            }
-        }
+        // The tree listings of steps 4 and 8 are answered with changes: the session that
+        // carries one is held open for them, so they need no second session.
+        let follow_up = matches!(live.d.wait, Wait::Snapshot | Wait::CleanupSnapshot);
+        let queued = self.parts.dm.enqueue_all(&dev_id, commands, follow_up);
         let tx = self.internal_tx.clone();
         let dm = self.parts.dm.clone();
+        let (rxs, needs_trigger) = match queued {
+            Ok(q) => {
+                live.device_tags = q.tags;
+                (Some(q.outcomes), q.needs_trigger)
+            }
+            Err(_) => (None, false),
+        };
         tokio::spawn(async move {
-            let mut outs = Vec::with_capacity(rxs.len());
-            let mut ok = !failed;
-            if ok {
-                let dev = dev_id.clone();
-                tokio::spawn(async move {
-                    // An undelivered Package #0 leaves the commands queued for the device's
-                    // next session; the step's deadline decides what that means.
-                    let _ = dm.notify(&dev).await;
-                });
+            let mut outs = Vec::new();
+            let mut ok = rxs.is_some();
+            if let Some(rxs) = rxs {
+                if needs_trigger {
+                    let dev = dev_id.clone();
+                    tokio::spawn(async move {
+                        // An undelivered Package #0 leaves the commands queued for the
+                        // device's next session; the step's deadline decides what that means.
+                        let _ = dm.notify(&dev).await;
+                    });
+                }
                 for rx in rxs {
                     match rx.await {
                         Ok(Ok(o)) => outs.push(o),

@@ -478,7 +478,11 @@ impl Ctx {
                 // The session's outcome is counted in the fleet's statistics by run_for.
                 let _ = self.run_for(dev_id, &server_id, Some(session_id)).await;
             }
-            Err(_) => {
+            Err(e) => {
+                tracing::debug!(
+                    device = dev_id,
+                    "simulated device ignored a Package #0: {e}"
+                );
                 self.stats.triggers_ignored.fetch_add(1, Ordering::Relaxed);
             }
         }

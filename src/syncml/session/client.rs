@@ -124,6 +124,9 @@ pub struct ClientSession {
     package_final: bool,
     to_send: Option<Transmit>,
     server_ok: bool,
+    /// The server nonce in force before the one issued in `hdr_status`'s challenge: the new
+    /// one counts only once a message carries it to the server.
+    unsent_nonce_prev: Option<Nonce>,
     server_failures: u8,
     client_retries: u8,
     server_max_msg: usize,
@@ -160,6 +163,7 @@ impl ClientSession {
             package_final: true,
             to_send: None,
             server_ok: false,
+            unsent_nonce_prev: None,
             server_failures: 0,
             client_retries: 0,
             server_max_msg: 0,
@@ -252,10 +256,18 @@ impl ClientSession {
             return;
         }
         if self.outgoing.is_empty() && self.hdr_status.is_some() && self.package_final {
-            // Only the SyncHdr status is left: the session ends without another message.
+            // Only the SyncHdr status is left: the session ends without another message. A
+            // nonce issued in that status never reaches the server, which will sign its next
+            // Package #0 and message with the one before: keep that one.
+            if let Some(prev) = self.unsent_nonce_prev.take() {
+                self.cfg.server_nonce = prev.clone();
+                self.events.push_back(ClientEvent::ServerNonce(prev));
+            }
             self.end(false);
             return;
         }
+        // The message about to be built carries the status with its challenge.
+        self.unsent_nonce_prev = None;
         self.msg_id += 1;
         let mut msg = SyncMl {
             hdr: SyncHdr {
@@ -375,7 +387,8 @@ impl ClientSession {
                     };
                     let (chal, nonce) = self.cfg.server.challenge(fresh);
                     hdr_st.chal = Some(chal);
-                    self.cfg.server_nonce = nonce.clone();
+                    let prev = std::mem::replace(&mut self.cfg.server_nonce, nonce.clone());
+                    self.unsent_nonce_prev.get_or_insert(prev);
                     self.events.push_back(ClientEvent::ServerNonce(nonce));
                 }
                 verdict => {

@@ -218,6 +218,11 @@ impl<T: Clone> ServerSession<T> {
         self.session_id.as_deref()
     }
 
+    /// Whether commands wait to be sent in a later package.
+    pub fn has_queued(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
     /// True once the session is over.
     pub fn is_done(&self) -> bool {
         self.phase == Phase::Done
