@@ -138,6 +138,9 @@ pub struct DemoReport {
     pub lab_start: Duration,
     /// The inventory: one session per device with DMS-1.
     pub inventory: Duration,
+    /// Resident memory once the lab stands and every device is inventoried, before any
+    /// delegation (MB).
+    pub setup_rss_mb: u64,
     /// Devices whose inventory session failed.
     pub inventory_failures: usize,
     /// Per step, from DMS-1's events.
@@ -201,6 +204,18 @@ pub fn peak_rss_mb() -> u64 {
     status
         .lines()
         .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| (kb + 512) / 1024)
+}
+
+/// The resident memory of this process now in MB (`VmRSS`); 0 where unknown.
+pub fn current_rss_mb() -> u64 {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return 0;
+    };
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| (kb + 512) / 1024)
 }
@@ -505,6 +520,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
     let started = Instant::now();
     let inventory_failures = lab.inventory(concurrency).await;
     let inventory = started.elapsed();
+    let setup_rss_mb = current_rss_mb();
 
     // The delegation phase: at most `concurrency` in flight; a permit is held from the start
     // until both servers are done, so the next delegation starts when one ends.
@@ -547,6 +563,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         lab_start,
         inventory,
         inventory_failures,
+        setup_rss_mb,
         steps: Vec::new(),
         completed: 0,
         failed: 0,
@@ -720,6 +737,7 @@ mod tests {
             lab_start: Duration::ZERO,
             inventory: Duration::ZERO,
             inventory_failures: 0,
+            setup_rss_mb: 40,
             steps: Vec::new(),
             completed: 9,
             failed: 1,

@@ -794,11 +794,12 @@ fn print_demo(r: &DemoReport, what: &str) {
             .join(", ")
     );
     println!(
-        "demo: lab started in {:.2} s; {} devices inventoried in {:.2} s ({} failed)",
+        "demo: lab started in {:.2} s; {} devices inventoried in {:.2} s ({} failed); RSS then {} MB",
         r.lab_start.as_secs_f64(),
         r.devices,
         r.inventory.as_secs_f64(),
-        r.inventory_failures
+        r.inventory_failures,
+        r.setup_rss_mb
     );
     println!(
         "demo: {} delegations, {what}, in {:.2} s",
