@@ -529,7 +529,7 @@ fn devices(action: DevicesAction) -> anyhow::Result<ExitCode> {
         DevicesAction::List { data_dir } => {
             let db = database(data_dir)?;
             let conn = store::open(&db)?;
-            let all = store::devices::load_all(&conn)?;
+            let all = store::devices::load_all_summaries(&conn)?;
             println!("{:<24} {:<7} {:<10} push", "device", "auth", "last seen");
             for d in &all {
                 let seen = d

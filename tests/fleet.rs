@@ -263,7 +263,18 @@ async fn the_server_and_the_devices_survive_restarts() {
     let srv = server_on(&addr, Some(Store::start(&db).unwrap())).await;
     assert_eq!(srv.device_ids().len(), 2);
     let first = srv.device_ids()[0].clone();
-    assert!(srv.device(&first).unwrap().tree.is_some());
+    // The tree is saved, not held in memory: it is read back from the store, and the
+    // record keeps its summary.
+    assert!(srv.device(&first).unwrap().tree.is_none());
+    let tree = srv
+        .device_tree(&first)
+        .await
+        .unwrap()
+        .expect("the saved tree");
+    assert_eq!(
+        srv.device(&first).unwrap().summary.map(|s| s.nodes),
+        Some(tree.len())
+    );
     let mut cfg = FleetConfig::new(SRV, srv.url(), 2);
     cfg.state_dir = Some(dir.join("devices"));
     let fleet = Fleet::start(cfg, None).await.unwrap();

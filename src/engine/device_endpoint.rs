@@ -195,7 +195,7 @@ async fn respond(
                 return HttpStatus::INTERNAL_SERVER_ERROR.into_response();
             };
             let result = devices.finish_message(&dev_id, &session_id, Ok(()));
-            let changed = persist_change(&devices, &dev_id, &before);
+            let changed = persist_change(&mut devices, &dev_id, &before);
             match result {
                 Some(Ok(reply)) => (reply_response(reply, encoding), changed),
                 Some(Err(e)) => (
@@ -292,7 +292,7 @@ type DurableState = (Vec<u8>, Vec<u8>, bool, bool);
 
 /// What changed in the device's durable state since `before`.
 fn persist_change(
-    devices: &Devices,
+    devices: &mut Devices,
     dev_id: &str,
     before: &Option<DurableState>,
 ) -> Option<Persist> {
@@ -307,8 +307,7 @@ fn persist_change(
             })
         }
         (_, Some(_)) => devices
-            .get(dev_id)
-            .cloned()
+            .record_to_save(dev_id)
             .map(|r| Persist::Record(Box::new(r))),
         _ => None,
     }
@@ -409,11 +408,11 @@ fn handle(st: EndpointState, token: Option<String>, headers: HeaderMap, body: By
         },
         Some(Handled::Reply(Err(e))) => Handling::Done(
             (HttpStatus::BAD_REQUEST, e.to_string()).into_response(),
-            persist_change(&devices, &dev_id, &before),
+            persist_change(&mut devices, &dev_id, &before),
         ),
         Some(Handled::Reply(Ok(reply))) => Handling::Done(
             reply_response(reply, encoding),
-            persist_change(&devices, &dev_id, &before),
+            persist_change(&mut devices, &dev_id, &before),
         ),
     }
 }

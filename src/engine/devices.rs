@@ -65,8 +65,12 @@ pub struct DeviceRecord {
     pub push: Option<String>,
     /// DevInfo leaves from the last Package 1.
     pub devinfo: Vec<(String, String)>,
-    /// The device's tree as last fetched (what this server may read of it).
+    /// The device's tree as last fetched (what this server may read of it). With a store,
+    /// the registry keeps it only until it is saved (then [`crate::engine::dm_server::DmServer::device_tree`]
+    /// reads it back), so 100,000 devices do not hold 100,000 trees in memory.
     pub tree: Option<DmTree>,
+    /// What the console lists of that tree, kept when the tree itself is not.
+    pub summary: Option<TreeSummary>,
     /// When the device last completed a session.
     pub last_seen: Option<SystemTime>,
     /// True until the first session has fetched DevInfo and the tree.
@@ -90,8 +94,38 @@ impl DeviceRecord {
             push,
             devinfo: Vec::new(),
             tree: None,
+            summary: None,
             last_seen: None,
             needs_inventory: true,
+        }
+    }
+
+    /// Sets the fetched tree and its summary.
+    pub fn set_tree(&mut self, tree: Option<DmTree>) {
+        self.summary = tree.as_ref().map(TreeSummary::of);
+        self.tree = tree;
+    }
+}
+
+/// What the device list shows of a device's tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TreeSummary {
+    /// How many nodes this server could read.
+    pub nodes: usize,
+    /// The servers with an account on the device (ServerID, dormant), in tree order.
+    pub accounts: Vec<(String, bool)>,
+}
+
+impl TreeSummary {
+    /// The summary of `tree`.
+    pub fn of(tree: &DmTree) -> TreeSummary {
+        TreeSummary {
+            nodes: tree.len(),
+            accounts: crate::dm::mo::DmAcc::all(tree)
+                .into_iter()
+                .flatten()
+                .map(|a| (a.server_id, a.dormant))
+                .collect(),
         }
     }
 }
@@ -186,6 +220,8 @@ pub struct Devices {
     /// commands, with what wakes that one hold (a new one per hold, so a wake meant for an
     /// earlier hold never ends a later one early).
     held: HashMap<String, std::sync::Arc<tokio::sync::Notify>>,
+    /// Fetched trees are saved to the store and not kept here.
+    trees_in_store: bool,
     records: HashMap<String, DeviceRecord>,
     queues: HashMap<String, VecDeque<(u64, DeviceCommand)>>,
     waiters: HashMap<u64, Waiter>,
@@ -222,6 +258,26 @@ impl Devices {
     /// A device's record.
     pub fn get(&self, dev_id: &str) -> Option<&DeviceRecord> {
         self.records.get(dev_id)
+    }
+
+    /// With `yes`, fetched trees live in the store, not here: [`Devices::record_to_save`]
+    /// moves a device's tree out of the registry into the copy that is saved.
+    pub fn set_trees_in_store(&mut self, yes: bool) {
+        self.trees_in_store = yes;
+    }
+
+    /// A copy of the device's record to save. When trees live in the store, its fetched tree
+    /// moves into the copy instead of being copied.
+    pub fn record_to_save(&mut self, dev_id: &str) -> Option<DeviceRecord> {
+        let in_store = self.trees_in_store;
+        let record = self.records.get_mut(dev_id)?;
+        if !in_store {
+            return Some(record.clone());
+        }
+        let tree = record.tree.take();
+        let mut copy = record.clone();
+        copy.tree = tree;
+        Some(copy)
     }
 
     /// Every device id, sorted.
@@ -555,7 +611,7 @@ impl Devices {
                         && let Some(item) = outcome.results.first()
                     {
                         record.needs_inventory = false;
-                        record.tree = tree_from_results(item);
+                        record.set_tree(tree_from_results(item));
                     } else {
                         // No TNDS on this device: list the structure with the data instead.
                         let tag = self.next_tag + 1;
@@ -569,7 +625,7 @@ impl Devices {
                 Some(Waiter::InventoryStruct) => {
                     record.needs_inventory = false;
                     if outcome.status == StatusCode::OK {
-                        record.tree = Some(tree_from_struct(&outcome.results));
+                        record.set_tree(Some(tree_from_struct(&outcome.results)));
                     }
                 }
                 None => {}

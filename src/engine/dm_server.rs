@@ -12,6 +12,7 @@ use tokio::sync::oneshot;
 use super::device_endpoint::{self, DeviceEndpoint, DeviceEndpointConfig};
 use super::devices::{CommandError, CommandResult, DeviceRecord, Devices, EndpointStats, Queued};
 use super::notifier::{NotifyError, PushTransport};
+use crate::dm::tree::DmTree;
 use crate::store::{Store, StoreError};
 use crate::syncml::session::DeviceCommand;
 
@@ -84,8 +85,11 @@ impl DmServer {
         tls: Option<Arc<rustls::ServerConfig>>,
     ) -> Result<DmServer, DmServerError> {
         let mut devices = Devices::default();
+        devices.set_trees_in_store(store.is_some());
         if let Some(store) = &store {
-            let records = store.call(crate::store::devices::load_all).await?;
+            let records = store
+                .call(crate::store::devices::load_all_summaries)
+                .await?;
             for r in records {
                 devices.enrol(r);
             }
@@ -152,8 +156,24 @@ impl DmServer {
         self.lock().get(dev_id).cloned()
     }
 
+    /// The device's tree as last fetched: read from the store when there is one (the
+    /// registry does not keep trees then), else from memory.
+    pub async fn device_tree(&self, dev_id: &str) -> Result<Option<DmTree>, DmServerError> {
+        let in_memory = self.lock().get(dev_id).and_then(|r| r.tree.clone());
+        if in_memory.is_some() {
+            return Ok(in_memory);
+        }
+        let Some(store) = &self.store else {
+            return Ok(None);
+        };
+        let id = dev_id.to_owned();
+        Ok(store
+            .call(move |conn| crate::store::devices::load_tree(conn, &id))
+            .await?)
+    }
+
     /// Whether the device is enrolled (cheaper than [`DmServer::device`], which copies the
-    /// record with its tree).
+    /// record).
     pub fn has_device(&self, dev_id: &str) -> bool {
         self.lock().get(dev_id).is_some()
     }

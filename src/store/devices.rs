@@ -35,7 +35,8 @@ fn tree_text(tree: &DmTree) -> Option<String> {
     .map(|d| d.to_xml())
 }
 
-/// Writes (inserts or replaces) a device's whole record.
+/// Writes (inserts or replaces) a device's whole record. A record without a tree keeps the
+/// tree saved before (the engine does not hold trees in memory once saved).
 pub fn upsert(conn: &Connection, rec: &DeviceRecord, now: SystemTime) -> Result<(), StoreError> {
     let devinfo =
         serde_json::to_string(&rec.devinfo).map_err(|e| StoreError::Corrupt(e.to_string()))?;
@@ -49,7 +50,8 @@ pub fn upsert(conn: &Connection, rec: &DeviceRecord, now: SystemTime) -> Result<
              client_secret = excluded.client_secret, server_name = excluded.server_name,
              server_secret = excluded.server_secret, client_nonce = excluded.client_nonce,
              server_nonce = excluded.server_nonce, push = excluded.push,
-             devinfo = excluded.devinfo, tree_tnds = excluded.tree_tnds,
+             devinfo = excluded.devinfo,
+             tree_tnds = COALESCE(excluded.tree_tnds, devices.tree_tnds),
              last_seen_ms = excluded.last_seen_ms, needs_inventory = excluded.needs_inventory",
         params![
             rec.dev_id,
@@ -85,8 +87,39 @@ pub fn update_nonces(
     Ok(())
 }
 
-/// Every enrolled device.
+/// Every enrolled device, with its tree.
 pub fn load_all(conn: &Connection) -> Result<Vec<DeviceRecord>, StoreError> {
+    load(conn, true)
+}
+
+/// Every enrolled device with its tree's summary but not the tree (what a running engine
+/// keeps in memory).
+pub fn load_all_summaries(conn: &Connection) -> Result<Vec<DeviceRecord>, StoreError> {
+    load(conn, false)
+}
+
+/// A device's saved tree; `None` when it has none (or is not enrolled).
+pub fn load_tree(conn: &Connection, dev_id: &str) -> Result<Option<DmTree>, StoreError> {
+    let text: Option<Option<String>> = conn
+        .query_row(
+            "SELECT tree_tnds FROM devices WHERE dev_id = ?1",
+            params![dev_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    text.flatten()
+        .map(|xml| parse_tree(dev_id, &xml))
+        .transpose()
+}
+
+fn parse_tree(dev_id: &str, xml: &str) -> Result<DmTree, StoreError> {
+    let doc = TndsDocument::from_xml(xml.as_bytes())
+        .map_err(|e| StoreError::Corrupt(format!("device {dev_id}: tree: {e}")))?;
+    DmTree::from_tnds(&doc, TreeLimits::default())
+        .map_err(|e| StoreError::Corrupt(format!("device {dev_id}: tree: {e}")))
+}
+
+fn load(conn: &Connection, with_trees: bool) -> Result<Vec<DeviceRecord>, StoreError> {
     let mut stmt = conn.prepare(
         "SELECT dev_id, auth_type, client_name, client_secret, server_name, server_secret,
                 client_nonce, server_nonce, push, devinfo, tree_tnds, last_seen_ms,
@@ -121,17 +154,9 @@ pub fn load_all(conn: &Connection) -> Result<Vec<DeviceRecord>, StoreError> {
             serde_json::from_str(&devinfo)
                 .map_err(|e| StoreError::Corrupt(format!("device {dev_id}: DevInfo: {e}")))?
         };
-        let tree = match tree {
-            None => None,
-            Some(xml) => {
-                let doc = TndsDocument::from_xml(xml.as_bytes())
-                    .map_err(|e| StoreError::Corrupt(format!("device {dev_id}: tree: {e}")))?;
-                Some(
-                    DmTree::from_tnds(&doc, TreeLimits::default())
-                        .map_err(|e| StoreError::Corrupt(format!("device {dev_id}: tree: {e}")))?,
-                )
-            }
-        };
+        let tree = tree.map(|xml| parse_tree(&dev_id, &xml)).transpose()?;
+        let summary = tree.as_ref().map(crate::engine::devices::TreeSummary::of);
+        let tree = if with_trees { tree } else { None };
         out.push(DeviceRecord {
             dev_id,
             client: Credentials {
@@ -149,6 +174,7 @@ pub fn load_all(conn: &Connection) -> Result<Vec<DeviceRecord>, StoreError> {
             push,
             devinfo,
             tree,
+            summary,
             last_seen: seen.map(|m| UNIX_EPOCH + Duration::from_millis(m.max(0) as u64)),
             needs_inventory: inv,
         });
