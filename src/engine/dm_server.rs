@@ -151,6 +151,15 @@ impl DmServer {
         Ok(())
     }
 
+    /// Makes devices known to the endpoint whose records the caller has already saved (in a
+    /// transaction of its own, e.g. with the delegation transitions that enrol them).
+    pub fn enrol_saved(&self, records: Vec<DeviceRecord>) {
+        let mut devices = self.lock();
+        for r in records {
+            devices.enrol(r);
+        }
+    }
+
     /// A copy of a device's record.
     pub fn device(&self, dev_id: &str) -> Option<DeviceRecord> {
         self.lock().get(dev_id).cloned()

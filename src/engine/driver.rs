@@ -536,11 +536,20 @@ impl Driver {
                 })
             })
         });
-        if !transitions.is_empty() {
+        if !transitions.is_empty() || !fx.enrol.is_empty() {
+            // The devices this batch enrols are saved in the same transaction.
+            let enrol = fx.enrol.clone();
+            let at = std::time::SystemTime::now();
             let saved = self
                 .parts
                 .store
-                .call(move |conn| crate::store::delegations::save_transitions(conn, &transitions))
+                .call(move |conn| {
+                    crate::store::delegations::save_transitions(conn, &transitions)?;
+                    for rec in &enrol {
+                        crate::store::devices::upsert(conn, rec, at)?;
+                    }
+                    Ok(())
+                })
                 .await;
             if let Err(e) = saved {
                 // Nothing is released: peers get no answer and retry, devices get nothing.
@@ -1234,11 +1243,8 @@ impl Driver {
         for (tx, r) in fx.operator {
             let _ = tx.send(r);
         }
-        for rec in fx.enrol {
-            // A failed enrolment leaves the device unable to call; the step's deadline then
-            // fails the delegation.
-            let _ = self.parts.dm.enrol(rec).await;
-        }
+        // The enrolments were saved with the batch's transitions.
+        self.parts.dm.enrol_saved(fx.enrol);
         for dev in fx.purge {
             self.parts.tokens_lock().revoke_device(&dev);
         }
