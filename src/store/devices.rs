@@ -42,16 +42,15 @@ pub fn upsert(conn: &Connection, rec: &DeviceRecord, now: SystemTime) -> Result<
         serde_json::to_string(&rec.devinfo).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     conn.execute(
         "INSERT INTO devices (dev_id, auth_type, client_name, client_secret, server_name,
-             server_secret, client_nonce, server_nonce, push, devinfo, tree_tnds, last_seen_ms,
+             server_secret, client_nonce, server_nonce, push, devinfo, last_seen_ms,
              needs_inventory, enrolled_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
          ON CONFLICT(dev_id) DO UPDATE SET
              auth_type = excluded.auth_type, client_name = excluded.client_name,
              client_secret = excluded.client_secret, server_name = excluded.server_name,
              server_secret = excluded.server_secret, client_nonce = excluded.client_nonce,
              server_nonce = excluded.server_nonce, push = excluded.push,
              devinfo = excluded.devinfo,
-             tree_tnds = COALESCE(excluded.tree_tnds, devices.tree_tnds),
              last_seen_ms = excluded.last_seen_ms, needs_inventory = excluded.needs_inventory",
         params![
             rec.dev_id,
@@ -64,12 +63,18 @@ pub fn upsert(conn: &Connection, rec: &DeviceRecord, now: SystemTime) -> Result<
             rec.server_nonce.as_bytes(),
             rec.push,
             devinfo,
-            rec.tree.as_ref().and_then(tree_text),
             rec.last_seen.map(ms),
             rec.needs_inventory,
             ms(now),
         ],
     )?;
+    if let Some(text) = rec.tree.as_ref().and_then(tree_text) {
+        conn.prepare_cached(
+            "INSERT INTO device_trees (dev_id, tree_tnds) VALUES (?1, ?2)
+             ON CONFLICT(dev_id) DO UPDATE SET tree_tnds = excluded.tree_tnds",
+        )?
+        .execute(params![rec.dev_id, text])?;
+    }
     Ok(())
 }
 
@@ -102,7 +107,7 @@ pub fn load_all_summaries(conn: &Connection) -> Result<Vec<DeviceRecord>, StoreE
 pub fn load_tree(conn: &Connection, dev_id: &str) -> Result<Option<DmTree>, StoreError> {
     let text: Option<Option<String>> = conn
         .query_row(
-            "SELECT tree_tnds FROM devices WHERE dev_id = ?1",
+            "SELECT tree_tnds FROM device_trees WHERE dev_id = ?1",
             params![dev_id],
             |r| r.get(0),
         )
@@ -121,10 +126,11 @@ fn parse_tree(dev_id: &str, xml: &str) -> Result<DmTree, StoreError> {
 
 fn load(conn: &Connection, with_trees: bool) -> Result<Vec<DeviceRecord>, StoreError> {
     let mut stmt = conn.prepare(
-        "SELECT dev_id, auth_type, client_name, client_secret, server_name, server_secret,
-                client_nonce, server_nonce, push, devinfo, tree_tnds, last_seen_ms,
-                needs_inventory
-         FROM devices ORDER BY dev_id",
+        "SELECT d.dev_id, d.auth_type, d.client_name, d.client_secret, d.server_name,
+                d.server_secret, d.client_nonce, d.server_nonce, d.push, d.devinfo, t.tree_tnds,
+                d.last_seen_ms, d.needs_inventory
+         FROM devices d LEFT JOIN device_trees t ON t.dev_id = d.dev_id
+         ORDER BY d.dev_id",
     )?;
     let rows = stmt.query_map([], |r| {
         Ok((
@@ -429,5 +435,50 @@ server_secret = "ss3"
         let short = "dev_id,auth_type\nIMEI:1,DIGEST\n";
         let err = parse_import(short, false).unwrap_err();
         assert!(err.to_string().contains("CSV row 2"), "{err}");
+    }
+
+    #[test]
+    fn trees_live_in_their_own_table_and_survive_records_saved_without_them() {
+        let conn = Connection::open_in_memory().unwrap();
+        super::super::migrations::apply(&conn).unwrap();
+        let entries = parse_import(CSV, false).unwrap();
+        let mut rec = entries[0].to_record();
+        let mut tree = DmTree::new();
+        crate::dm::mo::DmAcc::new_digest(
+            "a",
+            "dms1",
+            "http://127.0.0.1:9/dm",
+            ("u", "c"),
+            ("s", "t"),
+        )
+        .install(&mut tree, None)
+        .unwrap();
+        rec.set_tree(Some(tree.clone()));
+        let now = SystemTime::now();
+        upsert(&conn, &rec, now).unwrap();
+        // Saved again without the tree (as the engine does once it dropped it), and with
+        // new nonces: the tree stays.
+        rec.tree = None;
+        upsert(&conn, &rec, now).unwrap();
+        update_nonces(
+            &conn,
+            &rec.dev_id,
+            &Nonce::from_bytes(vec![1; 16]),
+            &Nonce::from_bytes(vec![2; 16]),
+        )
+        .unwrap();
+        let back = load_tree(&conn, &rec.dev_id).unwrap().expect("the tree");
+        assert!(back.same_as(&tree), "{:?}", back.diff(&tree));
+        let summaries = load_all_summaries(&conn).unwrap();
+        let r = summaries.iter().find(|r| r.dev_id == rec.dev_id).unwrap();
+        assert!(r.tree.is_none());
+        assert_eq!(r.summary.as_ref().map(|s| s.nodes), Some(tree.len()));
+        assert_eq!(
+            r.summary.as_ref().map(|s| s.accounts.clone()),
+            Some(vec![("dms1".to_owned(), false)])
+        );
+        assert_eq!(r.server_nonce.as_bytes(), &[2; 16]);
+        assert!(load_tree(&conn, "IMEI:2").unwrap().is_none());
+        assert!(load_tree(&conn, "IMEI:unknown").unwrap().is_none());
     }
 }

@@ -105,6 +105,15 @@ pub const MIGRATIONS: &[&str] = &[
         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: rows cannot be changed'); END;
     CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: rows cannot be deleted'); END;",
+    // 4: fetched trees in a table of their own, so that saving a device's nonces (on every
+    // message) rewrites a small row, not one with its whole tree.
+    "CREATE TABLE device_trees (
+        dev_id    TEXT PRIMARY KEY NOT NULL REFERENCES devices (dev_id) ON DELETE CASCADE,
+        tree_tnds TEXT NOT NULL
+    );
+    INSERT INTO device_trees (dev_id, tree_tnds)
+        SELECT dev_id, tree_tnds FROM devices WHERE tree_tnds IS NOT NULL;
+    ALTER TABLE devices DROP COLUMN tree_tnds;",
 ];
 
 /// The newest schema version this build knows.
