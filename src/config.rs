@@ -657,13 +657,11 @@ impl Config {
                         ),
                     )
                 };
-                let server_tls = tls::mtls_server_config(chain.clone(), key.clone_key(), &roots)
-                    .map_err(|e| match e {
-                        tls::TlsError::BadRoot { .. } | tls::TlsError::NoRoots => {
-                            o.unusable("peer_endpoint.ca", e)
-                        }
-                        e => mismatch(e),
-                    })?;
+                let trust =
+                    tls::PeerTrust::new(&roots).map_err(|e| o.unusable("peer_endpoint.ca", e))?;
+                let server_tls =
+                    tls::mtls_server_config_with(chain.clone(), key.clone_key(), &trust)
+                        .map_err(mismatch)?;
                 let cert_pem = std::fs::read(&pe.cert).map_err(|e| {
                     o.unusable(
                         "peer_endpoint.cert",
@@ -676,7 +674,7 @@ impl Config {
                         format_args!("could not read {}: {e}", pe.key.display()),
                     )
                 })?;
-                let client = tls::reqwest_client_builder(&roots, Some((&cert_pem, &key_pem)))
+                let client = tls::peer_client_builder(&trust, &cert_pem, &key_pem)
                     .map_err(mismatch)?
                     .pool_max_idle_per_host(64)
                     .connect_timeout(CONNECT_TIMEOUT)
@@ -686,6 +684,7 @@ impl Config {
                 identity = Some((chain, key));
                 Some(PeerSetup {
                     listen: pe.listen,
+                    trust,
                     server_tls,
                     client,
                     peers: self.peer_infos()?,

@@ -128,8 +128,9 @@ impl LabEngine {
         let key = tls::load_key_file(&key_path)?;
         let cert_pem = std::fs::read(&cert_path).map_err(io(&cert_path))?;
         let key_pem = std::fs::read(&key_path).map_err(io(&key_path))?;
-        let server_tls = tls::mtls_server_config(chain.clone(), key.clone_key(), &ca)?;
-        let client = tls::reqwest_client_builder(&ca, Some((&cert_pem, &key_pem)))?
+        let trust = tls::PeerTrust::new(&ca)?;
+        let server_tls = tls::mtls_server_config_with(chain.clone(), key.clone_key(), &trust)?;
+        let client = tls::peer_client_builder(&trust, &cert_pem, &key_pem)?
             .pool_max_idle_per_host(64)
             .timeout(std::time::Duration::from_secs(30))
             .build()
@@ -148,6 +149,7 @@ impl LabEngine {
             device_tls: None,
             peer: Some(PeerSetup {
                 listen: self.ports.peer,
+                trust,
                 server_tls,
                 client,
                 peers: vec![PeerInfo {

@@ -4,9 +4,15 @@
 //! DESIGN.md sections 1 and 3 ask for two kinds of endpoint:
 //! - the **device endpoint**, HTTP or HTTPS with a server certificate only ([`server_config`]);
 //! - the **peer endpoint**, HTTPS with mutual TLS 1.3, where the client certificate is required and
-//!   must chain to a configured root ([`mtls_server_config`]). The handler finds the authenticated
-//!   peer's chain in the request extensions as [`PeerCertificates`] and checks it against the
-//!   configured peer, for example with [`cert_fingerprint_sha256`] or [`cert_is_valid_for_name`].
+//!   must chain to a configured root or be one of the pinned peer certificates
+//!   ([`mtls_server_config_with`]). The handler finds the authenticated peer's chain in the request
+//!   extensions as [`PeerCertificates`] and checks it against the configured peer, for example
+//!   with [`cert_fingerprint_sha256`] or [`cert_is_valid_for_name`].
+//!
+//! What the peer side trusts is one [`PeerTrust`], shared by the peer endpoint (client
+//! certificates) and the peer client (server certificates, [`peer_client_builder`]) and changed
+//! while both run: a peer added at run time is pinned there and both ends accept it at the next
+//! handshake, even when no configured CA issued its certificate.
 //!
 //! One crypto provider is compiled in: ring (STACK.md, "One crypto provider"). Every configuration
 //! built here names it explicitly, and [`install_crypto_provider`] makes it the process default
@@ -21,7 +27,7 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use hyper::body::Incoming;
@@ -31,11 +37,17 @@ use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose, SerialNumber,
 };
+use rustls::client::WebPkiServerVerifier;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{
+    CertificateError, DigitallySignedStruct, DistinguishedName, RootCertStore, ServerConfig,
+    SignatureScheme,
+};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_rustls::TlsAcceptor;
@@ -88,6 +100,14 @@ pub enum TlsError {
         /// Position in the list given, from 1.
         index: usize,
         /// Why.
+        detail: String,
+    },
+    /// A certificate that cannot be used as asked.
+    #[error("{what} is unusable: {detail}")]
+    BadCertificate {
+        /// Which certificate.
+        what: String,
+        /// Why, in plain words.
         detail: String,
     },
     /// No trusted roots were given where some are needed.
@@ -245,6 +265,35 @@ impl LabPki {
             cert_der: cert.der().clone(),
         })
     }
+}
+
+/// A self-signed certificate for `common_name` (its own issuer: no CA vouches for it), usable
+/// by a server and by a client, valid like the lab certificates. `sans` as in
+/// [`LabPki::issue`]. For peers that are trusted by their pinned certificate alone.
+pub fn self_signed(common_name: &str, sans: &[&str]) -> Result<Issued, TlsError> {
+    let sans: Vec<String> = if sans.is_empty() {
+        vec![common_name.to_owned()]
+    } else {
+        sans.iter().map(|s| (*s).to_owned()).collect()
+    };
+    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let mut params = CertificateParams::new(sans)?;
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    set_validity(&mut params)?;
+    let cert = params.self_signed(&key)?;
+    Ok(Issued {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+        cert_der: cert.der().clone(),
+    })
 }
 
 /// Valid from the start of yesterday (some slack for clocks) for about a year; random serial.
@@ -429,7 +478,8 @@ pub fn server_config(
 }
 
 /// A server configuration for the peer endpoint: TLS 1.3 only, and a client certificate that
-/// chains to one of `client_roots` is required.
+/// chains to one of `client_roots` is required (a [`PeerTrust`] of those roots, which nothing
+/// else can change: use [`mtls_server_config_with`] to add peers at run time).
 ///
 /// Which peer a valid certificate belongs to is the handler's question: see [`PeerCertificates`].
 pub fn mtls_server_config(
@@ -437,13 +487,27 @@ pub fn mtls_server_config(
     key: PrivateKeyDer<'static>,
     client_roots: &[CertificateDer<'static>],
 ) -> Result<Arc<ServerConfig>, TlsError> {
-    let roots = root_store(client_roots)?;
-    let verifier =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider()).build()?;
+    mtls_server_config_with(cert_chain, key, &PeerTrust::new(client_roots)?)
+}
+
+/// A server configuration for the peer endpoint: TLS 1.3 only, and a client certificate is
+/// required that `trust` accepts now (at each handshake: a certificate pinned later is
+/// accepted from then on, one unpinned later is refused from then on).
+///
+/// Sessions are not resumed: a resumed handshake would skip the client certificate check,
+/// so a peer removed (or whose certificate expired) since its last connection could come
+/// back in. Connections are kept alive instead, so full handshakes stay rare.
+pub fn mtls_server_config_with(
+    cert_chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    trust: &Arc<PeerTrust>,
+) -> Result<Arc<ServerConfig>, TlsError> {
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(verifier)
+        .with_client_cert_verifier(trust.client_verifier())
         .with_single_cert(cert_chain, key)?;
+    config.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
     set_alpn(&mut config);
     Ok(Arc::new(config))
 }
@@ -506,6 +570,393 @@ pub fn reqwest_client(
     Ok(reqwest_client_builder(roots, identity)?.build()?)
 }
 
+/// A reqwest client builder for talking to peers: it presents this server's certificate
+/// (`cert_pem`, a chain, and `key_pem`) and trusts the peers' servers as `trust` does at each
+/// handshake (a CA root, or a certificate pinned for the host it is reached at).
+///
+/// ALPN offers HTTP/2 and HTTP/1.1, as reqwest's own configuration does. Add timeouts or pool
+/// settings, then build.
+pub fn peer_client_builder(
+    trust: &Arc<PeerTrust>,
+    cert_pem: &[u8],
+    key_pem: &[u8],
+) -> Result<reqwest::ClientBuilder, TlsError> {
+    install_crypto_provider();
+    let what = "the client identity";
+    let chain = certs_from(cert_pem, what)?;
+    let key = key_from(key_pem, what)?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .dangerous()
+        .with_custom_certificate_verifier(trust.server_verifier())
+        .with_client_auth_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(reqwest::Client::builder().tls_backend_preconfigured(config))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Peer trust: CA roots and pinned certificates, changed at run time
+// ---------------------------------------------------------------------------------------------
+
+/// What the peer side trusts: certificates that chain to the CA roots, and pinned peer
+/// certificates (the exact DER, whoever issued it: another CA, or the peer itself).
+///
+/// One `PeerTrust` backs both the peer endpoint's client-certificate check
+/// ([`PeerTrust::client_verifier`]) and the peer client's server-certificate check
+/// ([`PeerTrust::server_verifier`]). Changes ([`PeerTrust::pin`], [`PeerTrust::unpin`],
+/// [`PeerTrust::set_roots`]) apply from the next handshake on; connections already open keep
+/// going. Chains are verified by rustls' WebPki verifiers; a pinned certificate is compared
+/// byte for byte and must be within its validity dates, and the handshake signature is checked
+/// against it as for any other certificate.
+pub struct PeerTrust {
+    provider: Arc<CryptoProvider>,
+    /// Swapped whole on every change, so a handshake reads one consistent state without
+    /// holding the lock while it verifies.
+    state: RwLock<Arc<TrustState>>,
+}
+
+struct TrustState {
+    roots: Vec<CertificateDer<'static>>,
+    clients: Arc<dyn ClientCertVerifier>,
+    servers: Arc<WebPkiServerVerifier>,
+    pins: Vec<Pin>,
+}
+
+/// A pinned peer certificate.
+#[derive(Clone)]
+struct Pin {
+    /// Whose it is (the peer's ServerID).
+    owner: String,
+    cert: CertificateDer<'static>,
+    /// The host the peer is reached at (its URL's), lowercase, without IPv6 brackets: when
+    /// this server connects, the pinned certificate is accepted from that host only.
+    host: String,
+    /// Validity, Unix seconds.
+    not_before: u64,
+    not_after: u64,
+}
+
+impl fmt::Debug for PeerTrust {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let st = self.snapshot();
+        f.debug_struct("PeerTrust")
+            .field("roots", &st.roots.len())
+            .field(
+                "pinned",
+                &st.pins.iter().map(|p| p.owner.as_str()).collect::<Vec<_>>(),
+            )
+            .finish()
+    }
+}
+
+/// A URL host as [`PeerTrust`] compares it: lowercase, IPv6 without brackets.
+fn normal_host(host: &str) -> String {
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_ascii_lowercase()
+}
+
+fn unix_secs(ms: i64) -> u64 {
+    u64::try_from(ms.div_euclid(1000)).unwrap_or(0)
+}
+
+impl PeerTrust {
+    /// Trusts certificates that chain to `roots` (at least one), and none pinned yet.
+    pub fn new(roots: &[CertificateDer<'static>]) -> Result<Arc<PeerTrust>, TlsError> {
+        let provider = provider();
+        let state = TrustState::new(&provider, roots.to_vec(), Vec::new())?;
+        Ok(Arc::new(PeerTrust {
+            provider,
+            state: RwLock::new(Arc::new(state)),
+        }))
+    }
+
+    fn snapshot(&self) -> Arc<TrustState> {
+        match self.state.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn replace(
+        &self,
+        f: impl FnOnce(&TrustState) -> Result<TrustState, TlsError>,
+    ) -> Result<(), TlsError> {
+        let mut guard = match self.state.write() {
+            Ok(g) => g,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let next = f(&guard)?;
+        *guard = Arc::new(next);
+        Ok(())
+    }
+
+    /// Pins `cert` for the peer `owner`, reached at `host` (replacing `owner`'s earlier pin).
+    /// Refused when its validity dates cannot be read.
+    pub fn pin(
+        &self,
+        owner: &str,
+        cert: CertificateDer<'static>,
+        host: &str,
+    ) -> Result<(), TlsError> {
+        let (not_before, not_after) =
+            cert_validity_ms(cert.as_ref()).ok_or_else(|| TlsError::BadCertificate {
+                what: format!("the certificate of {owner}"),
+                detail: "its validity dates cannot be read".into(),
+            })?;
+        let pin = Pin {
+            owner: owner.to_owned(),
+            cert,
+            host: normal_host(host),
+            not_before: unix_secs(not_before),
+            not_after: unix_secs(not_after),
+        };
+        self.replace(|st| {
+            let mut pins: Vec<Pin> = st
+                .pins
+                .iter()
+                .filter(|p| p.owner != owner)
+                .cloned()
+                .collect();
+            pins.push(pin);
+            Ok(st.with_pins(pins))
+        })
+    }
+
+    /// Forgets `owner`'s pinned certificate; whether there was one.
+    pub fn unpin(&self, owner: &str) -> bool {
+        let mut found = false;
+        // Keeping the roots cannot fail.
+        let _ = self.replace(|st| {
+            found = st.pins.iter().any(|p| p.owner == owner);
+            Ok(st.with_pins(
+                st.pins
+                    .iter()
+                    .filter(|p| p.owner != owner)
+                    .cloned()
+                    .collect(),
+            ))
+        });
+        found
+    }
+
+    /// Trusts chains to `roots` (at least one) instead of the earlier roots; pins stay.
+    pub fn set_roots(&self, roots: &[CertificateDer<'static>]) -> Result<(), TlsError> {
+        let provider = self.provider.clone();
+        self.replace(|st| TrustState::new(&provider, roots.to_vec(), st.pins.clone()))
+    }
+
+    /// The owners of the pinned certificates.
+    pub fn pinned(&self) -> Vec<String> {
+        self.snapshot()
+            .pins
+            .iter()
+            .map(|p| p.owner.clone())
+            .collect()
+    }
+
+    /// The peer endpoint's check of client certificates, following this trust's changes.
+    pub fn client_verifier(self: &Arc<Self>) -> Arc<dyn ClientCertVerifier> {
+        Arc::new(PeerClientVerifier(self.clone()))
+    }
+
+    /// The peer client's check of server certificates, following this trust's changes.
+    pub fn server_verifier(self: &Arc<Self>) -> Arc<dyn ServerCertVerifier> {
+        Arc::new(PeerServerVerifier(self.clone()))
+    }
+
+    fn tls12(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn schemes(&self) -> Vec<SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+impl TrustState {
+    fn new(
+        provider: &Arc<CryptoProvider>,
+        roots: Vec<CertificateDer<'static>>,
+        pins: Vec<Pin>,
+    ) -> Result<TrustState, TlsError> {
+        let store = Arc::new(root_store(&roots)?);
+        let clients =
+            WebPkiClientVerifier::builder_with_provider(store.clone(), provider.clone()).build()?;
+        let servers =
+            WebPkiServerVerifier::builder_with_provider(store, provider.clone()).build()?;
+        Ok(TrustState {
+            roots,
+            clients,
+            servers,
+            pins,
+        })
+    }
+
+    fn with_pins(&self, pins: Vec<Pin>) -> TrustState {
+        TrustState {
+            roots: self.roots.clone(),
+            clients: self.clients.clone(),
+            servers: self.servers.clone(),
+            pins,
+        }
+    }
+
+    /// The pin of exactly this certificate (and, when connecting, for this host), if any:
+    /// `Ok(true)` when it is pinned and valid now, an error when pinned but out of its dates.
+    fn pinned(
+        &self,
+        cert: &CertificateDer<'_>,
+        host: Option<&str>,
+        now: UnixTime,
+    ) -> Result<bool, rustls::Error> {
+        let Some(pin) = self
+            .pins
+            .iter()
+            .find(|p| p.cert.as_ref() == cert.as_ref() && host.is_none_or(|h| p.host == h))
+        else {
+            return Ok(false);
+        };
+        let now = now.as_secs();
+        if now > pin.not_after {
+            return Err(rustls::Error::InvalidCertificate(CertificateError::Expired));
+        }
+        if now < pin.not_before {
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::NotValidYet,
+            ));
+        }
+        Ok(true)
+    }
+}
+
+/// [`PeerTrust`] as the peer endpoint's client-certificate verifier.
+#[derive(Debug)]
+struct PeerClientVerifier(Arc<PeerTrust>);
+
+impl ClientCertVerifier for PeerClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    /// No hints: a peer with a pinned certificate from a CA we do not list would otherwise be
+    /// told its certificate is not wanted, and could send none.
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        let st = self.0.snapshot();
+        if st.pinned(end_entity, None, now)? {
+            return Ok(ClientCertVerified::assertion());
+        }
+        st.clients
+            .verify_client_cert(end_entity, intermediates, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.tls12(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.tls13(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.schemes()
+    }
+}
+
+/// [`PeerTrust`] as the peer client's server-certificate verifier.
+#[derive(Debug)]
+struct PeerServerVerifier(Arc<PeerTrust>);
+
+impl ServerCertVerifier for PeerServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let st = self.0.snapshot();
+        let host = normal_host(&server_name.to_str());
+        if st.pinned(end_entity, Some(&host), now)? {
+            return Ok(ServerCertVerified::assertion());
+        }
+        st.servers
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.tls12(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.0.tls13(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.schemes()
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Certificates as seen by handlers
 // ---------------------------------------------------------------------------------------------
@@ -535,6 +986,83 @@ pub fn cert_fingerprint_sha256(cert: &CertificateDer<'_>) -> String {
         out.push_str(&format!("{byte:02X}"));
     }
     out
+}
+
+/// A certificate's validity, `(notBefore, notAfter)` as Unix milliseconds, read with a small DER
+/// walk of the X.509 structure (UTCTime or GeneralizedTime); `None` when it is not there.
+pub fn cert_validity_ms(der: &[u8]) -> Option<(i64, i64)> {
+    let (_, cert, _) = der_element(der)?; // Certificate
+    let (_, tbs, _) = der_element(cert)?; // TBSCertificate
+    let (tag, _, mut rest) = der_element(tbs)?;
+    if tag == 0xa0 {
+        // [0] version; the serial number follows
+        let (_, _, r) = der_element(rest)?;
+        rest = r;
+    }
+    let (_, _, r) = der_element(rest)?; // signature algorithm
+    let (_, _, r) = der_element(r)?; // issuer
+    let (_, validity, _) = der_element(r)?;
+    let (tag_b, before, r) = der_element(validity)?;
+    let (tag_a, after, _) = der_element(r)?;
+    Some((
+        der_time(tag_b, std::str::from_utf8(before).ok()?)?,
+        der_time(tag_a, std::str::from_utf8(after).ok()?)?,
+    ))
+}
+
+/// One DER element at the start of `b`: (tag, contents, rest).
+fn der_element(b: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, b) = b.split_first()?;
+    let (&first, mut b) = b.split_first()?;
+    let len = if first < 0x80 {
+        usize::from(first)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || b.len() < n {
+            return None;
+        }
+        let mut len = 0usize;
+        for &x in &b[..n] {
+            len = (len << 8) | usize::from(x);
+        }
+        b = &b[n..];
+        len
+    };
+    if b.len() < len {
+        return None;
+    }
+    Some((tag, &b[..len], &b[len..]))
+}
+
+/// UTCTime (`YYMMDDHHMMSSZ`, tag 0x17) or GeneralizedTime (`YYYYMMDDHHMMSSZ`, tag 0x18), as
+/// Unix milliseconds.
+fn der_time(tag: u8, s: &str) -> Option<i64> {
+    let s = s.strip_suffix('Z')?;
+    let (year, rest) = match tag {
+        0x17 => {
+            let yy: i64 = s.get(..2)?.parse().ok()?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, s.get(2..)?)
+        }
+        0x18 => (s.get(..4)?.parse().ok()?, s.get(4..)?),
+        _ => return None,
+    };
+    let n = |i: usize| -> Option<i64> { rest.get(i..i + 2)?.parse().ok() };
+    let (month, day, hour, min, sec) = (n(0)?, n(2)?, n(4)?, n(6)?, n(8)?);
+    if !(1..=12).contains(&month) || !(1..=31).contains(&day) {
+        return None;
+    }
+    Some(days_from_civil(year, month, day) * 86_400_000 + (hour * 3600 + min * 60 + sec) * 1000)
+}
+
+/// Days since 1970-01-01 (Howard Hinnant's algorithm).
+pub(crate) fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
 }
 
 /// Whether `cert` names `name` (a DNS name or an IP address) among its subject alternative names,
@@ -795,6 +1323,119 @@ mod tests {
         assert!(matches!(load_key(b""), Err(TlsError::NoPrivateKey(_))));
         let err = load_certs_file(Path::new("/nonexistent/peer.pem")).unwrap_err();
         assert!(err.to_string().contains("/nonexistent/peer.pem"), "{err}");
+    }
+
+    #[test]
+    fn validity_dates_are_read_from_the_der() {
+        assert_eq!(days_from_civil(1970, 1, 1), 0);
+        assert_eq!(
+            der_time(0x17, "240229120000Z"),
+            Some(days_from_civil(2024, 2, 29) * 86_400_000 + 12 * 3_600_000)
+        );
+        assert_eq!(der_time(0x18, "20500101000000Z"), Some(2_524_608_000_000));
+        assert_eq!(der_time(0x17, "241301000000Z"), None);
+        let pki = LabPki::generate("test CA").unwrap();
+        let leaf = pki.issue("dms2.example", &[]).unwrap();
+        let (before, after) = cert_validity_ms(leaf.cert_der.as_ref()).unwrap();
+        assert_eq!(after - before, LAB_VALIDITY.as_millis() as i64);
+        assert_eq!(cert_validity_ms(b"not DER"), None);
+    }
+
+    /// Runs a TLS handshake in memory between the two configurations.
+    fn handshake(
+        client: Arc<rustls::ClientConfig>,
+        server: Arc<ServerConfig>,
+        name: &str,
+    ) -> Result<(), rustls::Error> {
+        let name = ServerName::try_from(name.to_owned()).unwrap();
+        let mut c = rustls::ClientConnection::new(client, name)?;
+        let mut s = rustls::ServerConnection::new(server)?;
+        for _ in 0..10 {
+            let mut buf = Vec::new();
+            while c.wants_write() {
+                c.write_tls(&mut buf).unwrap();
+            }
+            let mut rd = &buf[..];
+            while !rd.is_empty() {
+                s.read_tls(&mut rd).unwrap();
+            }
+            s.process_new_packets()?;
+            let mut buf = Vec::new();
+            while s.wants_write() {
+                s.write_tls(&mut buf).unwrap();
+            }
+            let mut rd = &buf[..];
+            while !rd.is_empty() {
+                c.read_tls(&mut rd).unwrap();
+            }
+            c.process_new_packets()?;
+            if !c.is_handshaking() && !s.is_handshaking() {
+                return Ok(());
+            }
+        }
+        Err(rustls::Error::General(
+            "the handshake did not finish".into(),
+        ))
+    }
+
+    fn client_config(trust: &Arc<PeerTrust>, me: &Issued) -> Arc<rustls::ClientConfig> {
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .dangerous()
+                .with_custom_certificate_verifier(trust.server_verifier())
+                .with_client_auth_cert(me.chain(), me.key_der().unwrap())
+                .unwrap(),
+        )
+    }
+
+    #[test]
+    fn pinned_certificates_are_trusted_both_ways_from_the_next_handshake() {
+        let pki = LabPki::generate("test CA").unwrap();
+        let server = pki
+            .issue("dms1.example", &["dms1.example", "127.0.0.1"])
+            .unwrap();
+        let stranger = self_signed("dms3.example", &["dms3.example", "127.0.0.1"]).unwrap();
+        let server_trust = PeerTrust::new(&[pki.ca_cert_der()]).unwrap();
+        let server_cfg =
+            mtls_server_config_with(server.chain(), server.key_der().unwrap(), &server_trust)
+                .unwrap();
+        // The stranger trusts the server by its pinned certificate, for the address it calls.
+        let other = LabPki::generate("other CA").unwrap();
+        let client_trust = PeerTrust::new(&[other.ca_cert_der()]).unwrap();
+        let client = client_config(&client_trust, &stranger);
+        assert!(handshake(client.clone(), server_cfg.clone(), "127.0.0.1").is_err());
+        client_trust
+            .pin("dms1.example", server.cert_der.clone(), "127.0.0.1")
+            .unwrap();
+        // Known to the client now, but not to the server: its certificate is refused.
+        let err = handshake(client.clone(), server_cfg.clone(), "127.0.0.1").unwrap_err();
+        assert!(
+            matches!(
+                err,
+                rustls::Error::InvalidCertificate(_) | rustls::Error::AlertReceived(_)
+            ),
+            "{err:?}"
+        );
+        server_trust
+            .pin("dms3.example", stranger.cert_der.clone(), "127.0.0.1")
+            .unwrap();
+        handshake(client.clone(), server_cfg.clone(), "127.0.0.1").unwrap();
+        // A pinned server certificate counts only at the address it was pinned for.
+        assert!(handshake(client.clone(), server_cfg.clone(), "dms1.example").is_err());
+        // CA-issued certificates keep working beside the pins.
+        let dms2 = pki.issue("dms2.example", &[]).unwrap();
+        let ca_client = client_config(&PeerTrust::new(&[pki.ca_cert_der()]).unwrap(), &dms2);
+        handshake(ca_client.clone(), server_cfg.clone(), "dms1.example").unwrap();
+        // Unpinned: refused again at the next handshake.
+        assert!(server_trust.unpin("dms3.example"));
+        assert!(!server_trust.unpin("dms3.example"));
+        assert!(handshake(client, server_cfg.clone(), "127.0.0.1").is_err());
+        assert_eq!(server_trust.pinned(), Vec::<String>::new());
+        // New roots replace the old ones; the CA-issued client is a stranger then.
+        server_trust.set_roots(&[other.ca_cert_der()]).unwrap();
+        assert!(handshake(ca_client, server_cfg, "dms1.example").is_err());
     }
 
     #[test]

@@ -453,35 +453,6 @@ fn peers_show_fingerprint_expiry_and_reachability_and_themes_switch() {
     assert_eq!(p.server_id, DMS2);
     assert!(p.expires_ms.unwrap() > dmdeleg::engine::driver::now_ms());
     h.check_accessibility();
-    // Adding a peer from its certificate file gives the configuration to add.
-    let cert = h
-        .state()
-        .backend()
-        .deployment()
-        .unwrap()
-        .lab()
-        .unwrap()
-        .engines[0]
-        .certs
-        .join(format!("{DMS2}.pem"));
-    h.get_by_role_and_label(egui::Role::TextInput, "Peer ServerID")
-        .set_text_value_accesskit("dms3.example");
-    h.get_by_role_and_label(egui::Role::TextInput, "Peer URL")
-        .set_text_value_accesskit("https://dms3.example:7443");
-    h.get_by_role_and_label(egui::Role::TextInput, "Certificate file")
-        .set_text_value_accesskit(&cert.display().to_string());
-    h.run_steps(3);
-    click(&mut h, "Read the certificate");
-    wait(&mut h, "the snippet", |app| app.peers.snippet.is_some());
-    let snippet = h.state().peers.snippet.clone().unwrap().unwrap();
-    assert!(
-        snippet.contains("server_id = \"dms3.example\""),
-        "{snippet}"
-    );
-    assert!(
-        snippet.contains(p.fingerprint.as_deref().unwrap()),
-        "{snippet}"
-    );
     // Light and dark.
     click(&mut h, "Light");
     assert!(!h.state().dark);
@@ -492,6 +463,96 @@ fn peers_show_fingerprint_expiry_and_reachability_and_themes_switch() {
     h.key_press_modifiers(egui::Modifiers::CTRL, egui::Key::Num2);
     h.run_steps(2);
     assert_eq!(h.state().view, View::Delegations);
+}
+
+#[test]
+fn peers_view_adds_a_peer_from_its_certificate_file_and_removes_it() {
+    let dir = scratch("add-peer");
+    let mut h = console(LabOptions::new(&dir, 1));
+    click(&mut h, "Peers");
+    let me3 = dmdeleg::tls::self_signed("dms3.example", &["dms3.example", "127.0.0.1"]).unwrap();
+    let cert = dir.join("dms3.pem");
+    std::fs::write(&cert, &me3.cert_pem).unwrap();
+    let fingerprint = dmdeleg::tls::cert_fingerprint_sha256(&me3.cert_der);
+    let type_in = |h: &mut Harness<'_, ConsoleApp>, label: &str, text: &str| {
+        h.get_by_role_and_label(egui::Role::TextInput, label)
+            .set_text_value_accesskit(text);
+        h.run_steps(2);
+    };
+    type_in(&mut h, "Peer ServerID", "dms3.example");
+    type_in(&mut h, "Peer URL", "http://127.0.0.1:7443");
+    // A file that is not there: the reason, in words.
+    type_in(
+        &mut h,
+        "Certificate file",
+        &dir.join("nowhere.pem").display().to_string(),
+    );
+    click(&mut h, "Read the certificate");
+    wait(&mut h, "the read to fail", |app| {
+        matches!(&app.peers.cert, Some((_, Err(_))))
+    });
+    let why = h.state().peers.cert.clone().unwrap().1.unwrap_err();
+    assert!(why.contains("cannot read the certificate file"), "{why}");
+    assert!(h.query_by_label_contains("nowhere.pem").is_some());
+    // The real file: its fingerprint and expiry show before anything is added.
+    type_in(&mut h, "Certificate file", &cert.display().to_string());
+    click(&mut h, "Read the certificate");
+    wait(&mut h, "the certificate", |app| {
+        matches!(&app.peers.cert, Some((_, Ok(_))))
+    });
+    assert!(
+        h.query_by_label(&fingerprint).is_some(),
+        "the fingerprint shows"
+    );
+    let c = h.state().peers.cert.clone().unwrap().1.unwrap();
+    assert!(c.expires_ms > dmdeleg::engine::driver::now_ms());
+    // (The lab's own certificates, made the same day, may show the same expiry.)
+    assert!(h.query_all_by_label_contains(&c.expires).next().is_some());
+    // An http URL is refused by the engine, in words.
+    click(&mut h, "accept at once");
+    click(&mut h, "Add peer");
+    wait(&mut h, "the refusal", |app| app.peers.add_error.is_some());
+    let e = h.state().peers.add_error.clone().unwrap();
+    assert!(e.contains("must be an https URL"), "{e}");
+    assert!(h.query_by_label_contains("Not added").is_some());
+    // With an https URL it is added and listed, pinned to that certificate.
+    type_in(&mut h, "Peer URL", "https://127.0.0.1:7443");
+    click(&mut h, "Add peer");
+    wait(&mut h, "the peer in the list", |app| {
+        app.snapshot().servers[0]
+            .peers
+            .iter()
+            .any(|p| p.server_id == "dms3.example")
+    });
+    let p = h.state().snapshot().servers[0]
+        .peers
+        .iter()
+        .find(|p| p.server_id == "dms3.example")
+        .cloned()
+        .unwrap();
+    assert_eq!(p.fingerprint.as_deref(), Some(fingerprint.as_str()));
+    assert_eq!(p.policy, "accept");
+    assert!(p.removable);
+    assert_eq!(h.state().peers.added.as_deref(), Some("dms3.example"));
+    assert!(h.state().peers.new_id.is_empty(), "the form is cleared");
+    let engine_peers = with_lab(&h, async |lab| lab.dms1.peers());
+    assert!(
+        engine_peers
+            .iter()
+            .any(|p| p.info.server_id == "dms3.example")
+    );
+    h.check_accessibility();
+    // Removed again, after a confirmation.
+    click(&mut h, "Remove dms3.example");
+    click(&mut h, "Yes, remove dms3.example");
+    wait(&mut h, "the peer gone", |app| {
+        app.snapshot().servers[0]
+            .peers
+            .iter()
+            .all(|p| p.server_id != "dms3.example")
+    });
+    let engine_peers = with_lab(&h, async |lab| lab.dms1.peers());
+    assert_eq!(engine_peers.len(), 1);
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! The client side of the peer protocol: POSTs one delegation message to a peer over mutual
-//! TLS (reqwest with this server's client certificate, trusting only the configured CAs) and
+//! TLS (reqwest with this server's client certificate, trusting the configured CAs and the
+//! pinned peer certificates: [`crate::tls::peer_client_builder`]) and
 //! classifies the answer. Retries, with exponential backoff and jitter, until the peer
 //! accepts or refuses the message for good, are in [`PeerClient::deliver`]; the delegation's
 //! own deadline bounds them (docs/PROTOCOL.md section 2).
@@ -39,7 +40,7 @@ pub const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 impl PeerClient {
-    /// A client using `http` (built with [`crate::tls::reqwest_client_builder`] and this
+    /// A client using `http` (built with [`crate::tls::peer_client_builder`] and this
     /// server's identity).
     pub fn new(http: reqwest::Client) -> PeerClient {
         PeerClient { http }

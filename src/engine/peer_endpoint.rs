@@ -1,6 +1,7 @@
 //! The peer endpoint: HTTPS with mutual TLS where peer servers POST delegation messages
 //! (docs/PROTOCOL.md section 2). The handshake requires a client certificate from a trusted
-//! CA; the handler then finds which configured peer the certificate belongs to, checks the
+//! CA or pinned for a peer ([`crate::tls::PeerTrust`], which changes while the endpoint runs);
+//! the handler then finds which peer the certificate belongs to, checks the
 //! message's `DMServerID` is that peer's (403 with an empty body otherwise), parses the body
 //! within the protocol's limits (400) and hands the message to the delegation driver, which
 //! answers 202, 404 or 409 once the message is stored.
@@ -75,7 +76,8 @@ pub struct PeerEndpoint {
 }
 
 /// Serves the peer endpoint on `listener` with the mutual-TLS configuration `tls`
-/// ([`crate::tls::mtls_server_config`]).
+/// ([`crate::tls::mtls_server_config_with`]), recognising the peers in `peers` (read at each
+/// request, so peers added later are recognised).
 pub async fn spawn(
     listener: TcpListener,
     tls: Arc<rustls::ServerConfig>,
@@ -112,8 +114,8 @@ async fn receive(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    // Which configured peer is this? The handshake verified the chain; a certificate that is
-    // no configured peer's learns nothing.
+    // Which peer is this? The handshake verified the chain (or the pin); a certificate that
+    // is no peer's learns nothing.
     let peer = certs
         .as_ref()
         .and_then(|c| c.0.leaf())

@@ -2,6 +2,12 @@
 //! its bootstrap endpoint, its store and the delegation driver, started together and driven
 //! through this handle: operator commands in, immutable summaries out. The console and the
 //! headless `serve` both run this; neither blocks on it.
+//!
+//! Peers can be added and removed while the engine runs ([`Engine::add_peer`],
+//! [`Engine::remove_peer`]): an added peer is stored with its pinned certificate, pinned in the
+//! [`PeerTrust`] that both the peer endpoint and the peer client check handshakes with, and
+//! listed in the [`PeerDirectory`] the driver and the endpoint read, so it takes part from the
+//! next handshake on, and again after a restart.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,10 +26,15 @@ use super::driver::{
 use super::notifier::HttpPush;
 use super::peer_client::PeerClient;
 use super::peer_endpoint::{self, PeerEndpoint};
-use super::peers::{PeerDirectory, PeerInfo};
+use super::peers::{
+    NewPeer, PeerDirectory, PeerEntry, PeerError, PeerInfo, PeerOrigin, Policy, parse_certificate,
+};
 use crate::delegation::machine::{Deadlines, OperatorAction, Role, State};
 use crate::delegation::messages::DeviceInfo;
+use crate::store::delegations::AuditRow;
+use crate::store::peers::PeerRow;
 use crate::store::{Store, StoreError};
+use crate::tls::PeerTrust;
 
 /// Why an engine could not start.
 #[derive(Debug, thiserror::Error)]
@@ -50,11 +61,15 @@ pub enum EngineError {
 pub struct PeerSetup {
     /// Where the peer endpoint listens.
     pub listen: SocketAddr,
-    /// Its mutual-TLS configuration ([`crate::tls::mtls_server_config`]).
+    /// What the peer side trusts; `server_tls` and `client` must check handshakes with it
+    /// ([`crate::tls::mtls_server_config_with`], [`crate::tls::peer_client_builder`]), so the
+    /// peers added at run time are pinned where both look.
+    pub trust: Arc<PeerTrust>,
+    /// Its mutual-TLS configuration ([`crate::tls::mtls_server_config_with`]).
     pub server_tls: Arc<rustls::ServerConfig>,
-    /// The client for sending (this server's identity, trusting the peers' CAs).
+    /// The client for sending (this server's identity, trusting as `trust` does).
     pub client: reqwest::Client,
-    /// The peers.
+    /// The configured peers.
     pub peers: Vec<PeerInfo>,
 }
 
@@ -94,6 +109,77 @@ pub struct EngineConfig {
     pub push_client: reqwest::Client,
 }
 
+/// An audit line for an operator's change to the peers.
+fn peer_audit(at_ms: i64, action: &str, peer: &str, detail: String) -> AuditRow {
+    AuditRow {
+        at_ms,
+        actor: "operator".into(),
+        action: action.into(),
+        delegation_id: None,
+        dev_id: None,
+        peer: Some(peer.to_owned()),
+        outcome: Some("done".into()),
+        detail,
+    }
+}
+
+/// Puts the peers added in earlier runs back: listed and pinned again. A stored peer whose
+/// ServerID the configuration now uses, or whose certificate cannot be read, is left out (and
+/// logged); one whose certificate has expired is listed, and its handshakes fail until it is
+/// replaced.
+async fn restore_peers(
+    store: &Store,
+    peers: &PeerDirectory,
+    trust: &PeerTrust,
+) -> Result<(), EngineError> {
+    let rows = store.call(crate::store::peers::peers).await?;
+    for row in rows {
+        let Some(pem) = &row.cert_pem else {
+            continue;
+        };
+        if peers.get(&row.server_id).is_some() {
+            tracing::warn!(
+                peer = %row.server_id,
+                "a peer added earlier has the ServerID of a configured one: the configured one is used"
+            );
+            continue;
+        }
+        let origin = std::path::Path::new("(the store)");
+        let cert = match parse_certificate(pem.as_bytes(), origin, None) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(peer = %row.server_id, "a stored peer is left out: {e}");
+                continue;
+            }
+        };
+        let host = url::Url::parse(&row.base_url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_default();
+        let info = PeerInfo {
+            server_id: row.server_id.clone(),
+            base_url: row.base_url.clone(),
+            auth: super::peers::PeerAuth::Pinned(cert.fingerprint.clone()),
+            policy: Policy::parse(&row.policy).unwrap_or_default(),
+        };
+        if let Err(e) = trust.pin(&row.server_id, cert.leaf.clone(), &host) {
+            tracing::warn!(peer = %row.server_id, "a stored peer is left out: {e}");
+            continue;
+        }
+        let entry = PeerEntry {
+            info: Arc::new(info),
+            origin: PeerOrigin::Added {
+                added_ms: row.added_ms,
+                not_after_ms: cert.not_after_ms,
+            },
+        };
+        if peers.insert(entry).is_err() {
+            trust.unpin(&row.server_id);
+        }
+    }
+    Ok(())
+}
+
 /// A running engine.
 pub struct Engine {
     server_id: String,
@@ -101,6 +187,10 @@ pub struct Engine {
     peer_endpoint: Option<PeerEndpoint>,
     bootstrap: Option<BootstrapEndpoint>,
     internal: mpsc::UnboundedSender<Internal>,
+    peers: Arc<PeerDirectory>,
+    trust: Option<Arc<PeerTrust>>,
+    /// One peer change at a time (a check and its store write are not interleaved).
+    peer_edits: tokio::sync::Mutex<()>,
     board: Arc<Mutex<Board>>,
     version: watch::Receiver<u64>,
     store: Store,
@@ -189,6 +279,10 @@ impl Engine {
                 .map(|p| p.peers.clone())
                 .unwrap_or_default(),
         ));
+        let trust = cfg.peer.as_ref().map(|p| p.trust.clone());
+        if let Some(trust) = &trust {
+            restore_peers(&store, &peers, trust).await?;
+        }
         let (inbox_tx, inbox_rx) = mpsc::channel(4096);
         let peer_endpoint = match &cfg.peer {
             Some(p) => {
@@ -218,6 +312,7 @@ impl Engine {
             board: board.clone(),
             version: version_tx,
         };
+        let peers = parts.peers.clone();
         let mut driver = Driver::new(parts, internal_tx.clone());
         let recovered = driver.recover().await?;
         let driver = tokio::spawn(driver.run(inbox_rx, internal_rx));
@@ -235,6 +330,9 @@ impl Engine {
             peer_endpoint,
             bootstrap,
             internal: internal_tx,
+            peers,
+            trust,
+            peer_edits: tokio::sync::Mutex::new(()),
             board,
             version: version_rx,
             store,
@@ -273,6 +371,123 @@ impl Engine {
     /// The bootstrap endpoint, when running.
     pub fn bootstrap_endpoint(&self) -> Option<&BootstrapEndpoint> {
         self.bootstrap.as_ref()
+    }
+
+    /// The peers: configured ones first, then those added at run time.
+    pub fn peers(&self) -> Vec<PeerEntry> {
+        self.peers.entries()
+    }
+
+    /// Adds a peer from its certificate file, at once and for good: checked (ServerID, https
+    /// URL, a certificate valid now that no other peer has), stored, then pinned, so the peer
+    /// endpoint accepts its client certificate and the peer client its server certificate from
+    /// the next handshake on, whoever issued it. Returns the peer as listed.
+    pub async fn add_peer(&self, new: NewPeer) -> Result<PeerEntry, PeerError> {
+        let trust = self.trust.clone().ok_or(PeerError::NoPeerEndpoint)?;
+        let _edit = self.peer_edits.lock().await;
+        new.check_fields(&self.server_id, &self.peers)?;
+        let path = new.cert_path.clone();
+        let pem = tokio::task::spawn_blocking(move || std::fs::read(path))
+            .await
+            .unwrap_or_else(|_| Err(std::io::Error::other("the read was interrupted")))
+            .map_err(|source| PeerError::Unreadable {
+                path: new.cert_path.clone(),
+                source,
+            })?;
+        let now = super::driver::now_ms();
+        let checked = new.check(&self.server_id, &self.peers, &pem, now)?;
+        let entry = PeerEntry {
+            info: Arc::new(checked.info.clone()),
+            origin: PeerOrigin::Added {
+                added_ms: now,
+                not_after_ms: checked.cert.not_after_ms,
+            },
+        };
+        let row = PeerRow {
+            server_id: checked.info.server_id.clone(),
+            base_url: checked.info.base_url.clone(),
+            cert_fingerprint: Some(checked.cert.fingerprint.clone()),
+            policy: checked.info.policy.as_str().to_owned(),
+            added_ms: now,
+            cert_pem: Some(checked.cert.pem.clone()),
+        };
+        let audit = peer_audit(
+            now,
+            "add peer",
+            &checked.info.server_id,
+            format!(
+                "added {} at {}, pinned to the certificate SHA-256 {}, policy {}",
+                checked.info.server_id,
+                checked.info.base_url,
+                checked.cert.fingerprint,
+                checked.info.policy.as_str()
+            ),
+        );
+        // Stored before it takes effect: a peer that works is a peer that comes back.
+        self.store
+            .call(move |c| {
+                crate::store::peers::upsert_peer(c, &row)?;
+                crate::store::delegations::append_audit(c, &[audit])
+            })
+            .await?;
+        trust.pin(
+            &checked.info.server_id,
+            checked.cert.leaf.clone(),
+            &checked.host,
+        )?;
+        self.peers.insert(entry.clone())?;
+        tracing::info!(
+            peer = %checked.info.server_id,
+            url = %checked.info.base_url,
+            fingerprint = %checked.cert.fingerprint,
+            policy = checked.info.policy.as_str(),
+            "peer added"
+        );
+        Ok(entry)
+    }
+
+    /// Removes a peer added at run time (configured ones stay in their file), once no
+    /// delegation with it is in flight: forgotten by the store, the directory and the trust.
+    pub async fn remove_peer(&self, server_id: &str) -> Result<(), PeerError> {
+        let trust = self.trust.clone().ok_or(PeerError::NoPeerEndpoint)?;
+        let _edit = self.peer_edits.lock().await;
+        let entry = self
+            .peers
+            .entry(server_id)
+            .ok_or_else(|| PeerError::NotFound(server_id.to_owned()))?;
+        if entry.origin == PeerOrigin::Configured {
+            return Err(PeerError::Configured(server_id.to_owned()));
+        }
+        let count = self
+            .summaries()
+            .iter()
+            .filter(|s| s.peer == server_id)
+            .filter(|s| !(s.state.is_terminal() && s.waiting_for == "nothing" && s.unsent == 0))
+            .count();
+        if count > 0 {
+            return Err(PeerError::InFlight {
+                server_id: server_id.to_owned(),
+                count,
+            });
+        }
+        let now = super::driver::now_ms();
+        let id = server_id.to_owned();
+        let audit = peer_audit(
+            now,
+            "remove peer",
+            server_id,
+            format!("removed {server_id}"),
+        );
+        self.store
+            .call(move |c| {
+                crate::store::peers::delete_peer(c, &id)?;
+                crate::store::delegations::append_audit(c, &[audit])
+            })
+            .await?;
+        self.peers.remove(server_id);
+        trust.unpin(server_id);
+        tracing::info!(peer = %server_id, "peer removed");
+        Ok(())
     }
 
     /// How many live delegations were resumed at start.

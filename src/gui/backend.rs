@@ -12,7 +12,6 @@
 //! chart, bulk delegation and exports.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -28,7 +27,7 @@ use crate::dm::mo::{BootConfigEntry, DmAcc};
 use crate::dm::tree::DmTree;
 use crate::dm::uri::NodeUri;
 use crate::engine::driver::{StartRequest, now_ms};
-use crate::engine::peers::{PeerAuth, PeerInfo};
+use crate::engine::peers::{PeerAuth, PeerEntry, PeerOrigin};
 use crate::engine::service::{Engine, EngineConfig};
 use crate::lab::{Lab, LabOptions};
 use crate::store::delegations::{self as sd, AuditFilter, AuditRow, HistoryFilter};
@@ -47,15 +46,15 @@ pub enum Launch {
 pub enum Deployment {
     /// The lab: DMS-1, DMS-2 and the devices.
     Lab(Box<Lab>),
-    /// One engine and its configured peers (the engine does not list them).
-    Engine(Box<Engine>, Vec<PeerInfo>),
+    /// One engine.
+    Engine(Box<Engine>),
 }
 
 impl std::fmt::Debug for Deployment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Deployment::Lab(l) => l.fmt(f),
-            Deployment::Engine(e, _) => e.fmt(f),
+            Deployment::Engine(e) => e.fmt(f),
         }
     }
 }
@@ -65,7 +64,7 @@ impl Deployment {
     pub fn engines(&self) -> Vec<&Engine> {
         match self {
             Deployment::Lab(l) => vec![&l.dms1, &l.dms2],
-            Deployment::Engine(e, _) => vec![e],
+            Deployment::Engine(e) => vec![e],
         }
     }
 
@@ -79,24 +78,6 @@ impl Deployment {
         match self {
             Deployment::Lab(l) => Some(l),
             Deployment::Engine(..) => None,
-        }
-    }
-
-    fn peers(&self, i: usize) -> Vec<PeerInfo> {
-        match self {
-            Deployment::Lab(l) => l
-                .engines
-                .get(i)
-                .map(|e| {
-                    vec![PeerInfo {
-                        server_id: e.peer.0.clone(),
-                        base_url: e.peer.1.clone(),
-                        auth: PeerAuth::Name(e.peer.0.clone()),
-                        policy: e.policy,
-                    }]
-                })
-                .unwrap_or_default(),
-            Deployment::Engine(_, p) => p.clone(),
         }
     }
 }
@@ -326,13 +307,8 @@ async fn start_deployment(launch: Launch) -> Result<Deployment, String> {
             Ok(Deployment::Lab(Box::new(lab)))
         }
         Launch::Engine(cfg) => {
-            let peers = cfg
-                .peer
-                .as_ref()
-                .map(|p| p.peers.clone())
-                .unwrap_or_default();
             let engine = Engine::start(*cfg).await.map_err(|e| e.to_string())?;
-            Ok(Deployment::Engine(Box::new(engine), peers))
+            Ok(Deployment::Engine(Box::new(engine)))
         }
     }
 }
@@ -402,24 +378,7 @@ async fn run(
             .filter_map(DelegationItem::from_row)
             .map(|d| (d.id.clone(), d))
             .collect();
-        let peers = dep
-            .peers(i)
-            .iter()
-            .map(|p| PeerView {
-                server_id: p.server_id.clone(),
-                url: p.base_url.clone(),
-                policy: p.policy.as_str().to_owned(),
-                auth: match &p.auth {
-                    PeerAuth::Name(n) => format!("a certificate from a trusted CA that names {n}"),
-                    PeerAuth::Pinned(_) => "its pinned certificate (exact match)".to_owned(),
-                },
-                fingerprint: match &p.auth {
-                    PeerAuth::Pinned(fp) => Some(fp.clone()),
-                    PeerAuth::Name(_) => None,
-                },
-                ..PeerView::default()
-            })
-            .collect();
+        let peers = engine.peers().iter().map(peer_view).collect();
         let label = if lab {
             format!("DMS-{}", i + 1)
         } else {
@@ -515,16 +474,12 @@ async fn run(
                 lab.dms2.stop().await;
                 lab.dms1.stop().await;
             }
-            Deployment::Engine(e, _) => e.stop().await,
+            Deployment::Engine(e) => e.stop().await,
         }
     }
 }
 
 impl Core {
-    fn engine(&self, i: usize) -> Option<&Engine> {
-        self.dep.engine(i)
-    }
-
     fn publish(&mut self) {
         self.version += 1;
         let snap = Snapshot {
@@ -554,7 +509,7 @@ impl Core {
         }
         let mut list: Vec<DelegationItem> = st.items.values().cloned().collect();
         list.sort_by(|a, b| b.updated_ms.cmp(&a.updated_ms).then(b.id.cmp(&a.id)));
-        st.view.delegations = Arc::new(list);
+        st.view.delegations = Arc::new(list.into());
     }
 
     /// Rebuilds the device rows when a session completed or a device was enrolled (or when
@@ -585,17 +540,16 @@ impl Core {
                         .unwrap_or_default()
                 };
                 let managers = rec
-                    .tree
+                    .summary
                     .as_ref()
                     .map(|t| {
-                        DmAcc::all(t)
-                            .into_iter()
-                            .flatten()
-                            .map(|a| {
-                                if a.dormant {
-                                    format!("{} (dormant)", a.server_id)
+                        t.accounts
+                            .iter()
+                            .map(|(server_id, dormant)| {
+                                if *dormant {
+                                    format!("{server_id} (dormant)")
                                 } else {
-                                    a.server_id
+                                    server_id.clone()
                                 }
                             })
                             .collect::<Vec<_>>()
@@ -608,11 +562,11 @@ impl Core {
                     model: leaf("Mod"),
                     last_seen_ms: rec.last_seen.and_then(system_ms),
                     managers,
-                    nodes: rec.tree.as_ref().map_or(0, DmTree::len),
+                    nodes: rec.summary.as_ref().map_or(0, |t| t.nodes),
                 }
             })
             .collect();
-        st.view.devices = Arc::new(rows);
+        st.view.devices = Arc::new(super::table::DeviceTable::new(rows));
         true
     }
 
@@ -697,49 +651,7 @@ impl Core {
         let Some(st) = self.servers.get(server) else {
             return;
         };
-        let peers = st.peers.clone();
-        let list: Vec<PeerView> = peers.lock().map(|p| p.clone()).unwrap_or_default();
-        let dirty = self.dirty_tx.clone();
-        for (k, p) in list.into_iter().enumerate() {
-            let peers = peers.clone();
-            let dirty = dirty.clone();
-            if let Ok(mut g) = peers.lock()
-                && let Some(v) = g.get_mut(k)
-            {
-                v.reach = Reach::Checking;
-            }
-            tokio::spawn(async move {
-                let started = std::time::Instant::now();
-                let outcome = probe(&p.url).await;
-                if let Ok(mut g) = peers.lock()
-                    && let Some(v) = g.get_mut(k)
-                {
-                    match outcome {
-                        Ok((fp, expires)) => {
-                            let pinned = v.auth.starts_with("its pinned certificate");
-                            if pinned
-                                && v.fingerprint
-                                    .as_deref()
-                                    .is_some_and(|f| !f.eq_ignore_ascii_case(&fp))
-                            {
-                                v.reach = Reach::Down(format!(
-                                    "answers with another certificate than the pinned one ({fp})"
-                                ));
-                            } else {
-                                v.reach = Reach::Up(started.elapsed().as_millis() as u64);
-                                v.fingerprint = Some(fp);
-                            }
-                            v.expires_ms = expires;
-                            v.expires = expires.map(time_text);
-                        }
-                        Err(why) => v.reach = Reach::Down(why),
-                    }
-                }
-                // The backend loop is gone when this fails; nothing to update then.
-                let _ = dirty.send(());
-            });
-        }
-        let _ = dirty.send(());
+        probe_peers(&st.peers, None, &self.dirty_tx);
     }
 
     fn handle(&mut self, cmd: UiCommand) {
@@ -884,19 +796,23 @@ impl Core {
                 });
             }
             UiCommand::LoadTree { server, dev_id } => {
+                // The engine keeps trees in its store, not in memory: read it there, then
+                // build the view model off the runtime's worker threads.
+                let handle = tokio::runtime::Handle::current();
                 tokio::task::spawn_blocking(move || {
                     let Some(engine) = dep.engine(server) else {
                         return;
                     };
                     let tree = match engine.dm().device(&dev_id) {
                         None => Err(format!("{dev_id} is not enrolled on this server")),
-                        Some(rec) => match &rec.tree {
-                            None => Err(format!(
+                        Some(rec) => match handle.block_on(engine.dm().device_tree(&dev_id)) {
+                            Err(e) => Err(format!("Could not read the tree of {dev_id}: {e}")),
+                            Ok(None) => Err(format!(
                                 "{dev_id} has not had a session yet: its tree is not known"
                             )),
-                            Some(t) => Ok(Arc::new(TreeModel::build(
+                            Ok(Some(t)) => Ok(Arc::new(TreeModel::build(
                                 &dev_id,
-                                t,
+                                &t,
                                 rec.last_seen.and_then(system_ms),
                             ))),
                         },
@@ -909,15 +825,18 @@ impl Core {
                 });
             }
             UiCommand::Preview(key) => {
+                let handle = tokio::runtime::Handle::current();
                 tokio::task::spawn_blocking(move || {
                     let result = match dep.engine(key.server) {
                         None => Err("no such server".to_owned()),
-                        Some(engine) => {
-                            match engine.dm().device(&key.dev_id).and_then(|r| r.tree) {
-                                None => Err(format!("the tree of {} is not known yet", key.dev_id)),
-                                Some(tree) => preview(&tree, engine.server_id(), &key),
+                        Some(engine) => match handle.block_on(engine.dm().device_tree(&key.dev_id))
+                        {
+                            Err(e) => {
+                                Err(format!("Could not read the tree of {}: {e}", key.dev_id))
                             }
-                        }
+                            Ok(None) => Err(format!("the tree of {} is not known yet", key.dev_id)),
+                            Ok(Some(tree)) => preview(&tree, engine.server_id(), &key),
+                        },
                     };
                     sink.send(BackendEvent::Preview { key, result });
                 });
@@ -1019,24 +938,190 @@ impl Core {
                     sink.notice(Severity::Info, text);
                 });
             }
-            UiCommand::PeerFromCert {
-                server,
-                path,
-                server_id,
-                url,
-            } => {
-                let me = self
-                    .engine(server)
-                    .map(|e| e.server_id().to_owned())
-                    .unwrap_or_default();
+            UiCommand::ReadPeerCert { server, path } => {
                 tokio::task::spawn_blocking(move || {
-                    sink.send(BackendEvent::PeerSnippet(peer_snippet(
-                        &me, &path, &server_id, &url,
-                    )));
+                    let result = crate::engine::peers::read_certificate(&path, now_ms())
+                        .map(|c| CertSummary {
+                            fingerprint: c.fingerprint,
+                            expires: time_text(c.not_after_ms),
+                            expires_ms: c.not_after_ms,
+                            in_file: c.in_file,
+                        })
+                        .map_err(|e| e.to_string());
+                    sink.send(BackendEvent::PeerCert {
+                        server,
+                        path,
+                        result,
+                    });
+                });
+            }
+            UiCommand::AddPeer { server, peer } => {
+                let Some(views) = self.servers.get(server).map(|s| s.peers.clone()) else {
+                    return;
+                };
+                let dirty = self.dirty_tx.clone();
+                tokio::spawn(async move {
+                    let Some(engine) = dep.engine(server) else {
+                        return;
+                    };
+                    let result = match engine.add_peer(peer).await {
+                        Ok(entry) => {
+                            let id = entry.info.server_id.clone();
+                            sync_peer_views(engine, &views);
+                            probe_peers(&views, Some(&id), &dirty);
+                            let fp = match &entry.info.auth {
+                                PeerAuth::Pinned(fp) => fp.as_str(),
+                                PeerAuth::Name(_) => "",
+                            };
+                            sink.notice(
+                                Severity::Info,
+                                format!("Peer {id} added, pinned to the certificate SHA-256 {fp}"),
+                            );
+                            Ok(id)
+                        }
+                        Err(e) => Err(e.to_string()),
+                    };
+                    sink.send(BackendEvent::PeerAdded { server, result });
+                });
+            }
+            UiCommand::RemovePeer { server, server_id } => {
+                let Some(views) = self.servers.get(server).map(|s| s.peers.clone()) else {
+                    return;
+                };
+                let dirty = self.dirty_tx.clone();
+                tokio::spawn(async move {
+                    let Some(engine) = dep.engine(server) else {
+                        return;
+                    };
+                    let result = match engine.remove_peer(&server_id).await {
+                        Ok(()) => {
+                            sync_peer_views(engine, &views);
+                            // The backend loop is gone when this fails; nothing to show then.
+                            let _ = dirty.send(());
+                            sink.notice(Severity::Info, format!("Peer {server_id} removed"));
+                            Ok(server_id)
+                        }
+                        Err(e) => {
+                            sink.notice(
+                                Severity::Error,
+                                format!("{server_id} was not removed: {e}"),
+                            );
+                            Err(e.to_string())
+                        }
+                    };
+                    sink.send(BackendEvent::PeerRemoved { server, result });
                 });
             }
         }
     }
+}
+
+/// How the Peers view shows a peer, before any reachability check.
+fn peer_view(e: &PeerEntry) -> PeerView {
+    let p = &e.info;
+    let (expires_ms, removable) = match e.origin {
+        PeerOrigin::Added { not_after_ms, .. } => (Some(not_after_ms), true),
+        PeerOrigin::Configured => (None, false),
+    };
+    PeerView {
+        server_id: p.server_id.clone(),
+        url: p.base_url.clone(),
+        policy: p.policy.as_str().to_owned(),
+        auth: match &p.auth {
+            PeerAuth::Name(n) => format!("a certificate from a trusted CA that names {n}"),
+            PeerAuth::Pinned(_) => "its pinned certificate (exact match)".to_owned(),
+        },
+        fingerprint: match &p.auth {
+            PeerAuth::Pinned(fp) => Some(fp.clone()),
+            PeerAuth::Name(_) => None,
+        },
+        expires_ms,
+        expires: expires_ms.map(time_text),
+        reach: Reach::Unknown,
+        removable,
+    }
+}
+
+/// Makes the list of peer views follow the engine's peers (added or removed), keeping what
+/// the reachability checks found for the peers that stay.
+fn sync_peer_views(engine: &Engine, views: &Arc<Mutex<Vec<PeerView>>>) {
+    let fresh: Vec<PeerView> = engine.peers().iter().map(peer_view).collect();
+    if let Ok(mut g) = views.lock() {
+        let old = std::mem::take(&mut *g);
+        *g = fresh
+            .into_iter()
+            .map(|mut v| {
+                if let Some(o) = old.iter().find(|o| o.server_id == v.server_id) {
+                    v.reach = o.reach.clone();
+                    v.fingerprint = v.fingerprint.or_else(|| o.fingerprint.clone());
+                    if v.expires_ms.is_none() {
+                        v.expires_ms = o.expires_ms;
+                        v.expires = o.expires.clone();
+                    }
+                }
+                v
+            })
+            .collect();
+    }
+}
+
+/// Checks that peers answer (all of them, or only `only`), each in a task of its own, and
+/// records what each check found in `views` (by ServerID: the list may change meanwhile).
+fn probe_peers(
+    views: &Arc<Mutex<Vec<PeerView>>>,
+    only: Option<&str>,
+    dirty: &mpsc::UnboundedSender<()>,
+) {
+    let list: Vec<PeerView> = views
+        .lock()
+        .map(|g| {
+            g.iter()
+                .filter(|p| only.is_none_or(|id| p.server_id == id))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    for p in list {
+        let views = views.clone();
+        let dirty = dirty.clone();
+        let update = move |f: &mut dyn FnMut(&mut PeerView)| {
+            if let Ok(mut g) = views.lock()
+                && let Some(v) = g.iter_mut().find(|v| v.server_id == p.server_id)
+            {
+                f(v);
+            }
+        };
+        update(&mut |v| v.reach = Reach::Checking);
+        let url = p.url.clone();
+        tokio::spawn(async move {
+            let started = std::time::Instant::now();
+            let outcome = probe(&url).await;
+            update(&mut |v| match &outcome {
+                Ok((fp, expires)) => {
+                    let pinned = v.auth.starts_with("its pinned certificate");
+                    if pinned
+                        && v.fingerprint
+                            .as_deref()
+                            .is_some_and(|f| !f.eq_ignore_ascii_case(fp))
+                    {
+                        v.reach = Reach::Down(format!(
+                            "answers with another certificate than the pinned one ({fp})"
+                        ));
+                    } else {
+                        v.reach = Reach::Up(started.elapsed().as_millis() as u64);
+                        v.fingerprint = Some(fp.clone());
+                    }
+                    v.expires_ms = *expires;
+                    v.expires = expires.map(time_text);
+                }
+                Err(why) => v.reach = Reach::Down(why.clone()),
+            });
+            // The backend loop is gone when this fails; nothing to update then.
+            let _ = dirty.send(());
+        });
+    }
+    // As above: nothing to update without the loop.
+    let _ = dirty.send(());
 }
 
 fn system_ms(t: std::time::SystemTime) -> Option<i64> {
@@ -1607,43 +1692,6 @@ impl rustls::client::danger::ServerCertVerifier for Capture {
             .signature_verification_algorithms
             .supported_schemes()
     }
-}
-
-/// The `[[peers]]` table that adds a peer pinned to the certificate in `path`. The engine
-/// reads its peers when it starts, so a new peer takes a configuration change and a restart.
-pub fn peer_snippet(me: &str, path: &Path, server_id: &str, url: &str) -> Result<String, String> {
-    let server_id = server_id.trim();
-    if server_id.is_empty() || server_id.contains(char::is_whitespace) {
-        return Err("give the peer's ServerID (no spaces)".into());
-    }
-    if server_id == me {
-        return Err(format!("{server_id} is this server's own ServerID"));
-    }
-    let u = url::Url::parse(url.trim()).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
-    if u.scheme() != "https" {
-        return Err(format!(
-            "`{url}` must be https (peers talk over mutual TLS)"
-        ));
-    }
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let (fp, expires) = certinfo::describe_pem(&pem)
-        .map_err(|e| format!("{} holds no usable certificate: {e}", path.display()))?;
-    let abs: PathBuf = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned());
-    let expiry = expires
-        .map(|ms| {
-            let t = time_text(ms);
-            if ms < now_ms() {
-                format!("EXPIRED {t}")
-            } else {
-                format!("expires {t}")
-            }
-        })
-        .unwrap_or_else(|| "expiry unreadable".into());
-    Ok(format!(
-        "[[peers]]\nserver_id = \"{server_id}\"\nurl = \"{}\"\ncert = \"{}\"   # SHA-256 {fp}; {expiry}\npolicy = \"operator\"\n",
-        url.trim(),
-        abs.display()
-    ))
 }
 
 #[cfg(test)]

@@ -163,7 +163,7 @@ pub fn parse_when(s: &str) -> Result<Option<i64>, String> {
         None => (0, 0),
     };
     Ok(Some(
-        super::certinfo::days_from_civil(y, m, d) * 86_400_000 + (hh * 3600 + mm * 60) * 1000,
+        crate::tls::days_from_civil(y, m, d) * 86_400_000 + (hh * 3600 + mm * 60) * 1000,
     ))
 }
 

@@ -10,9 +10,23 @@ use egui::{Key, RichText, Ui};
 use egui_extras::{Column, TableBuilder};
 
 use super::Ctx;
-use super::common::{activity, contains_ci, labelled_edit_hint, state_color, state_text};
+use super::common::{activity, labelled_edit_hint, state_color, state_text};
 use super::model::*;
+use super::table::{DelegationTable, needle};
 use crate::delegation::machine::{Role, State};
+
+/// What the rows shown were computed for.
+#[derive(Debug, Clone)]
+struct ShownKey {
+    /// The table (held, so its address cannot be reused by another).
+    table: Arc<DelegationTable>,
+    state: Option<State>,
+    live_only: bool,
+    /// The filter as typed.
+    filter: String,
+    /// The filter as searched.
+    needle: String,
+}
 
 /// The Delegations view's state.
 #[derive(Debug, Default)]
@@ -23,8 +37,11 @@ pub struct DelegationsPanel {
     pub state_filter: Option<State>,
     /// Only live ones (not over).
     pub live_only: bool,
-    order: Vec<u32>,
-    order_key: Option<(usize, usize, String, Option<State>, bool)>,
+    /// The rows shown (indices into the table), in order.
+    shown: Arc<[u32]>,
+    shown_key: Option<ShownKey>,
+    /// Where the open delegation is in the table: (table, id, index).
+    found: Option<(Arc<DelegationTable>, String, Option<usize>)>,
     /// The open delegation.
     pub selected: Option<String>,
     watching: Option<(usize, String)>,
@@ -61,32 +78,60 @@ impl DelegationsPanel {
         }
     }
 
-    fn ordered(&mut self, list: &Arc<Vec<DelegationItem>>) -> &[u32] {
-        let key = (
-            Arc::as_ptr(list) as usize,
-            list.len(),
-            self.filter.clone(),
-            self.state_filter,
-            self.live_only,
-        );
-        if self.order_key.as_ref() != Some(&key) {
-            let f = self.filter.trim().to_lowercase();
-            self.order = list
-                .iter()
-                .enumerate()
-                .filter(|(_, d)| self.state_filter.is_none_or(|s| d.state == s))
-                .filter(|(_, d)| !self.live_only || !d.state.is_terminal())
-                .filter(|(_, d)| {
-                    f.is_empty()
-                        || contains_ci(&d.dev_id, &f)
-                        || contains_ci(&d.peer, &f)
-                        || contains_ci(&d.id, &f)
-                })
-                .map(|(i, _)| i as u32)
-                .collect();
-            self.order_key = Some(key);
+    /// The delegations shown, in order; recomputed only when the table or a filter changed
+    /// (only what is shown when the text filter grew, as while typing).
+    fn ordered(&mut self, list: &Arc<DelegationTable>) -> Arc<[u32]> {
+        let same = |k: &ShownKey| {
+            Arc::ptr_eq(&k.table, list)
+                && k.state == self.state_filter
+                && k.live_only == self.live_only
+        };
+        if self
+            .shown_key
+            .as_ref()
+            .is_some_and(|k| same(k) && k.filter == self.filter)
+        {
+            return self.shown.clone();
         }
-        &self.order
+        let needle = needle(&self.filter);
+        let keep = |&i: &u32| {
+            let d = &list[i as usize];
+            self.state_filter.is_none_or(|s| d.state == s)
+                && (!self.live_only || !d.state.is_terminal())
+                && (needle.is_empty() || list.matches(i as usize, &needle))
+        };
+        let narrowing = self
+            .shown_key
+            .as_ref()
+            .is_some_and(|k| same(k) && needle.contains(&k.needle));
+        let shown: Vec<u32> = if narrowing {
+            self.shown.iter().copied().filter(keep).collect()
+        } else {
+            let n = u32::try_from(list.len()).unwrap_or(u32::MAX);
+            (0..n).filter(keep).collect()
+        };
+        self.shown = Arc::from(shown);
+        self.shown_key = Some(ShownKey {
+            table: list.clone(),
+            state: self.state_filter,
+            live_only: self.live_only,
+            filter: self.filter.clone(),
+            needle,
+        });
+        self.shown.clone()
+    }
+
+    /// The open delegation's row, found once per table.
+    fn open_row(&mut self, list: &Arc<DelegationTable>) -> Option<usize> {
+        let id = self.selected.as_deref()?;
+        match &self.found {
+            Some((t, found, i)) if Arc::ptr_eq(t, list) && found == id => *i,
+            _ => {
+                let i = list.iter().position(|d| d.id == id);
+                self.found = Some((list.clone(), id.to_owned(), i));
+                i
+            }
+        }
     }
 
     /// Draws the view.
@@ -120,11 +165,11 @@ impl DelegationsPanel {
         let list = server.delegations.clone();
         ui.horizontal(|ui| {
             ui.heading("All delegations");
-            let live = list.iter().filter(|d| !d.state.is_terminal()).count();
             ui.label(format!(
-                "{} on {}, {live} in flight",
+                "{} on {}, {} in flight",
                 list.len(),
-                server.server_id
+                server.server_id,
+                list.live()
             ));
         });
         ui.horizontal(|ui| {
@@ -142,15 +187,13 @@ impl DelegationsPanel {
                 .labelled_by(l.id);
             ui.checkbox(&mut self.live_only, "In flight only");
         });
-        let order = self.ordered(&list).to_vec();
+        let order = self.ordered(&list);
         if !ui.ctx().egui_wants_keyboard_input() && !order.is_empty() {
             let down = ui.input(|i| i.key_pressed(Key::ArrowDown));
             let up = ui.input(|i| i.key_pressed(Key::ArrowUp));
             if down || up {
-                let pos = self
-                    .selected
-                    .as_ref()
-                    .and_then(|s| order.iter().position(|&i| &list[i as usize].id == s));
+                let at = self.open_row(&list);
+                let pos = at.and_then(|at| order.iter().position(|&i| i as usize == at));
                 let next = match (pos, down) {
                     (None, _) => 0,
                     (Some(p), true) => (p + 1).min(order.len() - 1),
@@ -246,7 +289,8 @@ impl DelegationsPanel {
             });
             return;
         };
-        let Some(d) = server.delegation(&id).cloned() else {
+        let list = server.delegations.clone();
+        let Some(d) = self.open_row(&list).map(|i| list[i].clone()) else {
             ui.horizontal(|ui| {
                 ui.spinner();
                 ui.label(format!("Waiting for {id} to be stored…"));

@@ -10,26 +10,26 @@ use egui::{Key, RichText, Ui};
 use egui_extras::{Column, TableBuilder};
 
 use super::Ctx;
-use super::common::{contains_ci, labelled_edit, labelled_edit_hint, server_color};
+use super::common::{labelled_edit, labelled_edit_hint, server_color};
 use super::model::*;
+use super::table::{DeviceTable, needle};
 use super::tree::{TreeModel, TreeView, rights_letters};
 use crate::delegation::machine::Role;
 use crate::dm::acl::AclCmd;
 use crate::engine::driver::StartRequest;
 
-/// Table columns, for sorting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DevCol {
-    /// DevId.
-    Id,
-    /// Manufacturer.
-    Man,
-    /// Model.
-    Model,
-    /// Last seen.
-    LastSeen,
-    /// Managing servers.
-    Managers,
+pub use super::table::DevCol;
+
+/// What the rows shown were computed for.
+#[derive(Debug, Clone)]
+struct ShownKey {
+    /// The table (held, so its address cannot be reused by another).
+    table: Arc<DeviceTable>,
+    sort: (DevCol, bool),
+    /// The filter as typed.
+    filter: String,
+    /// The filter as searched.
+    needle: String,
 }
 
 /// The Devices view's state.
@@ -39,10 +39,11 @@ pub struct DevicesPanel {
     pub filter: String,
     /// Sort column and direction (true: ascending).
     pub sort: (DevCol, bool),
-    order: Vec<u32>,
-    order_key: Option<(usize, usize, String, (DevCol, bool))>,
-    sorted: Vec<u32>,
-    sorted_key: Option<(usize, usize, (DevCol, bool))>,
+    /// The rows shown (indices into the table), in order.
+    shown: Arc<[u32]>,
+    shown_key: Option<ShownKey>,
+    /// Per row of the table, whether it matches the filter (empty: no filter).
+    hits: Vec<bool>,
     /// The selected device.
     pub selected: Option<String>,
     scroll_to: Option<usize>,
@@ -79,10 +80,9 @@ impl Default for DevicesPanel {
         DevicesPanel {
             filter: String::new(),
             sort: (DevCol::Id, true),
-            order: Vec::new(),
-            order_key: None,
-            sorted: Vec::new(),
-            sorted_key: None,
+            shown: Arc::from(Vec::new()),
+            shown_key: None,
+            hits: Vec::new(),
             selected: None,
             scroll_to: None,
             bulk: BTreeSet::new(),
@@ -158,6 +158,7 @@ impl DevicesPanel {
                     }
                 }
                 self.tree = Some(t);
+                self.tree_view.invalidate();
                 self.tree_error = None;
             }
             Err(e) => {
@@ -174,54 +175,54 @@ impl DevicesPanel {
         }
     }
 
-    /// The device indices shown, in order: the sorted order is kept per snapshot and sort,
-    /// and a new filter only walks it.
-    fn ordered(&mut self, devices: &Arc<Vec<DeviceRow>>) -> &[u32] {
-        let key = (
-            Arc::as_ptr(devices) as usize,
-            devices.len(),
-            self.filter.clone(),
-            self.sort,
-        );
-        if self.order_key.as_ref() == Some(&key) {
-            return &self.order;
+    /// The device indices shown, in order. Recomputed only when the table, the sort or the
+    /// filter changed: the sort picks one of the table's precomputed orders, and the filter
+    /// is matched in row order (memory order: a walk in sort order would jump around the
+    /// search texts), once per filter, then only over the earlier matches while it grows.
+    fn ordered(&mut self, devices: &Arc<DeviceTable>) -> Arc<[u32]> {
+        if let Some(k) = &self.shown_key
+            && Arc::ptr_eq(&k.table, devices)
+            && k.sort == self.sort
+            && k.filter == self.filter
+        {
+            return self.shown.clone();
         }
-        let sorted_key = (key.0, key.1, key.3);
-        if self.sorted_key != Some(sorted_key) {
-            let mut idx: Vec<u32> = (0..devices.len() as u32).collect();
-            let (col, asc) = self.sort;
-            idx.sort_by(|a, b| {
-                let (a, b) = (&devices[*a as usize], &devices[*b as usize]);
-                let o = match col {
-                    DevCol::Id => a.dev_id.cmp(&b.dev_id),
-                    DevCol::Man => a.man.cmp(&b.man).then(a.dev_id.cmp(&b.dev_id)),
-                    DevCol::Model => a.model.cmp(&b.model).then(a.dev_id.cmp(&b.dev_id)),
-                    DevCol::LastSeen => a.last_seen_ms.cmp(&b.last_seen_ms),
-                    DevCol::Managers => a.managers.cmp(&b.managers),
-                };
-                if asc { o } else { o.reverse() }
-            });
-            self.sorted = idx;
-            self.sorted_key = Some(sorted_key);
+        let needle = needle(&self.filter);
+        let same_table = self
+            .shown_key
+            .as_ref()
+            .is_some_and(|k| Arc::ptr_eq(&k.table, devices));
+        let previous = self.shown_key.as_ref().map_or("", |k| k.needle.as_str());
+        if needle.is_empty() {
+            self.hits.clear();
+        } else if !(same_table && needle == previous && !self.hits.is_empty()) {
+            let narrowing = same_table && !previous.is_empty() && needle.contains(previous);
+            if narrowing && self.hits.len() == devices.len() {
+                for (i, hit) in self.hits.iter_mut().enumerate() {
+                    *hit = *hit && devices.matches(i, &needle);
+                }
+            } else {
+                self.hits = (0..devices.len())
+                    .map(|i| devices.matches(i, &needle))
+                    .collect();
+            }
         }
-        let f = self.filter.trim().to_lowercase();
-        self.order = if f.is_empty() {
-            self.sorted.clone()
+        let hits = &self.hits;
+        let keep = |i: &u32| hits.is_empty() || hits[*i as usize];
+        let order = devices.order(self.sort.0).iter().copied();
+        let shown: Vec<u32> = if self.sort.1 {
+            order.filter(keep).collect()
         } else {
-            self.sorted
-                .iter()
-                .copied()
-                .filter(|&i| {
-                    let d = &devices[i as usize];
-                    contains_ci(&d.dev_id, &f)
-                        || contains_ci(&d.man, &f)
-                        || contains_ci(&d.model, &f)
-                        || contains_ci(&d.managers, &f)
-                })
-                .collect()
+            order.rev().filter(keep).collect()
         };
-        self.order_key = Some(key);
-        &self.order
+        self.shown = Arc::from(shown);
+        self.shown_key = Some(ShownKey {
+            table: devices.clone(),
+            sort: self.sort,
+            filter: self.filter.clone(),
+            needle,
+        });
+        self.shown.clone()
     }
 
     fn paths(&self) -> Vec<String> {
@@ -274,11 +275,7 @@ impl DevicesPanel {
         }
         // Keep the tree as fresh as the device's last session.
         if let Some(sel) = self.selected.clone() {
-            let seen = server
-                .devices
-                .iter()
-                .find(|d| d.dev_id == sel)
-                .and_then(|d| d.last_seen_ms);
+            let seen = server.devices.by_id(&sel).and_then(|d| d.last_seen_ms);
             let want = (sel.clone(), seen);
             if self.tree_asked.as_ref() != Some(&want) {
                 self.tree_asked = Some(want);
@@ -318,17 +315,14 @@ impl DevicesPanel {
             }
         });
         let devices = server.devices.clone();
-        let n_shown = self.ordered(&devices).len();
+        let order = self.ordered(&devices);
         // Arrow keys move the selection when no text field has the keyboard.
-        if !ui.ctx().egui_wants_keyboard_input() && n_shown > 0 {
+        if !ui.ctx().egui_wants_keyboard_input() && !order.is_empty() {
             let down = ui.input(|i| i.key_pressed(Key::ArrowDown));
             let up = ui.input(|i| i.key_pressed(Key::ArrowUp));
             if down || up {
-                let order = self.ordered(&devices).to_vec();
-                let pos = self
-                    .selected
-                    .as_ref()
-                    .and_then(|s| order.iter().position(|&i| &devices[i as usize].dev_id == s));
+                let at = self.selected.as_deref().and_then(|s| devices.position(s));
+                let pos = at.and_then(|at| order.iter().position(|&i| i as usize == at));
                 let next = match (pos, down) {
                     (None, _) => 0,
                     (Some(p), true) => (p + 1).min(order.len() - 1),
@@ -340,10 +334,9 @@ impl DevicesPanel {
             }
         }
         ui.separator();
-        self.bulk_ui(ui, cx, server, &devices);
+        self.bulk_ui(ui, cx, &devices, &order);
         ui.separator();
-        ui.label(format!("{n_shown} shown"));
-        let order = self.ordered(&devices).to_vec();
+        ui.label(format!("{} shown", order.len()));
         let now = now_ms();
         let mut table = TableBuilder::new(ui)
             .id_salt("devices-table")
@@ -441,27 +434,17 @@ impl DevicesPanel {
         }
     }
 
-    fn bulk_ui(
-        &mut self,
-        ui: &mut Ui,
-        cx: &mut Ctx<'_>,
-        server: &ServerView,
-        devices: &Arc<Vec<DeviceRow>>,
-    ) {
+    fn bulk_ui(&mut self, ui: &mut Ui, cx: &mut Ctx<'_>, devices: &DeviceTable, shown: &[u32]) {
         egui::CollapsingHeader::new("Bulk delegation")
             .default_open(false)
             .show(ui, |ui| {
                 ui.horizontal(|ui| {
-                    let shown: Vec<String> = self
-                        .ordered(devices)
-                        .iter()
-                        .map(|&i| devices[i as usize].dev_id.clone())
-                        .collect();
                     if ui
                         .button(format!("Tick the {} shown", shown.len()))
                         .clicked()
                     {
-                        self.bulk.extend(shown);
+                        self.bulk
+                            .extend(shown.iter().map(|&i| devices[i as usize].dev_id.clone()));
                     }
                     if ui.button("Untick all").clicked() {
                         self.bulk.clear();
@@ -545,7 +528,6 @@ impl DevicesPanel {
                         ui.colored_label(ui.visuals().error_fg_color, e);
                     }
                 }
-                let _ = server;
             });
     }
 
@@ -559,17 +541,17 @@ impl DevicesPanel {
             });
             return;
         };
-        let row = server.devices.iter().find(|d| d.dev_id == dev_id).cloned();
+        let row = server.devices.by_id(&dev_id);
         ui.horizontal(|ui| {
             ui.heading(RichText::new(format!("Device {dev_id}")).strong());
-            if let Some(r) = &row {
+            if let Some(r) = row {
                 ui.label(format!("{} {}", r.man, r.model));
                 if let Some(ms) = r.last_seen_ms {
                     ui.weak(format!("last session {}", time_text(ms)));
                 }
             }
         });
-        if let Some(r) = &row {
+        if let Some(r) = row {
             ui.label(format!(
                 "Managed by: {}",
                 if r.managers.is_empty() {
@@ -672,7 +654,7 @@ impl DevicesPanel {
                 }
             });
         }
-        let visible = self.tree_view.visible(tree).to_vec();
+        let visible = self.tree_view.visible(tree);
         let n_servers = tree.servers.len();
         let mut toggle: Option<String> = None;
         let mut tick: Option<(String, bool)> = None;
@@ -990,4 +972,83 @@ fn preview_ui(ui: &mut Ui, result: &Result<PreviewView, String>) {
 
 fn now_ms() -> i64 {
     crate::engine::driver::now_ms()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the list must show, computed the slow way.
+    fn expected(table: &DeviceTable, filter: &str, sort: (DevCol, bool)) -> Vec<u32> {
+        let f = filter.trim().to_lowercase();
+        let mut rows: Vec<u32> = (0..table.len() as u32)
+            .filter(|&i| {
+                let d = &table[i as usize];
+                [&d.dev_id, &d.man, &d.model, &d.managers]
+                    .iter()
+                    .any(|s| s.to_lowercase().contains(&f))
+            })
+            .collect();
+        rows.sort_by(|&a, &b| {
+            let (a, b) = (&table[a as usize], &table[b as usize]);
+            let o = match sort.0 {
+                DevCol::Id => a.dev_id.cmp(&b.dev_id),
+                DevCol::Man => a.man.cmp(&b.man).then(a.dev_id.cmp(&b.dev_id)),
+                DevCol::Model => a.model.cmp(&b.model).then(a.dev_id.cmp(&b.dev_id)),
+                DevCol::LastSeen => a
+                    .last_seen_ms
+                    .cmp(&b.last_seen_ms)
+                    .then(a.dev_id.cmp(&b.dev_id)),
+                DevCol::Managers => a.managers.cmp(&b.managers).then(a.dev_id.cmp(&b.dev_id)),
+            };
+            if sort.1 { o } else { o.reverse() }
+        });
+        rows
+    }
+
+    #[test]
+    fn the_rows_shown_follow_filter_sort_and_table_as_typed() {
+        let table = Arc::new(DeviceTable::new(super::super::synthetic::devices(
+            300, 1_000_000,
+        )));
+        let mut p = DevicesPanel::default();
+        let cols = [
+            DevCol::Id,
+            DevCol::Man,
+            DevCol::Model,
+            DevCol::LastSeen,
+            DevCol::Managers,
+        ];
+        // Typing a filter letter by letter (each narrows the last), then other filters, under
+        // every sort.
+        for sort in cols.iter().flat_map(|&c| [(c, true), (c, false)]) {
+            p.sort = sort;
+            for f in [
+                "",
+                "s",
+                "si",
+                "sim",
+                "simphone 1",
+                "SimPhone 12",
+                "ACME",
+                "dms2",
+                "zzz",
+                "",
+            ] {
+                p.filter = f.to_owned();
+                assert_eq!(
+                    &*p.ordered(&table),
+                    expected(&table, f, sort),
+                    "{f:?} {sort:?}"
+                );
+            }
+        }
+        // A new snapshot with other rows: recomputed, though the filter did not change.
+        p.filter = "acme".into();
+        let fewer = Arc::new(DeviceTable::new(super::super::synthetic::devices(
+            40, 1_000_000,
+        )));
+        assert_eq!(&*p.ordered(&fewer), expected(&fewer, "acme", p.sort));
+        assert_eq!(&*p.ordered(&table), expected(&table, "acme", p.sort));
+    }
 }

@@ -20,6 +20,7 @@ pub mod model;
 pub mod peers;
 pub mod requests;
 pub mod synthetic;
+pub mod table;
 pub mod tree;
 pub mod xml;
 
@@ -188,7 +189,7 @@ impl ConsoleApp {
             self.devices.reset();
             self.delegations.reset();
             self.audit.reset();
-            self.peers.snippet = None;
+            self.peers.reset();
         }
     }
 
@@ -239,7 +240,25 @@ impl ConsoleApp {
                         self.audit.on_audit(rows, chart);
                     }
                 }
-                BackendEvent::PeerSnippet(s) => self.peers.snippet = Some(s),
+                BackendEvent::PeerCert {
+                    server,
+                    path,
+                    result,
+                } => {
+                    if server == self.server {
+                        self.peers.on_cert(path, result);
+                    }
+                }
+                BackendEvent::PeerAdded { server, result } => {
+                    if server == self.server {
+                        self.peers.on_added(result);
+                    }
+                }
+                BackendEvent::PeerRemoved { server, result } => {
+                    if server == self.server {
+                        self.peers.on_removed(result);
+                    }
+                }
             }
         }
     }

@@ -7,8 +7,10 @@ use std::sync::Arc;
 
 use crate::delegation::machine::{Role, State};
 use crate::engine::driver::{DelegationSummary, StartRequest};
+use crate::engine::peers::NewPeer;
 use crate::store::delegations::{AuditFilter, AuditRow, DelegationRow, EventRow, JournalEntry};
 
+use super::table::{DelegationTable, DeviceTable};
 use super::tree::TreeModel;
 
 /// Everything the views read, published as one `Arc` by the backend.
@@ -49,10 +51,10 @@ pub struct ServerView {
     pub devices_url: String,
     /// Its peer endpoint, when it has one.
     pub peer_url: Option<String>,
-    /// Its enrolled devices, in enrolment order.
-    pub devices: Arc<Vec<DeviceRow>>,
-    /// Its delegations, newest change first.
-    pub delegations: Arc<Vec<DelegationItem>>,
+    /// Its enrolled devices, in DevId order, with their sort orders and search texts.
+    pub devices: Arc<DeviceTable>,
+    /// Its delegations, newest change first, with their search texts.
+    pub delegations: Arc<DelegationTable>,
     /// Its peers.
     pub peers: Arc<Vec<PeerView>>,
 }
@@ -273,6 +275,22 @@ pub struct PeerView {
     pub expires_ms: Option<i64>,
     /// Reachability.
     pub reach: Reach,
+    /// Added from the console (or another operator) while the engine ran, so it can be
+    /// removed here; configured peers are changed in their file.
+    pub removable: bool,
+}
+
+/// A peer's certificate file as read before adding the peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertSummary {
+    /// The certificate that will be pinned (the file's first): its SHA-256 fingerprint.
+    pub fingerprint: String,
+    /// Its notAfter, `YYYY-MM-DD HH:MM:SS` (UTC).
+    pub expires: String,
+    /// Its notAfter, Unix milliseconds.
+    pub expires_ms: i64,
+    /// Certificates in the file (a chain has more than one; only the first is pinned).
+    pub in_file: usize,
 }
 
 /// A bulk delegation's progress.
@@ -545,16 +563,26 @@ pub enum UiCommand {
         /// Where it refuses (500), or nothing.
         fail_path: Option<String>,
     },
-    /// Read a peer's certificate file and make the configuration to add it.
-    PeerFromCert {
+    /// Read a peer's certificate file, to show what would be pinned before adding the peer.
+    ReadPeerCert {
         /// The engine.
         server: usize,
-        /// The certificate (PEM).
+        /// The certificate file (PEM).
         path: PathBuf,
+    },
+    /// Add a peer, pinned to the certificate in its file; it takes part at once.
+    AddPeer {
+        /// The engine.
+        server: usize,
+        /// The peer.
+        peer: NewPeer,
+    },
+    /// Remove a peer added at run time.
+    RemovePeer {
+        /// The engine.
+        server: usize,
         /// Its ServerID.
         server_id: String,
-        /// Its peer endpoint URL.
-        url: String,
     },
 }
 
@@ -605,8 +633,29 @@ pub enum BackendEvent {
         /// The chart.
         chart: Arc<ChartData>,
     },
-    /// The configuration snippet to add a peer, or why it cannot be made.
-    PeerSnippet(Result<String, String>),
+    /// A certificate file read for the Add peer form.
+    PeerCert {
+        /// The engine.
+        server: usize,
+        /// The file.
+        path: PathBuf,
+        /// What would be pinned, or why it cannot be.
+        result: Result<CertSummary, String>,
+    },
+    /// The answer to [`UiCommand::AddPeer`].
+    PeerAdded {
+        /// The engine.
+        server: usize,
+        /// The ServerID added, or why not.
+        result: Result<String, String>,
+    },
+    /// The answer to [`UiCommand::RemovePeer`].
+    PeerRemoved {
+        /// The engine.
+        server: usize,
+        /// The ServerID removed, or why not.
+        result: Result<String, String>,
+    },
 }
 
 /// Unix milliseconds as `YYYY-MM-DD HH:MM:SS` (UTC).

@@ -22,12 +22,10 @@ pub struct RequestsPanel {
 impl RequestsPanel {
     /// How many requests wait on `server`.
     pub fn count(snap: &Snapshot, server: usize) -> usize {
-        snap.servers.get(server).map_or(0, |s| {
-            s.delegations
-                .iter()
-                .filter(|d| d.state == State::AwaitingOperator)
-                .count()
-        })
+        // Counted when the snapshot was made: this runs every frame, whatever the view.
+        snap.servers
+            .get(server)
+            .map_or(0, |s| s.delegations.awaiting_operator())
     }
 
     /// Draws the view.

@@ -111,8 +111,8 @@ pub fn snapshot(devices_n: usize, delegations_n: usize) -> Snapshot {
             label: "DMS-1".into(),
             devices_url: "http://127.0.0.1:8080/dm".into(),
             peer_url: Some("https://127.0.0.1:7443".into()),
-            devices: Arc::new(devices(devices_n, now)),
-            delegations: Arc::new(delegations(delegations_n, now)),
+            devices: Arc::new(devices(devices_n, now).into()),
+            delegations: Arc::new(delegations(delegations_n, now).into()),
             peers: Arc::new(vec![PeerView {
                 server_id: "dms2.example".into(),
                 url: "https://127.0.0.1:7444".into(),

@@ -3,7 +3,8 @@
 //! map), and the view state that expands nodes and ticks subtrees ([`TreeView`]). Only the
 //! rows on screen are drawn, so a 10,000-node tree costs what 30 rows cost.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
 use crate::dm::acl::AclCmd;
 use crate::dm::tree::{DmTree, NodeId};
@@ -44,6 +45,8 @@ pub struct TreeModel {
     pub servers: Vec<String>,
     /// The device's last session when the tree was read, Unix milliseconds.
     pub last_seen_ms: Option<i64>,
+    /// Node index by URI.
+    by_uri: HashMap<String, u32>,
 }
 
 /// The letters of a rights mask, `A D E G R` order, `-` where absent.
@@ -81,17 +84,23 @@ impl TreeModel {
         for id in &order {
             nodes.push(node_of(tree, *id, &servers, &index));
         }
+        let by_uri = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.uri.clone(), i as u32))
+            .collect();
         TreeModel {
             dev_id: dev_id.to_owned(),
             nodes,
             servers,
             last_seen_ms,
+            by_uri,
         }
     }
 
     /// The index of the node with this URI.
     pub fn find(&self, uri: &str) -> Option<usize> {
-        self.nodes.iter().position(|n| n.uri == uri)
+        self.by_uri.get(uri).map(|&i| i as usize)
     }
 }
 
@@ -167,8 +176,9 @@ pub struct TreeView {
     pub ticked: BTreeSet<String>,
     /// The node whose details show.
     pub selected: Option<String>,
-    /// The rows on screen's order (node indices), recomputed when `expanded` changes.
-    visible: Vec<u32>,
+    /// The open tree flattened: the node indices of its rows, in order; recomputed only
+    /// when the expansion or the model changes, and only the rows on screen are laid out.
+    visible: Arc<[u32]>,
     /// The model and expansion `visible` was computed for.
     visible_key: Option<(usize, usize, u64)>,
     generation: u64,
@@ -178,6 +188,11 @@ impl TreeView {
     /// Forgets everything (another device).
     pub fn reset(&mut self) {
         *self = TreeView::default();
+    }
+
+    /// Says the model or `expanded` changed behind the view's back (a reloaded tree).
+    pub fn invalidate(&mut self) {
+        self.generation += 1;
     }
 
     /// Opens or closes a node.
@@ -205,28 +220,29 @@ impl TreeView {
         self.generation += 1;
     }
 
-    /// The node indices to show, in order.
-    pub fn visible(&mut self, model: &TreeModel) -> &[u32] {
+    /// The node indices to show, in order (a cheap `Arc` clone unless something changed).
+    pub fn visible(&mut self, model: &TreeModel) -> Arc<[u32]> {
         let key = (
             model.nodes.as_ptr() as usize,
             model.nodes.len(),
             self.generation,
         );
         if self.visible_key != Some(key) {
-            self.visible.clear();
+            let mut visible = Vec::new();
             if !model.nodes.is_empty() {
                 let mut stack = vec![0u32];
                 while let Some(i) = stack.pop() {
-                    self.visible.push(i);
+                    visible.push(i);
                     let n = &model.nodes[i as usize];
                     if self.expanded.contains(&n.uri) {
                         stack.extend(n.children.iter().rev().copied());
                     }
                 }
             }
+            self.visible = Arc::from(visible);
             self.visible_key = Some(key);
         }
-        &self.visible
+        self.visible.clone()
     }
 
     /// True when `uri` lies inside a ticked subtree (itself ticked or below one).

@@ -1,7 +1,7 @@
 //! Delegation history in the store (schema version 2): one row per delegation holding its
 //! serialised state machine and unsent messages, the append-only timeline (`events`) and audit
 //! log (`audit`), the SyncML messages exchanged with the peer, the journal of device changes
-//! (and their undo), and the known peer servers.
+//! (and their undo). The peer servers added at run time are in [`super::peers`].
 //!
 //! The engine writes everything one transition produces through [`save_transitions`], in one
 //! savepoint, before it performs any effect (DESIGN.md section 5: persist before any effect).
@@ -148,21 +148,6 @@ pub struct AuditRow {
     pub outcome: Option<String>,
     /// Details, for people.
     pub detail: String,
-}
-
-/// A peer server we delegate to or accept delegations from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct PeerRow {
-    /// Its ServerID.
-    pub server_id: String,
-    /// Where its delegation endpoint is.
-    pub base_url: String,
-    /// The SHA-256 fingerprint of its certificate, when pinned.
-    pub cert_fingerprint: Option<String>,
-    /// How its requests are handled (ask, accept, refuse, ...).
-    pub policy: String,
-    /// When it was added, Unix milliseconds. Kept by later updates.
-    pub added_ms: i64,
 }
 
 /// Everything one transition writes, in one transaction.
@@ -565,43 +550,6 @@ pub fn audit(conn: &Connection, f: &AuditFilter) -> Result<Vec<AuditRow>, StoreE
 /// Appends audit lines (for actions outside any transition: operator logins, peer edits, ...).
 pub fn append_audit(conn: &Connection, rows: &[AuditRow]) -> Result<(), StoreError> {
     all_or_nothing(conn, || insert_audit(conn, rows))
-}
-
-/// Adds a peer, or updates its address, fingerprint and policy (keeping `added_ms`).
-pub fn upsert_peer(conn: &Connection, p: &PeerRow) -> Result<(), StoreError> {
-    conn.execute(
-        "INSERT INTO peers (server_id, base_url, cert_fingerprint, policy, added_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5)
-         ON CONFLICT(server_id) DO UPDATE SET
-             base_url = excluded.base_url, cert_fingerprint = excluded.cert_fingerprint,
-             policy = excluded.policy",
-        params![
-            p.server_id,
-            p.base_url,
-            p.cert_fingerprint,
-            p.policy,
-            p.added_ms
-        ],
-    )?;
-    Ok(())
-}
-
-/// Every known peer, by ServerID.
-pub fn peers(conn: &Connection) -> Result<Vec<PeerRow>, StoreError> {
-    let mut stmt = conn.prepare(
-        "SELECT server_id, base_url, cert_fingerprint, policy, added_ms FROM peers
-         ORDER BY server_id",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok(PeerRow {
-            server_id: r.get(0)?,
-            base_url: r.get(1)?,
-            cert_fingerprint: r.get(2)?,
-            policy: r.get(3)?,
-            added_ms: r.get(4)?,
-        })
-    })?;
-    Ok(rows.collect::<Result<_, _>>()?)
 }
 
 /// How many delegations are in each state, by state name.
@@ -1417,46 +1365,6 @@ mod tests {
         save_transitions(&conn, &[good]).unwrap();
         conn.execute_batch("COMMIT").unwrap();
         assert!(load(&conn, "ok").unwrap().is_some());
-    }
-
-    #[test]
-    fn peers_upsert_keeps_added_ms() {
-        let dir = TempDir::new("peers");
-        let conn = dir.open();
-        let p = PeerRow {
-            server_id: "dms2".into(),
-            base_url: "https://dms2.example/deleg".into(),
-            cert_fingerprint: None,
-            policy: "ask".into(),
-            added_ms: 10,
-        };
-        upsert_peer(&conn, &p).unwrap();
-        upsert_peer(
-            &conn,
-            &PeerRow {
-                server_id: "a-first".into(),
-                ..p.clone()
-            },
-        )
-        .unwrap();
-        let changed = PeerRow {
-            base_url: "https://dms2.example/v2".into(),
-            cert_fingerprint: Some("AB:CD".into()),
-            policy: "accept".into(),
-            added_ms: 99,
-            ..p.clone()
-        };
-        upsert_peer(&conn, &changed).unwrap();
-        let all = peers(&conn).unwrap();
-        assert_eq!(all.len(), 2);
-        assert_eq!(all[0].server_id, "a-first");
-        assert_eq!(
-            all[1],
-            PeerRow {
-                added_ms: 10,
-                ..changed
-            }
-        );
     }
 
     #[test]

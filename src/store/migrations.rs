@@ -105,6 +105,9 @@ pub const MIGRATIONS: &[&str] = &[
         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: rows cannot be changed'); END;
     CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
         BEGIN SELECT RAISE(ABORT, 'the audit log is append-only: rows cannot be deleted'); END;",
+    // 3: peers added at run time keep their pinned certificate (PEM), so they come back after
+    // a restart without their file.
+    "ALTER TABLE peers ADD COLUMN cert_pem TEXT;",
     // 4: fetched trees in a table of their own, so that saving a device's nonces (on every
     // message) rewrites a small row, not one with its whole tree.
     "CREATE TABLE device_trees (

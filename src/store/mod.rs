@@ -8,6 +8,7 @@
 pub mod delegations;
 pub mod devices;
 pub mod migrations;
+pub mod peers;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
