@@ -10,7 +10,9 @@
 //! `Add`, `Delete`, `Exec`, `Get`, `Replace` in that order and ids in the order first seen.
 
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::str::FromStr;
+use std::sync::{Arc, OnceLock};
 
 /// A command an ACL grants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -157,10 +159,47 @@ impl AclIds {
     }
 }
 
+/// For each command (in [`AclCmd::ALL`] order), who holds it: the structured form of an ACL.
+type Entries = [Option<AclIds>; 5];
+
 /// An ACL: for each command, who holds it. The empty ACL inherits.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+///
+/// Held as its canonical text (the [`fmt::Display`] form), shared between clones: trees hold
+/// thousands of ACLs, most of them copies of a few, and checking a right scans a few dozen
+/// bytes. The structured form [`Acl::ids`] hands out references into is built on first use.
+#[derive(Clone, Default)]
 pub struct Acl {
-    entries: [Option<AclIds>; 5],
+    /// The canonical text; `None` for the empty ACL. Ids are valid ServerIDs, so `&`, `=`
+    /// and `+` only ever separate.
+    text: Option<Arc<str>>,
+    /// For each command, where its ids start in `text`: 0 when nobody holds it,
+    /// [`IDS_AT_FAR`] when beyond what a byte holds (then the text is scanned).
+    ids_at: [u8; 5],
+    /// The structured form, for [`Acl::ids`]; not carried over by clones.
+    parsed: OnceLock<Box<Entries>>,
+}
+
+/// `Acl::ids_at` of ids that start too far into the text to say.
+const IDS_AT_FAR: u8 = u8::MAX;
+
+impl PartialEq for Acl {
+    fn eq(&self, other: &Acl) -> bool {
+        self.text == other.text
+    }
+}
+
+impl Eq for Acl {}
+
+impl Hash for Acl {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.text.hash(state);
+    }
+}
+
+impl fmt::Debug for Acl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Acl").field(&self.as_str()).finish()
+    }
 }
 
 impl Acl {
@@ -171,10 +210,119 @@ impl Acl {
 
     /// `Add=*&Get=*`, the default root ACL the spec recommends.
     pub fn default_root() -> Acl {
-        let mut acl = Acl::empty();
-        acl.entries[AclCmd::Add.index()] = Some(AclIds::Any);
-        acl.entries[AclCmd::Get.index()] = Some(AclIds::Any);
-        acl
+        Acl::from_canonical("Add=*&Get=*")
+    }
+
+    /// An ACL from text already in canonical form.
+    fn from_canonical(text: &str) -> Acl {
+        let mut ids_at = [0u8; 5];
+        let mut start = 0;
+        for entry in text.split('&') {
+            if let Some((cmd, _)) = entry.split_once('=')
+                && let Some(cmd) = AclCmd::ALL.into_iter().find(|c| c.as_str() == cmd)
+            {
+                let at = start + cmd.as_str().len() + 1;
+                ids_at[cmd.index()] = u8::try_from(at)
+                    .ok()
+                    .filter(|a| *a != IDS_AT_FAR)
+                    .unwrap_or(IDS_AT_FAR);
+            }
+            start += entry.len() + 1;
+        }
+        Acl {
+            text: (!text.is_empty()).then(|| Arc::from(text)),
+            ids_at,
+            parsed: OnceLock::new(),
+        }
+    }
+
+    /// An ACL from its structured form.
+    fn from_entries(entries: &Entries) -> Acl {
+        let mut text = String::new();
+        for cmd in AclCmd::ALL {
+            let Some(ids) = &entries[cmd.index()] else {
+                continue;
+            };
+            if !text.is_empty() {
+                text.push('&');
+            }
+            text.push_str(cmd.as_str());
+            text.push('=');
+            match ids {
+                AclIds::Any => text.push('*'),
+                AclIds::Servers(v) => {
+                    for (i, id) in v.iter().enumerate() {
+                        if i > 0 {
+                            text.push('+');
+                        }
+                        text.push_str(id);
+                    }
+                }
+            }
+        }
+        Acl::from_canonical(&text)
+    }
+
+    /// The structured form, read from the canonical text.
+    fn entries(&self) -> Entries {
+        let mut entries = Entries::default();
+        for (cmd, ids) in self.raw_entries() {
+            entries[cmd.index()] = Some(if ids == "*" {
+                AclIds::Any
+            } else {
+                AclIds::Servers(ids.split('+').map(str::to_owned).collect())
+            });
+        }
+        entries
+    }
+
+    /// The (command, ids text) pairs of the canonical text.
+    fn raw_entries(&self) -> impl Iterator<Item = (AclCmd, &str)> {
+        self.as_str().split('&').filter_map(|entry| {
+            let (cmd, ids) = entry.split_once('=')?;
+            let cmd = AclCmd::ALL.into_iter().find(|c| c.as_str() == cmd)?;
+            Some((cmd, ids))
+        })
+    }
+
+    /// The text from where `cmd`'s ids start (they end at the next `&`), if anyone holds it.
+    #[inline]
+    fn ids_and_rest(&self, cmd: AclCmd) -> Option<&str> {
+        let text = self.text.as_deref()?;
+        match self.ids_at[cmd.index()] {
+            0 => None,
+            IDS_AT_FAR => self.scan_ids(cmd),
+            at => text.get(usize::from(at)..),
+        }
+    }
+
+    /// The ids text (`*` or ids joined by `+`) of `cmd`, if anyone holds it.
+    fn raw_ids(&self, cmd: AclCmd) -> Option<&str> {
+        let rest = self.ids_and_rest(cmd)?;
+        // Ids hold no `&`: the entry ends at the next one.
+        let end = rest.bytes().position(|b| b == b'&').unwrap_or(rest.len());
+        rest.get(..end)
+    }
+
+    /// [`Acl::ids_and_rest`] the slow way, for an entry far into a long text.
+    fn scan_ids(&self, cmd: AclCmd) -> Option<&str> {
+        let text = self.as_str();
+        let mut start = 0;
+        for entry in text.split('&') {
+            if entry
+                .split_once('=')
+                .is_some_and(|(c, _)| c == cmd.as_str())
+            {
+                return text.get(start + cmd.as_str().len() + 1..);
+            }
+            start += entry.len() + 1;
+        }
+        None
+    }
+
+    /// The canonical text (what [`fmt::Display`] writes); empty for the empty ACL.
+    pub fn as_str(&self) -> &str {
+        self.text.as_deref().unwrap_or("")
     }
 
     /// Grants every command in `cmds` to `server`.
@@ -189,9 +337,9 @@ impl Acl {
     /// Parses ACL text; the empty string is the empty ACL. Repeated commands are merged,
     /// repeated ids dropped, and a `*` among ids makes the command `Any`.
     pub fn parse(text: &str) -> Result<Acl, AclError> {
-        let mut acl = Acl::empty();
+        let mut entries = Entries::default();
         if text.is_empty() {
-            return Ok(acl);
+            return Ok(Acl::empty());
         }
         let mut offset = 0;
         for entry in text.split('&') {
@@ -225,7 +373,7 @@ impl Acl {
                     });
                 }
                 if id == "*" {
-                    acl.entries[cmd.index()] = Some(AclIds::Any);
+                    entries[cmd.index()] = Some(AclIds::Any);
                     continue;
                 }
                 if let Some(ch) = first_invalid_id_char(id) {
@@ -234,45 +382,69 @@ impl Acl {
                         ch,
                     });
                 }
-                acl.add_id(cmd, id);
+                add_id(&mut entries, cmd, id);
             }
         }
-        Ok(acl)
-    }
-
-    fn add_id(&mut self, cmd: AclCmd, id: &str) {
-        match &mut self.entries[cmd.index()] {
-            Some(AclIds::Any) => {}
-            Some(AclIds::Servers(ids)) => {
-                if !ids.iter().any(|x| x == id) {
-                    ids.push(id.to_owned());
-                }
-            }
-            slot @ None => *slot = Some(AclIds::Servers(vec![id.to_owned()])),
-        }
+        Ok(Acl::from_entries(&entries))
     }
 
     /// True when no command is listed: the node inherits its ancestor's ACL.
     pub fn is_empty(&self) -> bool {
-        self.entries.iter().all(Option::is_none)
+        self.text.is_none()
     }
 
     /// Who holds `cmd`, if anyone.
     pub fn ids(&self, cmd: AclCmd) -> Option<&AclIds> {
-        self.entries[cmd.index()].as_ref()
+        self.parsed.get_or_init(|| Box::new(self.entries()))[cmd.index()].as_ref()
     }
 
     /// True when `server` holds `cmd` under this ACL (ignoring inheritance).
+    #[inline]
     pub fn allows(&self, cmd: AclCmd, server: &str) -> bool {
-        self.ids(cmd).is_some_and(|ids| ids.grants(server))
+        let Some(rest) = self.ids_and_rest(cmd) else {
+            return false;
+        };
+        let (ids, s) = (rest.as_bytes(), server.as_bytes());
+        if ids.first() == Some(&b'*') {
+            // `*` stands alone.
+            return true;
+        }
+        // One pass over the ids, in place: does one of them, ended by `+`, `&` or the end,
+        // equal `server`?
+        let mut i = 0;
+        loop {
+            let end = i + s.len();
+            if matches!(ids.get(end), None | Some(b'+' | b'&')) && ids.get(i..end) == Some(s) {
+                // Ids hold no `+` or `&`, so a `server` with one only seemed to match.
+                return !s.iter().any(|b| matches!(b, b'+' | b'&'));
+            }
+            match ids[i..].iter().position(|b| matches!(b, b'+' | b'&')) {
+                Some(p) if ids[i + p] == b'+' => i += p + 1,
+                _ => return false,
+            }
+        }
     }
 
-    /// Sets who holds `cmd` (`None` drops the command).
+    /// Sets who holds `cmd` (`None` drops the command). Named ids are kept in order without
+    /// repeats; a `*` among them makes the command `Any`, and an id that cannot stand in an
+    /// ACL (empty, or with a character ids may not hold) is dropped.
     pub fn set(&mut self, cmd: AclCmd, ids: Option<AclIds>) {
-        self.entries[cmd.index()] = match ids {
-            Some(AclIds::Servers(v)) if v.is_empty() => None,
+        let mut entries = self.entries();
+        entries[cmd.index()] = match ids {
+            Some(AclIds::Servers(v)) => {
+                let mut slot = None;
+                for id in &v {
+                    if id == "*" {
+                        slot = Some(AclIds::Any);
+                    } else if is_valid_server_id(id) {
+                        add_id_to(&mut slot, id);
+                    }
+                }
+                slot
+            }
             other => other,
         };
+        *self = Acl::from_entries(&entries);
     }
 
     /// Grants `cmd` to `server` (no change when already held, by name or by `*`).
@@ -282,7 +454,12 @@ impl Acl {
                 id: server.chars().take(64).collect(),
             });
         }
-        self.add_id(cmd, server);
+        if self.allows(cmd, server) {
+            return Ok(());
+        }
+        let mut entries = self.entries();
+        add_id(&mut entries, cmd, server);
+        *self = Acl::from_entries(&entries);
         Ok(())
     }
 
@@ -290,48 +467,51 @@ impl Acl {
     /// `*` is left alone: it grants every server, which no single removal changes.
     /// Returns true when something changed.
     pub fn revoke(&mut self, cmd: AclCmd, server: &str) -> bool {
-        let slot = &mut self.entries[cmd.index()];
+        if !self
+            .raw_ids(cmd)
+            .is_some_and(|ids| ids.split('+').any(|id| id == server) && ids != "*")
+        {
+            return false;
+        }
+        let mut entries = self.entries();
+        let slot = &mut entries[cmd.index()];
         if let Some(AclIds::Servers(ids)) = slot {
-            let before = ids.len();
             ids.retain(|id| id != server);
-            let changed = ids.len() != before;
             if ids.is_empty() {
                 *slot = None;
             }
-            return changed;
         }
-        false
+        *self = Acl::from_entries(&entries);
+        true
     }
 
     /// Removes `server` from every command (the rule for deleting a ServerID, TND 8.3.7.1.4).
     /// With `is_root`, a command left with no id becomes `*` instead of being dropped.
     pub fn remove_server(&mut self, server: &str, is_root: bool) -> bool {
-        let mut changed = false;
-        for cmd in AclCmd::ALL {
-            let slot = &mut self.entries[cmd.index()];
+        if !self.servers().contains(&server) {
+            return false;
+        }
+        let mut entries = self.entries();
+        for slot in &mut entries {
             if let Some(AclIds::Servers(ids)) = slot {
                 let before = ids.len();
                 ids.retain(|id| id != server);
-                if ids.len() != before {
-                    changed = true;
-                    if ids.is_empty() {
-                        *slot = if is_root { Some(AclIds::Any) } else { None };
-                    }
+                if ids.len() != before && ids.is_empty() {
+                    *slot = if is_root { Some(AclIds::Any) } else { None };
                 }
             }
         }
-        changed
+        *self = Acl::from_entries(&entries);
+        true
     }
 
     /// Every named server id appearing in the ACL, without duplicates.
     pub fn servers(&self) -> Vec<&str> {
         let mut out: Vec<&str> = Vec::new();
-        for ids in self.entries.iter().flatten() {
-            if let AclIds::Servers(v) = ids {
-                for id in v {
-                    if !out.contains(&id.as_str()) {
-                        out.push(id);
-                    }
+        for (_, ids) in self.raw_entries() {
+            for id in ids.split('+') {
+                if id != "*" && !out.contains(&id) {
+                    out.push(id);
                 }
             }
         }
@@ -347,32 +527,26 @@ impl Acl {
     }
 }
 
-impl fmt::Display for Acl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut first = true;
-        for cmd in AclCmd::ALL {
-            let Some(ids) = &self.entries[cmd.index()] else {
-                continue;
-            };
-            if !first {
-                f.write_str("&")?;
-            }
-            first = false;
-            f.write_str(cmd.as_str())?;
-            f.write_str("=")?;
-            match ids {
-                AclIds::Any => f.write_str("*")?,
-                AclIds::Servers(v) => {
-                    for (i, id) in v.iter().enumerate() {
-                        if i > 0 {
-                            f.write_str("+")?;
-                        }
-                        f.write_str(id)?;
-                    }
-                }
+/// Adds a named id to `cmd`'s entry (no change when `*` or the id is already there).
+fn add_id(entries: &mut Entries, cmd: AclCmd, id: &str) {
+    add_id_to(&mut entries[cmd.index()], id);
+}
+
+fn add_id_to(slot: &mut Option<AclIds>, id: &str) {
+    match slot {
+        Some(AclIds::Any) => {}
+        Some(AclIds::Servers(ids)) => {
+            if !ids.iter().any(|x| x == id) {
+                ids.push(id.to_owned());
             }
         }
-        Ok(())
+        None => *slot = Some(AclIds::Servers(vec![id.to_owned()])),
+    }
+}
+
+impl fmt::Display for Acl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -447,6 +621,76 @@ mod tests {
         let mut last = Acl::parse("Get=A").unwrap();
         last.remove_server("A", false);
         assert!(last.is_empty());
+    }
+
+    #[test]
+    fn rights_match_whole_ids_only() {
+        let acl = Acl::parse("Get=dms1+dms&Replace=dms").unwrap();
+        assert!(acl.allows(AclCmd::Get, "dms1"));
+        assert!(acl.allows(AclCmd::Get, "dms"));
+        assert!(!acl.allows(AclCmd::Get, "dms1+dms"));
+        assert!(!acl.allows(AclCmd::Get, "dm"));
+        assert!(!acl.allows(AclCmd::Get, "dms12"));
+        assert!(!acl.allows(AclCmd::Get, ""));
+        assert!(!acl.allows(AclCmd::Get, "*"));
+        assert!(!acl.allows(AclCmd::Replace, "dms1"));
+        assert!(!acl.allows(AclCmd::Add, "dms"));
+        assert!(Acl::default_root().allows(AclCmd::Add, "*"));
+        assert_eq!(acl.servers(), ["dms1", "dms"]);
+        assert_eq!(acl.commands_of("dms"), [AclCmd::Get, AclCmd::Replace]);
+    }
+
+    #[test]
+    fn a_long_acl_is_read_past_its_first_bytes() {
+        let many: Vec<String> = (0..40).map(|i| format!("server-{i:02}.example")).collect();
+        let text = format!("Add={}&Get=late&Replace=*", many.join("+"));
+        let acl = Acl::parse(&text).unwrap();
+        assert!(acl.as_str().len() > 255);
+        assert!(acl.allows(AclCmd::Add, "server-39.example"));
+        assert!(acl.allows(AclCmd::Get, "late"));
+        assert!(!acl.allows(AclCmd::Get, "server-01.example"));
+        assert!(acl.allows(AclCmd::Replace, "anyone"));
+        assert_eq!(
+            acl.ids(AclCmd::Get),
+            Some(&AclIds::Servers(vec!["late".into()]))
+        );
+        assert_eq!(acl.ids(AclCmd::Replace), Some(&AclIds::Any));
+        assert_eq!(acl.ids(AclCmd::Delete), None);
+        let mut less = acl.clone();
+        assert!(less.revoke(AclCmd::Get, "late"));
+        assert_eq!(
+            less.to_string(),
+            format!("Add={}&Replace=*", many.join("+"))
+        );
+    }
+
+    #[test]
+    fn set_keeps_the_acl_canonical() {
+        let mut acl = Acl::empty();
+        acl.set(
+            AclCmd::Get,
+            Some(AclIds::Servers(vec![
+                "b".into(),
+                "a".into(),
+                "b".into(),
+                "bad id".into(),
+            ])),
+        );
+        acl.set(
+            AclCmd::Add,
+            Some(AclIds::Servers(vec!["x".into(), "*".into()])),
+        );
+        acl.set(AclCmd::Delete, Some(AclIds::Servers(Vec::new())));
+        assert_eq!(acl.to_string(), "Add=*&Get=b+a");
+        assert_eq!(acl, Acl::parse("Get=b+a&Add=*").unwrap());
+        assert_eq!(
+            acl.ids(AclCmd::Get),
+            Some(&AclIds::Servers(vec!["b".into(), "a".into()]))
+        );
+        acl.set(AclCmd::Get, None);
+        acl.set(AclCmd::Add, None);
+        assert!(acl.is_empty());
+        assert_eq!(acl, Acl::empty());
     }
 
     #[test]

@@ -359,8 +359,8 @@ impl DmTree {
             });
         }
         self.check_value_len(data.value.len())?;
-        let permanent = self.props(id).scope == Scope::Permanent;
-        let props = self.props(id).clone();
+        let props = self.props(id);
+        let permanent = props.scope == Scope::Permanent;
         if permanent
             && (data.format.is_some_and(|f| f != props.format)
                 || data.ty.as_ref().is_some_and(|t| t != props.ty.as_str()))
@@ -372,17 +372,19 @@ impl DmTree {
             ));
         }
         let stamp = now_stamp(now);
-        let p = self.props_mut(id);
-        if let Some(f) = data.format {
-            p.format = f;
-        }
-        if let Some(t) = &data.ty {
-            p.ty = NodeType::Mime(t.clone());
-        }
-        p.verno = p.verno.wrapping_add(1);
-        if stamp.is_some() {
-            p.tstamp = stamp;
-        }
+        // Nodes replaced together (same second, same VerNo) share their new properties.
+        self.update_props(id, |p| {
+            if let Some(f) = data.format {
+                p.format = f;
+            }
+            if let Some(t) = &data.ty {
+                p.ty = NodeType::Mime(t.clone());
+            }
+            p.verno = p.verno.wrapping_add(1);
+            if stamp.is_some() {
+                p.tstamp = stamp;
+            }
+        });
         self.set_value(id, data.value.clone());
         Ok(())
     }
@@ -421,7 +423,7 @@ impl DmTree {
                         ));
                     }
                 }
-                self.props_mut(id).acl = acl;
+                self.update_props(id, |p| p.acl = acl);
                 Ok(())
             }
             "Name" => {
@@ -466,7 +468,9 @@ impl DmTree {
                 if !self.allowed(who, id, AclCmd::Replace) {
                     return Err(denied(who, "Replace", uri));
                 }
-                self.props_mut(id).title = (!title.is_empty()).then(|| title.to_owned());
+                self.update_props(id, |p| {
+                    p.title = (!title.is_empty()).then(|| title.to_owned())
+                });
                 Ok(())
             }
             "Format" | "Type" | "Size" | "TStamp" | "VerNo" => Err(not_allowed(
@@ -589,7 +593,7 @@ impl DmTree {
             }
             let leaf_data = with_data && self.is_leaf(cur);
             out.push(self.node_item(cur, self.uri_of(cur).to_string(), leaf_data));
-            let kids: Vec<NodeId> = self.children(cur).map(|(_, c)| c).collect();
+            let kids: Vec<NodeId> = self.child_ids(cur).collect();
             stack.extend(kids.into_iter().rev());
         }
         out

@@ -4,8 +4,17 @@
 //! Nodes live in an arena (`Vec` of slots), so deep trees need no recursion to walk, clone or
 //! drop. The commands a device performs for a server (Add, Replace, Delete, Get, Exec, Copy)
 //! are in [`super::ops`]; TNDS import and export in [`super::tree_tnds`].
+//!
+//! A lab holds tens of thousands of trees, so a node is kept small: an interior node lists its
+//! children sorted by name, each as its id and a key made from the start of its name (so a
+//! lookup seldom needs to visit a child to compare names), and properties are shared, copy on
+//! write, between nodes that have the same ones (most leaves of a tree look alike, and so do
+//! most interior nodes), between a tree and its clones, and between trees (a lab's devices
+//! hold the same ACLs and MO types).
 
-use std::collections::BTreeMap;
+use std::cmp::Ordering;
+use std::collections::HashMap;
+use std::sync::{Arc, LazyLock, Mutex, PoisonError, Weak};
 
 use super::acl::{Acl, AclCmd, AclError};
 use super::props::{AccessSet, Format, NodeType, Scope};
@@ -27,7 +36,7 @@ pub enum Principal<'a> {
 
 /// Run-time properties of a node (OMA DM 1.2 TND 8.3), plus the description properties the
 /// device enforces (AccessType, Scope).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct NodeProps {
     /// The node's own ACL; empty means it inherits its nearest ancestor's.
     pub acl: Acl,
@@ -97,17 +106,137 @@ impl NodeProps {
 }
 
 #[derive(Debug, Clone)]
-pub(crate) enum Kind {
-    Interior(BTreeMap<String, NodeId>),
-    Leaf(Vec<u8>),
+enum Kind {
+    /// The children, sorted by name.
+    Interior(Vec<Child>),
+    Leaf(Box<[u8]>),
 }
 
+/// A child in its parent's list (12 bytes: packed to the id's alignment).
+#[derive(Debug, Clone, Copy)]
+#[repr(C, packed(4))]
+struct Child {
+    /// [`name_key`] of the child's name.
+    key: u64,
+    id: NodeId,
+}
+
+/// A sort key for a node name: its first 7 bytes (zero-padded) in the high bytes, then its
+/// length, or 8 for a longer name. Keys compare the way the names do, except that two long
+/// names with the same 7 first bytes have equal keys and must be compared in full; equal keys
+/// of short names are equal names.
+#[inline]
+fn name_key(name: &str) -> u64 {
+    let b = name.as_bytes();
+    match b.first_chunk::<8>() {
+        Some(head) => u64::from_be_bytes(*head) & !0xFF | 8,
+        None => {
+            let text = b.iter().fold(0u64, |k, c| k << 8 | u64::from(*c));
+            // The empty name (never a child's) has key 0.
+            text.checked_shl(8 * (8 - b.len() as u32)).unwrap_or(0) | b.len() as u64
+        }
+    }
+}
+
+/// Whether a slot's node has an ACL of its own, known without reading its properties.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OwnAcl {
+    No,
+    Yes,
+    /// The properties were handed out for change ([`DmTree::props_mut`]): read them.
+    Unknown,
+}
+
+impl OwnAcl {
+    fn of(props: &NodeProps) -> OwnAcl {
+        if props.acl.is_empty() {
+            OwnAcl::No
+        } else {
+            OwnAcl::Yes
+        }
+    }
+}
+
+/// `Slot::parent` of the root.
+const NO_PARENT: u32 = u32::MAX;
+/// `Slot::parent` of a free slot.
+const FREE: u32 = u32::MAX - 1;
+
+/// A node, or a free slot (`parent` is [`FREE`]). `repr(C)`, to keep what an ACL check reads
+/// on its way up (`parent`, which also tells whether the slot is in use, and `own_acl`) in
+/// its first bytes.
 #[derive(Debug, Clone)]
-pub(crate) struct Slot {
-    pub(crate) parent: Option<NodeId>,
-    pub(crate) name: String,
-    pub(crate) props: NodeProps,
-    pub(crate) kind: Kind,
+#[repr(C)]
+struct Slot {
+    /// The parent's index, [`NO_PARENT`] for the root, [`FREE`] for a free slot.
+    parent: u32,
+    /// Whether `props.acl` is non-empty (ACL inheritance walks up without reading `props`).
+    own_acl: OwnAcl,
+    /// Shared with the nodes (of this tree, its clones, or [`COMMON_PROPS`]) that have the
+    /// same properties.
+    props: Arc<NodeProps>,
+    name: Box<str>,
+    kind: Kind,
+}
+
+impl Slot {
+    fn parent(&self) -> Option<NodeId> {
+        (self.parent != NO_PARENT).then_some(NodeId(self.parent))
+    }
+
+    fn in_use(&self) -> bool {
+        self.parent != FREE
+    }
+
+    /// A free slot: holds nothing of its own on the heap.
+    fn free() -> Slot {
+        Slot {
+            parent: FREE,
+            own_acl: OwnAcl::No,
+            props: COMMON_PROPS[0].clone(),
+            name: Box::from(""),
+            kind: Kind::Leaf(Box::new([])),
+        }
+    }
+}
+
+/// The property sets most nodes of most trees have, shared by every tree.
+static COMMON_PROPS: LazyLock<[Arc<NodeProps>; 4]> = LazyLock::new(|| {
+    let leaf = NodeProps::leaf(Format::Chr, "text/plain");
+    [
+        Arc::new(NodeProps::interior()),
+        Arc::new(leaf.clone()),
+        Arc::new(NodeProps::interior().permanent()),
+        Arc::new(leaf.permanent()),
+    ]
+});
+
+/// Property sets shared between trees: those nodes were given that no node nearby had (a lab's
+/// devices have the same ACLs and MO types, node for node). Weak, so that a set no tree uses
+/// any more goes; dead entries are swept once the table has doubled since the last sweep.
+static SHARED_PROPS: LazyLock<Mutex<SharedProps>> = LazyLock::new(Mutex::default);
+
+#[derive(Default)]
+struct SharedProps {
+    sets: HashMap<NodeProps, Weak<NodeProps>>,
+    /// Entries left by the last sweep.
+    swept: usize,
+}
+
+/// `props` as a set shared with the other trees.
+fn shared_props(props: NodeProps) -> Arc<NodeProps> {
+    // Nothing here can panic halfway through a change of the table: a poisoned lock is fine.
+    let mut table = SHARED_PROPS.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some(live) = table.sets.get(&props).and_then(Weak::upgrade) {
+        return live;
+    }
+    if table.sets.len() >= 2 * table.swept.max(256) {
+        table.sets.retain(|_, set| set.strong_count() > 0);
+        table.swept = table.sets.len();
+    }
+    let set = Arc::new(props);
+    table.sets.insert((*set).clone(), Arc::downgrade(&set));
+    set
 }
 
 /// Limits a device enforces on its tree.
@@ -134,7 +263,8 @@ impl Default for TreeLimits {
 /// A DM tree.
 #[derive(Debug, Clone)]
 pub struct DmTree {
-    slots: Vec<Option<Slot>>,
+    /// The arena; free slots (listed in `free`) are marked [`FREE`].
+    slots: Vec<Slot>,
     free: Vec<u32>,
     len: usize,
     limits: TreeLimits,
@@ -157,15 +287,18 @@ impl DmTree {
     /// A tree holding only the root, with the given limits.
     pub fn with_limits(limits: TreeLimits) -> DmTree {
         let root = Slot {
-            parent: None,
-            name: String::new(),
-            props: NodeProps::interior()
-                .with_acl(Acl::default_root())
-                .permanent(),
-            kind: Kind::Interior(BTreeMap::new()),
+            parent: NO_PARENT,
+            own_acl: OwnAcl::Yes,
+            name: Box::from(""),
+            props: Arc::new(
+                NodeProps::interior()
+                    .with_acl(Acl::default_root())
+                    .permanent(),
+            ),
+            kind: Kind::Interior(Vec::new()),
         };
         DmTree {
-            slots: vec![Some(root)],
+            slots: vec![root],
             free: Vec::new(),
             len: 1,
             limits,
@@ -197,42 +330,100 @@ impl DmTree {
         ROOT
     }
 
-    pub(crate) fn slot(&self, id: NodeId) -> &Slot {
+    #[inline]
+    fn slot(&self, id: NodeId) -> &Slot {
         match self.slots.get(id.0 as usize) {
-            Some(Some(slot)) => slot,
+            Some(slot) if slot.in_use() => slot,
             _ => panic!("stale NodeId {id:?}"),
         }
     }
 
-    pub(crate) fn slot_mut(&mut self, id: NodeId) -> &mut Slot {
+    fn slot_mut(&mut self, id: NodeId) -> &mut Slot {
         match self.slots.get_mut(id.0 as usize) {
-            Some(Some(slot)) => slot,
+            Some(slot) if slot.in_use() => slot,
             _ => panic!("stale NodeId {id:?}"),
         }
+    }
+
+    /// Where `name` is, or would go, among the sorted `children`. The usual case (a few
+    /// children, a short name: keys decide alone) is a scan of the keys, kept small enough to
+    /// inline.
+    #[inline]
+    fn child_pos(&self, children: &[Child], name: &str) -> Result<usize, usize> {
+        let key = name_key(name);
+        if children.len() > 8 || name.len() > 7 {
+            return self.child_pos_search(children, name, key);
+        }
+        for (i, c) in children.iter().enumerate() {
+            match { c.key }.cmp(&key) {
+                Ordering::Less => {}
+                Ordering::Equal => return Ok(i),
+                Ordering::Greater => return Err(i),
+            }
+        }
+        Err(children.len())
+    }
+
+    /// [`DmTree::child_pos`] in general: a binary search down to a few children, then a scan.
+    fn child_pos_search(&self, children: &[Child], name: &str, key: u64) -> Result<usize, usize> {
+        let long = name.len() > 7;
+        let order = |c: &Child| match { c.key }.cmp(&key) {
+            Ordering::Equal if long => (*self.slot(c.id).name).cmp(name),
+            order => order,
+        };
+        // Everything before `lo` sorts before `name`, everything from `hi` after it.
+        let (mut lo, mut hi) = (0, children.len());
+        while hi - lo > 8 {
+            let mid = lo + (hi - lo) / 2;
+            match order(&children[mid]) {
+                Ordering::Less => lo = mid + 1,
+                Ordering::Equal => return Ok(mid),
+                Ordering::Greater => hi = mid,
+            }
+        }
+        for (i, c) in children.iter().enumerate().take(hi).skip(lo) {
+            match order(c) {
+                Ordering::Less => {}
+                Ordering::Equal => return Ok(i),
+                Ordering::Greater => return Err(i),
+            }
+        }
+        Err(hi)
+    }
+
+    /// The child of `id` named `name` (`None` for a leaf or a missing child).
+    #[inline]
+    pub fn child(&self, id: NodeId, name: &str) -> Option<NodeId> {
+        match &self.slot(id).kind {
+            Kind::Interior(children) => self.child_pos(children, name).ok().map(|i| children[i].id),
+            Kind::Leaf(_) => None,
+        }
+    }
+
+    /// Looks up a node below `id` by a relative path of `/`-separated names (`AppAuth/X`);
+    /// the empty path is `id` itself.
+    pub fn find_below(&self, id: NodeId, path: &str) -> Option<NodeId> {
+        if path.is_empty() {
+            return Some(id);
+        }
+        path.split('/')
+            .try_fold(id, |cur, name| self.child(cur, name))
     }
 
     /// Looks up a node.
     pub fn find(&self, uri: &NodeUri) -> Option<NodeId> {
-        let mut id = ROOT;
-        for seg in uri.segments() {
-            match &self.slot(id).kind {
-                Kind::Interior(children) => id = *children.get(seg.as_str())?,
-                Kind::Leaf(_) => return None,
-            }
-        }
-        Some(id)
+        uri.segments()
+            .iter()
+            .try_fold(ROOT, |id, seg| self.child(id, seg))
     }
 
     /// The nearest existing node at or above `uri`, with the number of segments still missing.
     pub fn nearest_existing(&self, uri: &NodeUri) -> (NodeId, usize) {
         let mut id = ROOT;
         for (depth, seg) in uri.segments().iter().enumerate() {
-            match &self.slot(id).kind {
-                Kind::Interior(children) => match children.get(seg.as_str()) {
-                    Some(child) => id = *child,
-                    None => return (id, uri.depth() - depth),
-                },
-                Kind::Leaf(_) => return (id, uri.depth() - depth),
+            match self.child(id, seg) {
+                Some(child) => id = child,
+                None => return (id, uri.depth() - depth),
             }
         }
         (id, 0)
@@ -247,8 +438,8 @@ impl DmTree {
     pub fn uri_of(&self, id: NodeId) -> NodeUri {
         let mut names = Vec::new();
         let mut cur = id;
-        while let Some(parent) = self.slot(cur).parent {
-            names.push(self.slot(cur).name.clone());
+        while let Some(parent) = self.slot(cur).parent() {
+            names.push(self.slot(cur).name.to_string());
             cur = parent;
         }
         names.reverse();
@@ -263,7 +454,7 @@ impl DmTree {
 
     /// A node's parent (`None` for the root).
     pub fn parent(&self, id: NodeId) -> Option<NodeId> {
-        self.slot(id).parent
+        self.slot(id).parent()
     }
 
     /// A node's properties.
@@ -271,9 +462,72 @@ impl DmTree {
         &self.slot(id).props
     }
 
-    /// A node's properties, for the device's own changes (no ACL check).
+    /// A node's properties, for the device's own changes (no ACL check). The node gets
+    /// properties of its own (they were shared with nodes that had the same ones).
     pub fn props_mut(&mut self, id: NodeId) -> &mut NodeProps {
-        &mut self.slot_mut(id).props
+        let slot = self.slot_mut(id);
+        slot.own_acl = OwnAcl::Unknown;
+        Arc::make_mut(&mut slot.props)
+    }
+
+    /// Gives a node these properties, shared with a node nearby (its parent or a neighbouring
+    /// sibling) or a common set that has the same ones.
+    pub(crate) fn set_props(&mut self, id: NodeId, props: NodeProps) {
+        if *self.slot(id).props == props {
+            return;
+        }
+        let parent = self.slot(id).parent();
+        let near = parent.map(|p| self.neighbours(p, &self.slot(id).name, Some(id)));
+        let shared = self.share(props, parent, near.unwrap_or_default());
+        let slot = self.slot_mut(id);
+        slot.own_acl = OwnAcl::of(&shared);
+        slot.props = shared;
+    }
+
+    /// Changes a node's properties through `change`, keeping them shared when possible: does
+    /// nothing when `change` leaves them as they are.
+    pub(crate) fn update_props(&mut self, id: NodeId, change: impl FnOnce(&mut NodeProps)) {
+        let mut props = (*self.slot(id).props).clone();
+        change(&mut props);
+        self.set_props(id, props);
+    }
+
+    /// The children of `parent` on either side of where `name` is or would go (`me` left out).
+    fn neighbours(&self, parent: NodeId, name: &str, me: Option<NodeId>) -> [Option<NodeId>; 2] {
+        let Kind::Interior(children) = &self.slot(parent).kind else {
+            return [None, None];
+        };
+        let (before, after) = match self.child_pos(children, name) {
+            Ok(i) => (i.checked_sub(1), i + 1),
+            Err(i) => (i.checked_sub(1), i),
+        };
+        let pick = |i: Option<usize>| {
+            i.and_then(|i| children.get(i).map(|c| c.id))
+                .filter(|c| Some(*c) != me)
+        };
+        [pick(before), pick(Some(after))]
+    }
+
+    /// `props` as shared properties: those of `parent` or of a node in `near` when equal, else
+    /// a common set when equal, else the set other trees share.
+    fn share(
+        &self,
+        props: NodeProps,
+        parent: Option<NodeId>,
+        near: [Option<NodeId>; 2],
+    ) -> Arc<NodeProps> {
+        let candidates = parent.into_iter().chain(near.into_iter().flatten());
+        for c in candidates {
+            let theirs = &self.slot(c).props;
+            if **theirs == props {
+                return theirs.clone();
+            }
+        }
+        COMMON_PROPS
+            .iter()
+            .find(|p| ***p == props)
+            .cloned()
+            .unwrap_or_else(|| shared_props(props))
     }
 
     /// True for a leaf.
@@ -284,7 +538,7 @@ impl DmTree {
     /// A leaf's value (`None` for an interior node).
     pub fn value(&self, id: NodeId) -> Option<&[u8]> {
         match &self.slot(id).kind {
-            Kind::Leaf(v) => Some(v),
+            Kind::Leaf(v) => Some(v.as_ref()),
             Kind::Interior(_) => None,
         }
     }
@@ -297,12 +551,20 @@ impl DmTree {
 
     /// An interior node's children in name order (empty for a leaf).
     pub fn children(&self, id: NodeId) -> impl Iterator<Item = (&str, NodeId)> + '_ {
-        let map = match &self.slot(id).kind {
-            Kind::Interior(children) => Some(children),
-            Kind::Leaf(_) => None,
+        let children: &[Child] = match &self.slot(id).kind {
+            Kind::Interior(children) => children,
+            Kind::Leaf(_) => &[],
         };
-        map.into_iter()
-            .flat_map(|m| m.iter().map(|(k, v)| (k.as_str(), *v)))
+        children.iter().map(|c| (&*self.slot(c.id).name, c.id))
+    }
+
+    /// An interior node's children in name order, without their names (empty for a leaf).
+    pub fn child_ids(&self, id: NodeId) -> impl DoubleEndedIterator<Item = NodeId> + '_ {
+        let children: &[Child] = match &self.slot(id).kind {
+            Kind::Interior(children) => children,
+            Kind::Leaf(_) => &[],
+        };
+        children.iter().map(|c| c.id)
     }
 
     /// The names of an interior node's children.
@@ -318,7 +580,7 @@ impl DmTree {
             out.push(cur);
             if let Kind::Interior(children) = &self.slot(cur).kind {
                 // Reverse so that children come out in name order.
-                stack.extend(children.values().rev().copied());
+                stack.extend(children.iter().rev().map(|c| c.id));
             }
         }
         out
@@ -332,10 +594,15 @@ impl DmTree {
         let mut cur = id;
         loop {
             let slot = self.slot(cur);
-            if !slot.props.acl.is_empty() {
+            let own = match slot.own_acl {
+                OwnAcl::No => false,
+                OwnAcl::Yes => true,
+                OwnAcl::Unknown => !slot.props.acl.is_empty(),
+            };
+            if own {
                 return (&slot.props.acl, cur);
             }
-            match slot.parent {
+            match slot.parent() {
                 Some(p) => cur = p,
                 None => return (&slot.props.acl, cur),
             }
@@ -361,7 +628,7 @@ impl DmTree {
     /// node or on its parent; for a leaf, Replace on its parent only; for the root, Replace on
     /// the root (TND 8.3.7.1.3).
     pub fn may_replace_acl(&self, who: Principal<'_>, id: NodeId) -> bool {
-        let parent = self.slot(id).parent;
+        let parent = self.slot(id).parent();
         let via_parent = parent.is_some_and(|p| self.allowed(who, p, AclCmd::Replace));
         match (&self.slot(id).kind, parent) {
             (_, None) => self.allowed(who, id, AclCmd::Replace),
@@ -405,7 +672,7 @@ impl DmTree {
             }
             if acl != current {
                 changed.push((self.uri_of(node), current));
-                self.slot_mut(node).props.acl = acl;
+                self.update_props(node, |p| p.acl = acl);
             }
         }
         Ok(changed)
@@ -443,7 +710,7 @@ impl DmTree {
             if acl.is_empty() {
                 // Judged on the tree as revoked so far (pre-order: ancestors inside the
                 // subtree are already done), not on the tree before the revoke.
-                let inherited_grants = match self.slot(node).parent {
+                let inherited_grants = match self.slot(node).parent() {
                     Some(p) => cmds
                         .iter()
                         .any(|c| work.effective_acl(p).0.allows(*c, server)),
@@ -455,7 +722,7 @@ impl DmTree {
             }
             if acl != current {
                 changed.push((self.uri_of(node), current));
-                work.slot_mut(node).props.acl = acl;
+                work.update_props(node, |p| p.acl = acl);
             }
         }
         *self = work;
@@ -468,9 +735,11 @@ impl DmTree {
         let mut changed = Vec::new();
         for id in self.subtree(ROOT) {
             let is_root = id == ROOT;
-            let before = self.slot(id).props.acl.clone();
-            if self.slot_mut(id).props.acl.remove_server(server, is_root) {
-                changed.push((self.uri_of(id), before));
+            let before = &self.slot(id).props.acl;
+            let mut acl = before.clone();
+            if acl.remove_server(server, is_root) {
+                changed.push((self.uri_of(id), before.clone()));
+                self.update_props(id, |p| p.acl = acl);
             }
         }
         changed
@@ -479,7 +748,7 @@ impl DmTree {
     /// Every ServerID that appears in some ACL of the tree.
     pub fn servers_in_acls(&self) -> Vec<String> {
         let mut out: Vec<String> = Vec::new();
-        for slot in self.slots.iter().flatten() {
+        for slot in self.slots.iter().filter(|s| s.in_use()) {
             for s in slot.props.acl.servers() {
                 if !out.iter().any(|x| x == s) {
                     out.push(s.to_owned());
@@ -495,20 +764,22 @@ impl DmTree {
         let id = self
             .find(uri)
             .ok_or_else(|| TreeError::NotFound(uri.clone()))?;
-        Ok(std::mem::replace(&mut self.slot_mut(id).props.acl, acl))
+        let before = self.slot(id).props.acl.clone();
+        self.update_props(id, |p| p.acl = acl);
+        Ok(before)
     }
 
     // ----- structural changes (device-level, no ACL checks) -----
 
-    pub(crate) fn alloc(&mut self, slot: Slot) -> NodeId {
+    fn alloc(&mut self, slot: Slot) -> NodeId {
         self.len += 1;
         match self.free.pop() {
             Some(i) => {
-                self.slots[i as usize] = Some(slot);
+                self.slots[i as usize] = slot;
                 NodeId(i)
             }
             None => {
-                self.slots.push(Some(slot));
+                self.slots.push(slot);
                 NodeId((self.slots.len() - 1) as u32)
             }
         }
@@ -524,32 +795,59 @@ impl DmTree {
         value: Option<Vec<u8>>,
     ) -> NodeId {
         let kind = match value {
-            Some(v) => Kind::Leaf(v),
-            None => Kind::Interior(BTreeMap::new()),
+            Some(v) => Kind::Leaf(v.into_boxed_slice()),
+            None => Kind::Interior(Vec::new()),
         };
+        let Kind::Interior(children) = &self.slot(parent).kind else {
+            panic!("insert_child under the leaf {parent:?}");
+        };
+        let pos = match self.child_pos(children, name) {
+            Ok(_) => panic!("insert_child: {parent:?} already has a child named {name:?}"),
+            Err(pos) => pos,
+        };
+        let props = self.share(props, Some(parent), self.neighbours(parent, name, None));
         let id = self.alloc(Slot {
-            parent: Some(parent),
-            name: name.to_owned(),
+            parent: parent.0,
+            own_acl: OwnAcl::of(&props),
+            name: Box::from(name),
             props,
             kind,
         });
         if let Kind::Interior(children) = &mut self.slot_mut(parent).kind {
-            children.insert(name.to_owned(), id);
+            children.insert(
+                pos,
+                Child {
+                    key: name_key(name),
+                    id,
+                },
+            );
         }
         id
     }
 
-    /// Removes the subtree at `id` (not the root).
-    pub(crate) fn remove_subtree(&mut self, id: NodeId) {
-        let Some(parent) = self.slot(id).parent else {
+    /// Removes `id` from its parent's list of children.
+    fn unlink(&mut self, id: NodeId) {
+        let Some(parent) = self.slot(id).parent() else {
             return;
         };
-        let name = self.slot(id).name.clone();
-        if let Kind::Interior(children) = &mut self.slot_mut(parent).kind {
-            children.remove(&name);
+        let Kind::Interior(children) = &self.slot(parent).kind else {
+            return;
+        };
+        if let Ok(pos) = self.child_pos(children, &self.slot(id).name)
+            && let Kind::Interior(children) = &mut self.slot_mut(parent).kind
+        {
+            children.remove(pos);
         }
+    }
+
+    /// Removes the subtree at `id` (not the root).
+    pub(crate) fn remove_subtree(&mut self, id: NodeId) {
+        if self.slot(id).parent().is_none() {
+            return;
+        }
+        self.unlink(id);
         for node in self.subtree(id) {
-            self.slots[node.0 as usize] = None;
+            self.slots[node.0 as usize] = Slot::free();
             self.free.push(node.0);
             self.len -= 1;
         }
@@ -557,19 +855,65 @@ impl DmTree {
 
     /// Renames a node (the caller checked the new name is free and valid).
     pub(crate) fn rename(&mut self, id: NodeId, new_name: &str) {
-        let Some(parent) = self.slot(id).parent else {
+        let Some(parent) = self.slot(id).parent() else {
             return;
         };
-        let old = std::mem::replace(&mut self.slot_mut(id).name, new_name.to_owned());
+        self.unlink(id);
+        self.slot_mut(id).name = Box::from(new_name);
+        let Kind::Interior(children) = &self.slot(parent).kind else {
+            return;
+        };
+        let pos = self.child_pos(children, new_name).unwrap_or_else(|pos| pos);
         if let Kind::Interior(children) = &mut self.slot_mut(parent).kind {
-            children.remove(&old);
-            children.insert(new_name.to_owned(), id);
+            children.insert(
+                pos,
+                Child {
+                    key: name_key(new_name),
+                    id,
+                },
+            );
         }
     }
 
     pub(crate) fn set_value(&mut self, id: NodeId, value: Vec<u8>) {
         if let Kind::Leaf(v) = &mut self.slot_mut(id).kind {
-            *v = value;
+            *v = value.into_boxed_slice();
+        }
+    }
+
+    /// True when the URI of a child `name` of `parent` keeps within the tree's URI limits (as
+    /// [`UriLimits::check`] would find), found without building the URI.
+    pub(crate) fn child_uri_fits(&self, parent: NodeId, name: &str) -> bool {
+        let limits = self.limits.uri;
+        let (mut depth, mut len, mut longest) = (1, name.len(), name.len());
+        let mut cur = parent;
+        while let Some(up) = self.slot(cur).parent() {
+            let seg = self.slot(cur).name.len();
+            depth += 1;
+            len += seg + 1;
+            longest = longest.max(seg);
+            cur = up;
+        }
+        let within = |value: usize, limit: u16| limit == 0 || value <= usize::from(limit);
+        within(depth, limits.max_depth)
+            && within(longest, limits.max_seg_len)
+            && within(len, limits.max_tot_len)
+    }
+
+    /// Gives back memory held for growth (the arena's and the children lists' spare room):
+    /// for a tree that is built once and then mostly read.
+    pub fn shrink_to_fit(&mut self) {
+        while self.slots.last().is_some_and(|s| !s.in_use()) {
+            self.slots.pop();
+        }
+        let end = self.slots.len() as u32;
+        self.free.retain(|i| *i < end);
+        self.free.shrink_to_fit();
+        self.slots.shrink_to_fit();
+        for slot in self.slots.iter_mut() {
+            if let Kind::Interior(children) = &mut slot.kind {
+                children.shrink_to_fit();
+            }
         }
     }
 
@@ -584,10 +928,10 @@ impl DmTree {
         let mut id = ROOT;
         let depth = uri.depth();
         for (i, seg) in uri.segments().iter().enumerate() {
-            let existing = match &self.slot(id).kind {
-                Kind::Interior(children) => children.get(seg.as_str()).copied(),
-                Kind::Leaf(_) => return Err(TreeError::UnderLeaf(uri.clone())),
-            };
+            if self.is_leaf(id) {
+                return Err(TreeError::UnderLeaf(uri.clone()));
+            }
+            let existing = self.child(id, seg);
             id = match existing {
                 Some(child) => child,
                 None => {
@@ -626,13 +970,9 @@ impl DmTree {
         }
         self.limits.uri.check(uri).map_err(TreeError::Uri)?;
         let parent = self.ensure_interior(&parent_uri, NodeProps::interior())?;
-        let existing = self
-            .children(parent)
-            .find(|(n, _)| *n == name)
-            .map(|(_, id)| id);
-        match existing {
+        match self.child(parent, &name) {
             Some(id) if self.is_leaf(id) => {
-                self.slot_mut(id).props = props;
+                self.set_props(id, props);
                 self.set_value(id, value);
                 Ok(id)
             }
@@ -678,7 +1018,7 @@ impl DmTree {
         while let Some((a, b)) = stack.pop() {
             let (sa, sb) = (self.slot(a), other.slot(b));
             let uri = || self.uri_of(a);
-            if sa.props != sb.props {
+            if !Arc::ptr_eq(&sa.props, &sb.props) && sa.props != sb.props {
                 return Some(format!(
                     "{}: properties differ ({:?} vs {:?})",
                     uri(),
@@ -698,12 +1038,12 @@ impl DmTree {
                     }
                 }
                 (Kind::Interior(x), Kind::Interior(y)) => {
-                    let xs: Vec<&String> = x.keys().collect();
-                    let ys: Vec<&String> = y.keys().collect();
+                    let xs: Vec<&str> = x.iter().map(|c| &*self.slot(c.id).name).collect();
+                    let ys: Vec<&str> = y.iter().map(|c| &*other.slot(c.id).name).collect();
                     if xs != ys {
                         return Some(format!("{}: children {xs:?} vs {ys:?}", uri()));
                     }
-                    stack.extend(x.values().copied().zip(y.values().copied()));
+                    stack.extend(x.iter().map(|c| c.id).zip(y.iter().map(|c| c.id)));
                 }
                 _ => {
                     return Some(format!(
@@ -788,6 +1128,7 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dm::uri::UriLimits;
 
     fn uri(s: &str) -> NodeUri {
         NodeUri::parse(s).unwrap()
@@ -892,6 +1233,179 @@ mod tests {
         assert_eq!(undo.len(), 1);
         assert!(!t.has_right(&uri("./V/F"), "s1", AclCmd::Get));
         assert!(t.has_right(&uri("./V/F"), "s2", AclCmd::Get));
+    }
+
+    #[test]
+    fn name_keys_sort_as_names_do() {
+        let names = [
+            "",
+            "a",
+            "a\u{1}",
+            "ab",
+            "abcdefg",
+            "abcdefg\u{1}",
+            "abcdefgA",
+            "abcdefgAA",
+            "abcdefgB",
+            "abcdefh",
+            "b",
+            "ß",
+            "中文节点名称",
+        ];
+        for x in names {
+            for y in names {
+                let (kx, ky) = (name_key(x), name_key(y));
+                let both_long = x.len() > 7 && y.len() > 7;
+                if kx != ky || !both_long {
+                    assert_eq!(kx.cmp(&ky), x.cmp(y), "{x:?} vs {y:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn children_stay_sorted_through_adds_renames_and_removes() {
+        let mut t = DmTree::new();
+        let names = [
+            "Zeta",
+            "AAuthSecret",
+            "AAuthName",
+            "AAuthSecretX",
+            "a",
+            "AAuthSecre",
+            "Leaf10",
+            "Leaf09",
+            "Leaf100",
+            "m",
+            "AAuthLevel",
+            "b",
+            "Leaf1",
+        ];
+        for n in names {
+            t.put_leaf(
+                &uri(&format!("./P/{n}")),
+                n,
+                NodeProps::leaf(Format::Chr, "text/plain"),
+            )
+            .unwrap();
+        }
+        let parent = t.find(&uri("./P")).unwrap();
+        let mut sorted: Vec<&str> = names.to_vec();
+        sorted.sort();
+        assert_eq!(t.child_names(parent), sorted);
+        for n in names {
+            let id = t.find(&uri(&format!("./P/{n}"))).unwrap();
+            assert_eq!(t.value(id), Some(n.as_bytes()));
+            assert_eq!(t.child(parent, n), Some(id));
+        }
+        assert_eq!(t.child(parent, "AAuthSecretY"), None);
+        assert_eq!(t.child(parent, "Leaf"), None);
+        let id = t.find(&uri("./P/AAuthSecret")).unwrap();
+        t.rename(id, "zz");
+        t.remove(&uri("./P/Leaf09")).unwrap();
+        let mut expect: Vec<&str> = sorted
+            .iter()
+            .copied()
+            .filter(|n| !["AAuthSecret", "Leaf09"].contains(n))
+            .chain(["zz"])
+            .collect();
+        expect.sort();
+        assert_eq!(t.child_names(parent), expect);
+        assert_eq!(t.find(&uri("./P/zz")), Some(id));
+        assert_eq!(t.find_below(t.root(), "P/zz"), Some(id));
+        // A freed slot is taken again, and the lists stay right.
+        t.put_leaf(
+            &uri("./P/Leaf09"),
+            "again",
+            NodeProps::leaf(Format::Chr, "text/plain"),
+        )
+        .unwrap();
+        assert_eq!(t.value_str(&uri("./P/Leaf09")), Some("again"));
+        assert_eq!(t.len(), names.len() + 2);
+        t.shrink_to_fit();
+        assert!(t.clone().same_as(&t));
+    }
+
+    #[test]
+    fn shared_properties_change_for_one_node_only() {
+        let mut t = DmTree::new();
+        for n in ["a", "b", "c"] {
+            t.put_leaf(
+                &uri(&format!("./S/{n}")),
+                "v",
+                NodeProps::leaf(Format::Chr, "text/plain"),
+            )
+            .unwrap();
+        }
+        let copy = t.clone();
+        let b = t.find(&uri("./S/b")).unwrap();
+        t.props_mut(b).title = Some("B".into());
+        t.set_acl(&uri("./S/c"), Acl::parse("Get=s1").unwrap())
+            .unwrap();
+        assert_eq!(t.props(b).title.as_deref(), Some("B"));
+        assert_eq!(t.props(t.find(&uri("./S/a")).unwrap()).title, None);
+        assert!(t.has_right(&uri("./S/c"), "s1", AclCmd::Get));
+        assert!(t.has_right(&uri("./S/a"), "s1", AclCmd::Get), "root: Get=*");
+        assert!(!t.has_right(&uri("./S/c"), "s2", AclCmd::Get));
+        // An ACL given through props_mut is seen by the checks too.
+        let a = t.find(&uri("./S/a")).unwrap();
+        t.props_mut(a).acl = Acl::parse("Get=s3").unwrap();
+        assert!(!t.allowed(Principal::Server("s1"), a, AclCmd::Get));
+        assert!(t.allowed(Principal::Server("s3"), a, AclCmd::Get));
+        // The clone kept what the tree had.
+        assert!(
+            copy.props(copy.find(&uri("./S/b")).unwrap())
+                .title
+                .is_none()
+        );
+        assert!(copy.props(copy.find(&uri("./S/c")).unwrap()).acl.is_empty());
+        assert!(copy.diff(&t).is_some());
+    }
+
+    #[test]
+    fn uri_limits_are_judged_without_building_the_uri() {
+        let mut t = DmTree::with_limits(TreeLimits {
+            uri: UriLimits {
+                max_depth: 3,
+                max_tot_len: 10,
+                max_seg_len: 5,
+            },
+            ..TreeLimits::default()
+        });
+        let ab = t
+            .ensure_interior(&uri("./ab/cd"), NodeProps::interior())
+            .unwrap();
+        assert!(t.child_uri_fits(ab, "efg"));
+        assert!(
+            !t.child_uri_fits(ab, "efghi"),
+            "11 bytes with the separators"
+        );
+        assert!(!t.child_uri_fits(ab, "efghij"), "a segment over 5 bytes");
+        let deep = t
+            .ensure_interior(&uri("./ab/cd/e"), NodeProps::interior())
+            .unwrap();
+        assert!(!t.child_uri_fits(deep, "f"), "depth 4");
+        for (parent, name) in [(ab, "efg"), (ab, "efghi"), (ab, "efghij"), (deep, "f")] {
+            let child = t.uri_of(parent).join(name).unwrap();
+            assert_eq!(
+                t.child_uri_fits(parent, name),
+                t.limits().uri.check(&child).is_ok(),
+                "{child}"
+            );
+        }
+    }
+
+    #[test]
+    fn property_sets_no_tree_uses_are_swept() {
+        for i in 0..3000 {
+            let mut t = DmTree::new();
+            let acl = Acl::parse(&format!("Get=sweep{i}")).unwrap();
+            t.ensure_interior(&uri("./X"), NodeProps::interior().with_acl(acl))
+                .unwrap();
+        }
+        // Other tests share the table: only a bound can be checked.
+        let table = SHARED_PROPS.lock().unwrap_or_else(PoisonError::into_inner);
+        assert!(table.sets.len() < 2000, "{} sets kept", table.sets.len());
     }
 
     #[test]

@@ -176,6 +176,7 @@ impl DmTree {
             }
         }
         work.finish_acls(&mut ctx)?;
+        work.shrink_to_fit();
         *self = work;
         Ok(())
     }
@@ -209,6 +210,7 @@ impl DmTree {
             }
         }
         tree.finish_acls(&mut ctx)?;
+        tree.shrink_to_fit();
         Ok(tree)
     }
 
@@ -220,7 +222,9 @@ impl DmTree {
             if id == self.root() && acl.is_empty() {
                 return Err(bad("the root must keep an ACL"));
             }
-            self.props_mut(id).acl = acl;
+            if self.props(id).acl != acl {
+                self.update_props(id, |p| p.acl = acl);
+            }
         }
         Ok(())
     }
@@ -234,37 +238,51 @@ impl DmTree {
         node: &TndsNode,
     ) {
         let device = ctx.who == Principal::Device;
-        if let Some(rt) = &node.rt {
-            if let Some(acl) = &rt.acl {
-                ctx.acls.push((uri.clone(), acl.clone()));
-            }
-            let p = self.props_mut(id);
-            if let Some(title) = &rt.title {
+        let rt = node.rt.as_ref();
+        if let Some(acl) = rt.and_then(|r| r.acl.as_ref()) {
+            ctx.acls.push((uri.clone(), acl.clone()));
+        }
+        let title = rt.and_then(|r| r.title.as_ref());
+        let tstamp = rt.and_then(|r| r.tstamp.as_ref()).filter(|_| device);
+        let verno = rt
+            .and_then(|r| r.verno.as_deref())
+            .and_then(|v| v.trim().parse::<u16>().ok())
+            .filter(|_| device);
+        let ty = rt.and_then(|r| r.ty.as_ref()).filter(|_| id == self.root());
+        let df = node.df.as_ref().filter(|_| device);
+        let access = df.map(|d| d.access_type).filter(|a| !a.is_empty());
+        let scope = df.and_then(|d| d.scope);
+        // Most nodes change nothing here: leave their (shared) properties alone.
+        let cur = self.props(id);
+        let changes = title.is_some_and(|t| cur.title.as_ref() != Some(t))
+            || tstamp.is_some_and(|t| cur.tstamp.as_ref() != Some(t))
+            || verno.is_some_and(|v| cur.verno != v)
+            || ty.is_some_and(|t| cur.ty != *t)
+            || access.is_some_and(|a| cur.access != a)
+            || scope.is_some_and(|s| cur.scope != s);
+        if !changes {
+            return;
+        }
+        self.update_props(id, |p| {
+            if let Some(title) = title {
                 p.title = Some(title.clone());
             }
-            if device {
-                if let Some(ts) = &rt.tstamp {
-                    p.tstamp = Some(ts.clone());
-                }
-                if let Some(v) = rt.verno.as_deref().and_then(|v| v.trim().parse().ok()) {
-                    p.verno = v;
-                }
+            if let Some(ts) = tstamp {
+                p.tstamp = Some(ts.clone());
             }
-            if id == self.root()
-                && let Some(ty) = &rt.ty
-            {
-                self.props_mut(id).ty = ty.clone();
+            if let Some(v) = verno {
+                p.verno = v;
             }
-        }
-        if device && let Some(df) = &node.df {
-            let p = self.props_mut(id);
-            if !df.access_type.is_empty() {
-                p.access = df.access_type;
+            if let Some(ty) = ty {
+                p.ty = ty.clone();
             }
-            if let Some(scope) = df.scope {
-                p.scope = scope;
+            if let Some(a) = access {
+                p.access = a;
             }
-        }
+            if let Some(s) = scope {
+                p.scope = s;
+            }
+        });
     }
 
     /// Adds `node` and its subtree under `base`, iteratively.
@@ -357,13 +375,13 @@ impl DmTree {
                 // "Delete the sub-nodes, then Add each node" (TND 9.2): each sub-node is
                 // deleted as a plain Delete would be, with its permanence, AccessType and ACL
                 // checks (405/425), so a Replace right on the node is not a Delete right below.
-                let children: Vec<NodeId> = self.children(id).map(|(_, c)| c).collect();
+                let children: Vec<NodeId> = self.child_ids(id).collect();
                 for child in children {
                     let child_uri = self.uri_of(child);
                     self.delete(ctx.who, &Target::from(child_uri))?;
                 }
                 if let Some(ty) = shape.ty {
-                    self.props_mut(id).ty = NodeType::DdfName(ty);
+                    self.update_props(id, |p| p.ty = NodeType::DdfName(ty));
                 }
                 for child in &node.children {
                     self.add_tnds_subtree(ctx, &uri, child)?;
@@ -407,7 +425,7 @@ impl DmTree {
             });
         }
         let tops: Vec<NodeId> = if id == self.root() {
-            self.children(id).map(|(_, c)| c).collect()
+            self.child_ids(id).collect()
         } else {
             vec![id]
         };
@@ -451,8 +469,7 @@ impl DmTree {
             let index = order.len();
             order.push((cur, parent_index, depth));
             let kids: Vec<NodeId> = self
-                .children(cur)
-                .map(|(_, c)| c)
+                .child_ids(cur)
                 .filter(|c| self.allowed(who, *c, AclCmd::Get))
                 .collect();
             for kid in kids.into_iter().rev() {

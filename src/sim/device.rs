@@ -259,6 +259,7 @@ impl SimDevice {
             Ok(())
         };
         setup(&mut dev.tree).map_err(|e| SimError::Setup(e.to_string()))?;
+        dev.tree.shrink_to_fit();
         Ok(dev)
     }
 
@@ -569,25 +570,12 @@ impl SimDevice {
 
     /// Applies the session's events: nonces to the account, outcomes to the report.
     fn absorb(&mut self, acc: &DmAcc, session: &mut ClientSession, report: &mut SessionReport) {
+        // A message may bring both sides' nonces: the account is read once for them.
+        let mut nonces: Vec<(AuthLevel, Nonce)> = Vec::new();
         while let Some(e) = session.poll_event() {
             match e {
-                ClientEvent::ClientNonce(n) => {
-                    // The account may have been deleted by this very session.
-                    let _ = DmAcc::store_nonce(
-                        &mut self.tree,
-                        &acc.name,
-                        AuthLevel::ClCred,
-                        n.as_bytes(),
-                    );
-                }
-                ClientEvent::ServerNonce(n) => {
-                    let _ = DmAcc::store_nonce(
-                        &mut self.tree,
-                        &acc.name,
-                        AuthLevel::SrvCred,
-                        n.as_bytes(),
-                    );
-                }
+                ClientEvent::ClientNonce(n) => nonces.push((AuthLevel::ClCred, n)),
+                ClientEvent::ServerNonce(n) => nonces.push((AuthLevel::SrvCred, n)),
                 ClientEvent::ServerAuthenticated => report.server_authenticated = true,
                 ClientEvent::ClientRejected(c) => report.rejected = Some(c),
                 ClientEvent::Executed {
@@ -599,6 +587,12 @@ impl SimDevice {
                 ClientEvent::Ended { aborted } => report.completed = !aborted,
                 ClientEvent::ServerRejected(_) | ClientEvent::Redirected(_) => {}
             }
+        }
+        if !nonces.is_empty() {
+            let nonces: Vec<(AuthLevel, &[u8])> =
+                nonces.iter().map(|(l, n)| (*l, n.as_bytes())).collect();
+            // The account may have been deleted by this very session.
+            let _ = DmAcc::store_nonces(&mut self.tree, &acc.name, &nonces);
         }
     }
 }

@@ -5,7 +5,7 @@ use super::{MoError, child_uri, interior, leaf_text, required_text, text_leaf, t
 use crate::dm::acl::Acl;
 use crate::dm::props::Format;
 use crate::dm::tnds::TndsDocument;
-use crate::dm::tree::{DmTree, NodeProps, Principal};
+use crate::dm::tree::{DmTree, Principal};
 use crate::dm::tree_tnds::TndsMode;
 use crate::dm::uri::{NodeUri, UriLimits};
 
@@ -222,8 +222,7 @@ fn install_permanent(tree: &mut DmTree, node: crate::dm::tnds::TndsNode) -> Resu
     )?;
     if let Some(id) = work.find(&uri) {
         for n in work.subtree(id) {
-            let p: &mut NodeProps = work.props_mut(n);
-            p.scope = crate::dm::props::Scope::Permanent;
+            work.update_props(n, |p| p.scope = crate::dm::props::Scope::Permanent);
         }
     }
     *tree = work;

@@ -7,15 +7,18 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::LazyLock;
 
 use base64::Engine as _;
 
-use super::{MoError, child_uri, interior, leaf_text, required_text, text_leaf, typed_leaf};
+use super::{
+    MoError, child_uri, entries_below, interior, required_below, text_below, text_leaf, typed_leaf,
+};
 use crate::dm::acl::Acl;
 use crate::dm::ops::OpError;
 use crate::dm::props::{AccessKind, AccessSet, Format};
 use crate::dm::tnds::{TndsDocument, TndsNode};
-use crate::dm::tree::{DmTree, Principal};
+use crate::dm::tree::{DmTree, NodeId, NodeProps, Principal};
 use crate::dm::tree_tnds::TndsMode;
 use crate::dm::uri::NodeUri;
 
@@ -248,32 +251,39 @@ impl DmAcc {
         let id = tree.find(&base).ok_or_else(|| MoError::Missing {
             uri: base.to_string(),
         })?;
+        DmAcc::read_node(tree, name, id)
+    }
+
+    /// Reads the account held by the node `id`, named `name`. Leaves are looked up from their
+    /// parents by name: no URI is built unless to report an error.
+    fn read_node(tree: &DmTree, name: &str, id: NodeId) -> Result<DmAcc, MoError> {
+        let invalid = |at: NodeId, value: &str, reason| invalid(&tree.uri_of(at), value, reason);
         if tree.is_leaf(id) {
-            return Err(invalid(&base, "", "an account is an interior node"));
+            return Err(invalid(id, "", "an account is an interior node"));
         }
-        let app_id = leaf_text(tree, &base, "AppID").unwrap_or_else(|| "w7".to_owned());
-        let server_id = required_text(tree, &base, "ServerID")?;
+        let app_id = text_below(tree, id, "AppID").unwrap_or_else(|| "w7".to_owned());
+        let server_id = required_below(tree, id, "ServerID")?;
         let mut to_con_ref = Vec::new();
-        for (entry, _) in list(tree, &base, "ToConRef") {
-            let entry_uri = child_uri(&base, &format!("ToConRef/{entry}"))?;
-            to_con_ref.push((entry.clone(), required_text(tree, &entry_uri, "ConRef")?));
+        for (entry, entry_id) in entries_below(tree, id, "ToConRef") {
+            let con_ref = required_below(tree, entry_id, "ConRef")?;
+            to_con_ref.push((entry, con_ref));
         }
         let mut app_addr = Vec::new();
-        for (entry, entry_uri) in list(tree, &base, "AppAddr") {
-            let addr = required_text(tree, &entry_uri, "Addr")?;
-            let addr_type = match leaf_text(tree, &entry_uri, "AddrType") {
+        for (entry, entry_id) in entries_below(tree, id, "AppAddr") {
+            let addr = required_below(tree, entry_id, "Addr")?;
+            let addr_type = match text_below(tree, entry_id, "AddrType") {
                 None => AddrType::Uri,
                 Some(t) => t
                     .parse()
-                    .map_err(|_| invalid(&entry_uri, &t, "AddrType must be URI, IPv4 or IPv6"))?,
+                    .map_err(|_| invalid(entry_id, &t, "AddrType must be URI, IPv4 or IPv6"))?,
             };
             let mut ports = Vec::new();
-            for (port, port_uri) in list(tree, &entry_uri, "Port") {
-                let text = required_text(tree, &port_uri, "PortNbr")?;
+            for (port, port_id) in entries_below(tree, entry_id, "Port") {
+                let text = required_below(tree, port_id, "PortNbr")?;
                 let nbr = text
                     .trim()
                     .parse::<u16>()
-                    .map_err(|_| invalid(&port_uri, &text, "PortNbr must be a port number"))?;
+                    .map_err(|_| invalid(port_id, &text, "PortNbr must be a port number"))?;
                 ports.push((port, nbr));
             }
             app_addr.push(AppAddr {
@@ -283,43 +293,40 @@ impl DmAcc {
                 ports,
             });
         }
-        let aauth_pref = match leaf_text(tree, &base, "AAuthPref") {
+        let aauth_pref = match text_below(tree, id, "AAuthPref") {
             None => None,
             Some(t) if t.is_empty() => None,
             Some(t) => Some(
                 t.parse()
-                    .map_err(|_| invalid(&base, &t, "AAuthPref must be an AAuthType"))?,
+                    .map_err(|_| invalid(id, &t, "AAuthPref must be an AAuthType"))?,
             ),
         };
         let mut app_auth = Vec::new();
-        for (entry, entry_uri) in list(tree, &base, "AppAuth") {
-            let level_text = required_text(tree, &entry_uri, "AAuthLevel")?;
+        for (entry, entry_id) in entries_below(tree, id, "AppAuth") {
+            let level_text = required_below(tree, entry_id, "AAuthLevel")?;
             let level = level_text.parse().map_err(|_| {
                 invalid(
-                    &entry_uri,
+                    entry_id,
                     &level_text,
                     "AAuthLevel must be CLCRED, SRVCRED, OBEX or HTTP",
                 )
             })?;
-            let type_text = required_text(tree, &entry_uri, "AAuthType")?;
+            let type_text = required_below(tree, entry_id, "AAuthType")?;
             let auth_type = type_text
                 .parse()
-                .map_err(|_| invalid(&entry_uri, &type_text, "AAuthType is not a known scheme"))?;
-            let data = match child_uri(&entry_uri, "AAuthData")
-                .ok()
-                .and_then(|u| tree.find(&u).map(|id| (u, id)))
-            {
+                .map_err(|_| invalid(entry_id, &type_text, "AAuthType is not a known scheme"))?;
+            let data = match tree.child(entry_id, "AAuthData") {
                 None => None,
-                Some((u, id)) => {
-                    let raw = tree.value(id).unwrap_or_default();
-                    Some(if tree.props(id).format == Format::B64 {
+                Some(data_id) => {
+                    let raw = tree.value(data_id).unwrap_or_default();
+                    Some(if tree.props(data_id).format == Format::B64 {
                         raw.to_vec()
                     } else {
                         // Stored as base64 text (Android types AAuthData chr).
                         let text = String::from_utf8_lossy(raw);
                         base64::engine::general_purpose::STANDARD
                             .decode(text.trim())
-                            .map_err(|_| invalid(&u, "", "AAuthData must be base64"))?
+                            .map_err(|_| invalid(data_id, "", "AAuthData must be base64"))?
                     })
                 }
             };
@@ -327,25 +334,25 @@ impl DmAcc {
                 name: entry,
                 level,
                 auth_type,
-                auth_name: leaf_text(tree, &entry_uri, "AAuthName"),
-                secret: leaf_text(tree, &entry_uri, "AAuthSecret").map(Secret),
+                auth_name: text_below(tree, entry_id, "AAuthName"),
+                secret: text_below(tree, entry_id, "AAuthSecret").map(Secret),
                 data,
             });
         }
-        let dormant = match leaf_text(tree, &base, DORMANT_LEAF) {
+        let dormant = match text_below(tree, id, DORMANT_LEAF) {
             None => false,
             Some(t) => match t.trim() {
                 "true" | "1" => true,
                 "false" | "0" | "" => false,
-                _ => return Err(invalid(&base, &t, "Dormant must be true or false")),
+                _ => return Err(invalid(id, &t, "Dormant must be true or false")),
             },
         };
         Ok(DmAcc {
             name: name.to_owned(),
             app_id,
             server_id,
-            display_name: leaf_text(tree, &base, "Name"),
-            pref_con_ref: leaf_text(tree, &base, "PrefConRef"),
+            display_name: text_below(tree, id, "Name"),
+            pref_con_ref: text_below(tree, id, "PrefConRef"),
             to_con_ref,
             app_addr,
             aauth_pref,
@@ -354,25 +361,37 @@ impl DmAcc {
         })
     }
 
+    /// The node `./DMAcc`, when the tree has one.
+    fn root_node(tree: &DmTree) -> Option<NodeId> {
+        tree.child(tree.root(), "DMAcc")
+    }
+
     /// Every account under `./DMAcc`, in name order. Accounts that cannot be read are reported
     /// as errors next to the good ones.
     pub fn all(tree: &DmTree) -> Vec<Result<DmAcc, MoError>> {
-        let root = NodeUri::parse(DMACC_ROOT).unwrap_or_default();
-        let Some(id) = tree.find(&root) else {
+        let Some(root) = DmAcc::root_node(tree) else {
             return Vec::new();
         };
-        tree.child_names(id)
-            .iter()
-            .map(|n| DmAcc::read(tree, n))
+        tree.children(root)
+            .map(|(name, id)| DmAcc::read_node(tree, name, id))
             .collect()
     }
 
-    /// The account whose ServerID is `server_id`.
+    /// The account whose ServerID is `server_id` (the first in name order that can be read).
+    /// Only accounts whose `ServerID` leaf holds `server_id` are read in full.
     pub fn find_by_server_id(tree: &DmTree, server_id: &str) -> Option<DmAcc> {
-        DmAcc::all(tree)
-            .into_iter()
-            .flatten()
-            .find(|a| a.server_id == server_id)
+        let root = DmAcc::root_node(tree)?;
+        tree.children(root)
+            .filter(|(_, id)| {
+                tree.child(*id, "ServerID")
+                    .and_then(|leaf| tree.value(leaf))
+                    .is_some_and(|v| v == server_id.as_bytes())
+            })
+            .find_map(|(name, id)| {
+                DmAcc::read_node(tree, name, id)
+                    .ok()
+                    .filter(|a| a.server_id == server_id)
+            })
     }
 
     /// The credentials the client sends (CLCRED).
@@ -522,16 +541,14 @@ impl DmAcc {
     /// Marks every `AppAuth/<X>/AAuthSecret` and `AAuthData` of the account "No Get" (the
     /// DMAcc DDF's access type), so no server can read them back.
     pub fn protect_secrets(tree: &mut DmTree, name: &str) {
-        let Ok(base) = DmAcc::uri_of(name) else {
+        let Some(id) = DmAcc::uri_of(name).ok().and_then(|base| tree.find(&base)) else {
             return;
         };
         let no_get = AccessSet::ALL.without(AccessKind::Get);
-        for (_, entry_uri) in list(tree, &base, "AppAuth") {
+        for (_, entry_id) in entries_below(tree, id, "AppAuth") {
             for leaf in ["AAuthSecret", "AAuthData"] {
-                if let Ok(u) = child_uri(&entry_uri, leaf)
-                    && let Some(id) = tree.find(&u)
-                {
-                    tree.props_mut(id).access = no_get;
+                if let Some(leaf_id) = tree.child(entry_id, leaf) {
+                    tree.update_props(leaf_id, |p| p.access = no_get);
                 }
             }
         }
@@ -544,37 +561,73 @@ impl DmAcc {
         level: AuthLevel,
         nonce: &[u8],
     ) -> Result<(), MoError> {
-        let acc = DmAcc::read(tree, name)?;
-        let entry = acc
+        DmAcc::store_nonces(tree, name, &[(level, nonce)])
+    }
+
+    /// Stores each nonce as [`DmAcc::store_nonce`] would, reading the account once (a message
+    /// of a session may bring both sides' nonces). Every nonce is tried; the first error is
+    /// returned.
+    pub fn store_nonces(
+        tree: &mut DmTree,
+        name: &str,
+        nonces: &[(AuthLevel, &[u8])],
+    ) -> Result<(), MoError> {
+        let base = DmAcc::uri_of(name)?;
+        let id = tree.find(&base).ok_or_else(|| MoError::Missing {
+            uri: base.to_string(),
+        })?;
+        let acc = DmAcc::read_node(tree, name, id)?;
+        let mut result = Ok(());
+        for (level, nonce) in nonces {
+            let stored = acc.put_nonce(tree, id, *level, nonce);
+            if result.is_ok() {
+                result = stored;
+            }
+        }
+        result
+    }
+
+    /// Writes `nonce` to `AppAuth/<entry of level>/AAuthData` of this account, held by the node
+    /// `id`, as the device's own `put_leaf` of a b64 "No Get" leaf.
+    fn put_nonce(
+        &self,
+        tree: &mut DmTree,
+        id: NodeId,
+        level: AuthLevel,
+        nonce: &[u8],
+    ) -> Result<(), MoError> {
+        static PROPS: LazyLock<NodeProps> = LazyLock::new(|| {
+            NodeProps::leaf(Format::B64, "application/octet-stream")
+                .with_access(AccessSet::ALL.without(AccessKind::Get))
+        });
+        let entry = self
             .app_auth
             .iter()
             .find(|a| a.level == level)
             .ok_or_else(|| MoError::Missing {
-                uri: format!("{DMACC_ROOT}/{name}/AppAuth/<{level}>"),
+                uri: format!("{DMACC_ROOT}/{}/AppAuth/<{level}>", self.name),
             })?;
-        let uri = child_uri(&acc.uri()?, &format!("AppAuth/{}/AAuthData", entry.name))?;
-        let props = crate::dm::tree::NodeProps::leaf(Format::B64, "application/octet-stream")
-            .with_access(AccessSet::ALL.without(AccessKind::Get));
-        tree.put_leaf(&uri, nonce.to_vec(), props)
+        // The usual case, done in place: the leaf is there and `put_leaf` could not refuse.
+        if nonce.len() <= tree.limits().max_value_len
+            && let Some(entry_id) = tree.find_below(id, "AppAuth")
+            && let Some(entry_id) = tree.child(entry_id, &entry.name)
+            && let Some(leaf) = tree.child(entry_id, "AAuthData")
+            && tree.is_leaf(leaf)
+            && tree.child_uri_fits(entry_id, "AAuthData")
+        {
+            if *tree.props(leaf) != *PROPS {
+                tree.set_props(leaf, PROPS.clone());
+            }
+            tree.set_value(leaf, nonce.to_vec());
+            return Ok(());
+        }
+        let uri = child_uri(&self.uri()?, &format!("AppAuth/{}/AAuthData", entry.name))?;
+        tree.put_leaf(&uri, nonce.to_vec(), PROPS.clone())
             .map_err(|e| OpError::BadRequest {
                 reason: e.to_string(),
             })?;
         Ok(())
     }
-}
-
-/// The entries under `base/rel`: (name, URI) pairs, empty when the node is absent.
-fn list(tree: &DmTree, base: &NodeUri, rel: &str) -> Vec<(String, NodeUri)> {
-    let Ok(uri) = child_uri(base, rel) else {
-        return Vec::new();
-    };
-    let Some(id) = tree.find(&uri) else {
-        return Vec::new();
-    };
-    tree.child_names(id)
-        .into_iter()
-        .filter_map(|n| uri.join(&n).ok().map(|u| (n, u)))
-        .collect()
 }
 
 #[cfg(test)]
@@ -646,6 +699,43 @@ mod tests {
             again.server_cred().unwrap().data.as_deref(),
             Some(&b"nonce-bytes"[..])
         );
+    }
+
+    #[test]
+    fn nonces_are_stored_as_put_leaf_would() {
+        let mut tree = DmTree::new();
+        sample().install(&mut tree, None).unwrap();
+        let mut expect = tree.clone();
+        // ClientSide has an AAuthData leaf (written in place), ServerSide none (created).
+        DmAcc::store_nonces(
+            &mut tree,
+            "DelegatedSrv",
+            &[(AuthLevel::ClCred, b"c1"), (AuthLevel::SrvCred, b"s1")],
+        )
+        .unwrap();
+        for (entry, value) in [("ClientSide", b"c1"), ("ServerSide", b"s1")] {
+            let u =
+                NodeUri::parse(&format!("./DMAcc/DelegatedSrv/AppAuth/{entry}/AAuthData")).unwrap();
+            let props = NodeProps::leaf(Format::B64, "application/octet-stream")
+                .with_access(AccessSet::ALL.without(AccessKind::Get));
+            expect.put_leaf(&u, value.to_vec(), props).unwrap();
+        }
+        assert!(tree.same_as(&expect), "{:?}", tree.diff(&expect));
+        let acc = DmAcc::read(&tree, "DelegatedSrv").unwrap();
+        assert_eq!(acc.client_cred().unwrap().data.as_deref(), Some(&b"c1"[..]));
+        assert_eq!(acc.server_cred().unwrap().data.as_deref(), Some(&b"s1"[..]));
+        assert!(matches!(
+            DmAcc::store_nonce(&mut tree, "DelegatedSrv", AuthLevel::Http, b"x"),
+            Err(MoError::Missing { .. })
+        ));
+        assert!(DmAcc::store_nonce(&mut tree, "Nobody", AuthLevel::ClCred, b"x").is_err());
+        // Past the tree's URI limits, the nonce is refused as `put_leaf` refuses it.
+        let mut limits = *tree.limits();
+        limits.uri.max_tot_len = 40;
+        tree.set_limits(limits);
+        let before = tree.clone();
+        assert!(DmAcc::store_nonce(&mut tree, "DelegatedSrv", AuthLevel::ClCred, b"c2").is_err());
+        assert!(tree.same_as(&before));
     }
 
     #[test]

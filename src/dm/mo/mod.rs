@@ -12,7 +12,7 @@ pub mod dmacc;
 use super::ops::OpError;
 use super::props::{Format, NodeType};
 use super::tnds::{RtProperties, TndsNode};
-use super::tree::DmTree;
+use super::tree::{DmTree, NodeId};
 use super::uri::NodeUri;
 
 pub use bootconfig::BootConfigEntry;
@@ -52,8 +52,37 @@ pub enum MoError {
 
 /// Reads the text leaf at `base/rel`, if present.
 pub(crate) fn leaf_text(tree: &DmTree, base: &NodeUri, rel: &str) -> Option<String> {
-    let uri = child_uri(base, rel).ok()?;
-    tree.value_str(&uri).map(str::to_owned)
+    text_below(tree, tree.find(base)?, rel)
+}
+
+/// Reads the text leaf at `rel` (names separated by `/`) below the node `id`, if present.
+/// Views read their leaves this way, from their own node, so that reading one builds no URI.
+pub(crate) fn text_below(tree: &DmTree, id: NodeId, rel: &str) -> Option<String> {
+    if rel.is_empty() {
+        return None;
+    }
+    let leaf = tree.find_below(id, rel)?;
+    std::str::from_utf8(tree.value(leaf)?)
+        .ok()
+        .map(str::to_owned)
+}
+
+/// Reads a required text leaf below the node `id`.
+pub(crate) fn required_below(tree: &DmTree, id: NodeId, rel: &str) -> Result<String, MoError> {
+    text_below(tree, id, rel).ok_or_else(|| MoError::Missing {
+        uri: format!("{}/{rel}", tree.uri_of(id)),
+    })
+}
+
+/// The children of the node at `rel` below `id`: (name, id) pairs, empty when it is absent.
+pub(crate) fn entries_below(tree: &DmTree, id: NodeId, rel: &str) -> Vec<(String, NodeId)> {
+    tree.find_below(id, rel)
+        .map(|node| {
+            tree.children(node)
+                .map(|(name, child)| (name.to_owned(), child))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Reads a required text leaf.
