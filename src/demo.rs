@@ -91,7 +91,7 @@ impl Default for DemoOptions {
             bootstrap: false,
             initiator: Role::Delegating,
             dir: None,
-            concurrency: 256,
+            concurrency: 128,
             timeout: Duration::from_secs(300),
         }
     }

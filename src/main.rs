@@ -135,7 +135,7 @@ struct DemoArgs {
     #[arg(long)]
     dir: Option<PathBuf>,
     /// Most delegations in flight at once.
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 128)]
     concurrency: usize,
     /// How long one delegation may take before it counts as failed.
     #[arg(long, default_value_t = 300)]

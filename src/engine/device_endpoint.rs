@@ -222,8 +222,9 @@ async fn respond(
                 client,
                 server,
             } => {
+                // Nonces are recoverable (resync): no fsync of their own.
                 store
-                    .call(move |conn| {
+                    .call_relaxed(move |conn| {
                         crate::store::devices::update_nonces(conn, &dev_id, &client, &server)
                     })
                     .await

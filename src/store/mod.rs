@@ -4,6 +4,13 @@
 //! up to [`BATCH`] of them in one transaction, each inside a savepoint (a failing one rolls
 //! back alone), commits, and only then answers each caller: nothing a caller does after the
 //! answer can get ahead of the commit (group commit, DESIGN.md section 5).
+//!
+//! A batch made only of [`Store::call_relaxed`] jobs (a device's session nonces, saved on
+//! every message) commits with `synchronous=NORMAL`: written to the WAL before the caller
+//! hears back, so a killed process loses nothing, but not fsynced on its own; the next full
+//! commit's fsync covers it. Power loss can then cost the newest nonces, which the DM layer
+//! recovers from (a Package #0 signed with the resync nonce, a 401 with a fresh challenge).
+//! Everything else, delegation transitions first, commits with a full fsync.
 
 pub mod delegations;
 pub mod devices;
@@ -109,7 +116,13 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
 }
 
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
-type Job = Box<dyn FnOnce(&mut rusqlite::Transaction<'_>) -> Reply + Send>;
+type Work = Box<dyn FnOnce(&mut rusqlite::Transaction<'_>) -> Reply + Send>;
+
+/// One caller's work, and whether a commit without fsync is enough for it.
+struct Job {
+    work: Work,
+    relaxed: bool,
+}
 
 struct Inner {
     tx: mpsc::Sender<Job>,
@@ -174,8 +187,26 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
+        self.submit(f, false).await
+    }
+
+    /// As [`Store::call`], for state that can be recovered if the newest of it is lost to a
+    /// power failure (see the module doc): its group may commit without an fsync.
+    pub async fn call_relaxed<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.submit(f, true).await
+    }
+
+    async fn submit<T, F>(&self, f: F, relaxed: bool) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
         let (tx, rx) = oneshot::channel();
-        let job: Job = Box::new(move |txn| {
+        let work: Work = Box::new(move |txn| {
             let result = (|| {
                 let sp = txn.savepoint()?;
                 let value = f(&sp)?;
@@ -189,7 +220,7 @@ impl Store {
         });
         self.inner
             .tx
-            .send(job)
+            .send(Job { work, relaxed })
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -197,13 +228,16 @@ impl Store {
 }
 
 fn run_batch(conn: &mut Connection, jobs: Vec<Job>) {
+    let relaxed = jobs.iter().all(|j| j.relaxed);
+    // Without the level it wants, the batch still commits, with the stricter one.
+    let _ = conn.pragma_update(None, "synchronous", if relaxed { "NORMAL" } else { "FULL" });
     let mut txn = match conn.transaction() {
         Ok(t) => t,
         // Without a transaction nothing runs: dropping the jobs drops their reply channels,
         // so every caller gets an error instead of waiting.
         Err(_) => return,
     };
-    let replies: Vec<Reply> = jobs.into_iter().map(|job| job(&mut txn)).collect();
+    let replies: Vec<Reply> = jobs.into_iter().map(|job| (job.work)(&mut txn)).collect();
     let commit = txn.commit().map_err(StoreError::from);
     for reply in replies {
         reply(commit.clone());
@@ -229,6 +263,47 @@ mod tests {
             .unwrap();
         assert_eq!(sync, 2);
         drop(conn);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[tokio::test]
+    async fn relaxed_and_full_calls_are_both_committed_when_they_return() {
+        let dir =
+            std::env::temp_dir().join(format!("dmdeleg-store-relaxed-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("relaxed.db");
+        let _ = std::fs::remove_file(&path);
+        let store = Store::start(&path).unwrap();
+        store
+            .call(|c| Ok(c.execute_batch("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER)")?))
+            .await
+            .unwrap();
+        store
+            .call_relaxed(|c| Ok(c.execute("INSERT INTO t VALUES ('a', 1)", [])?))
+            .await
+            .unwrap();
+        // Another connection sees it: it is committed, not just queued.
+        let reader = open(&path).unwrap();
+        let v: i64 = reader
+            .query_row("SELECT v FROM t WHERE k = 'a'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 1);
+        // A failing relaxed job fails alone; the full one after it commits.
+        assert!(
+            store
+                .call_relaxed(|c| Ok(c.execute("INSERT INTO nowhere VALUES (1)", [])?))
+                .await
+                .is_err()
+        );
+        store
+            .call(|c| Ok(c.execute("INSERT INTO t VALUES ('b', 2)", [])?))
+            .await
+            .unwrap();
+        let n: i64 = reader
+            .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 2);
+        drop(store);
         std::fs::remove_dir_all(&dir).ok();
     }
 }
