@@ -198,24 +198,22 @@ impl DemoReport {
 /// The peak resident memory of this process in MB (`VmHWM` of `/proc/self/status`); 0 where
 /// there is no such file.
 pub fn peak_rss_mb() -> u64 {
-    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
-        return 0;
-    };
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| (kb + 512) / 1024)
+    proc_status_mb("VmHWM:")
 }
 
 /// The resident memory of this process now in MB (`VmRSS`); 0 where unknown.
 pub fn current_rss_mb() -> u64 {
+    proc_status_mb("VmRSS:")
+}
+
+/// A `kB` figure of `/proc/self/status`, in MB (rounded); 0 where unknown.
+fn proc_status_mb(field: &str) -> u64 {
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
         return 0;
     };
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| (kb + 512) / 1024)
 }

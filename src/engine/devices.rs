@@ -303,21 +303,10 @@ impl Devices {
         dev_id: &str,
         cmd: DeviceCommand,
     ) -> Result<oneshot::Receiver<CommandResult>, CommandError> {
-        self.enqueue_tagged(dev_id, cmd).map(|(_, rx)| rx)
-    }
-
-    /// As [`Devices::enqueue`], also returning the command's tag for [`Devices::cancel`].
-    pub fn enqueue_tagged(
-        &mut self,
-        dev_id: &str,
-        cmd: DeviceCommand,
-    ) -> Result<(u64, oneshot::Receiver<CommandResult>), CommandError> {
-        let mut queued = self.enqueue_all(dev_id, vec![cmd], false)?;
-        let (tags, mut rxs) = (queued.tags, std::mem::take(&mut queued.outcomes));
-        match (tags.first(), rxs.pop()) {
-            (Some(&tag), Some(rx)) => Ok((tag, rx)),
-            _ => Err(CommandError::SessionLost),
-        }
+        self.enqueue_all(dev_id, vec![cmd], false)?
+            .outcomes
+            .pop()
+            .ok_or(CommandError::SessionLost)
     }
 
     /// Queues `commands`, in order, as one batch: they go out together, in the held reply of

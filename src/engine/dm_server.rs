@@ -147,7 +147,7 @@ impl DmServer {
                 .call(move |conn| crate::store::devices::upsert(conn, &r, now))
                 .await?;
         }
-        self.lock().enrol(record);
+        self.enrol_saved(vec![record]);
         Ok(())
     }
 
@@ -214,15 +214,6 @@ impl DmServer {
         cmd: DeviceCommand,
     ) -> Result<oneshot::Receiver<CommandResult>, CommandError> {
         self.lock().enqueue(dev_id, cmd)
-    }
-
-    /// As [`DmServer::enqueue`], with the command's tag for [`DmServer::cancel`].
-    pub fn enqueue_tagged(
-        &self,
-        dev_id: &str,
-        cmd: DeviceCommand,
-    ) -> Result<(u64, oneshot::Receiver<CommandResult>), CommandError> {
-        self.lock().enqueue_tagged(dev_id, cmd)
     }
 
     /// Queues a batch of commands that go out together; see [`Devices::enqueue_all`]. When

@@ -25,6 +25,20 @@ pub struct PeerRow {
     pub cert_pem: Option<String>,
 }
 
+/// The columns [`peer_row`] reads, in its order.
+const PEER_COLUMNS: &str = "server_id, base_url, cert_fingerprint, policy, added_ms, cert_pem";
+
+fn peer_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PeerRow> {
+    Ok(PeerRow {
+        server_id: r.get(0)?,
+        base_url: r.get(1)?,
+        cert_fingerprint: r.get(2)?,
+        policy: r.get(3)?,
+        added_ms: r.get(4)?,
+        cert_pem: r.get(5)?,
+    })
+}
+
 /// Adds a peer, or updates its address, certificate and policy (keeping `added_ms`).
 pub fn upsert_peer(conn: &Connection, p: &PeerRow) -> Result<(), StoreError> {
     conn.execute(
@@ -47,20 +61,10 @@ pub fn upsert_peer(conn: &Connection, p: &PeerRow) -> Result<(), StoreError> {
 
 /// Every stored peer, by ServerID.
 pub fn peers(conn: &Connection) -> Result<Vec<PeerRow>, StoreError> {
-    let mut stmt = conn.prepare(
-        "SELECT server_id, base_url, cert_fingerprint, policy, added_ms, cert_pem FROM peers
-         ORDER BY server_id",
-    )?;
-    let rows = stmt.query_map([], |r| {
-        Ok(PeerRow {
-            server_id: r.get(0)?,
-            base_url: r.get(1)?,
-            cert_fingerprint: r.get(2)?,
-            policy: r.get(3)?,
-            added_ms: r.get(4)?,
-            cert_pem: r.get(5)?,
-        })
-    })?;
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {PEER_COLUMNS} FROM peers ORDER BY server_id"
+    ))?;
+    let rows = stmt.query_map([], peer_row)?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
@@ -68,19 +72,9 @@ pub fn peers(conn: &Connection) -> Result<Vec<PeerRow>, StoreError> {
 pub fn peer(conn: &Connection, server_id: &str) -> Result<Option<PeerRow>, StoreError> {
     Ok(conn
         .query_row(
-            "SELECT server_id, base_url, cert_fingerprint, policy, added_ms, cert_pem FROM peers
-             WHERE server_id = ?1",
+            &format!("SELECT {PEER_COLUMNS} FROM peers WHERE server_id = ?1"),
             [server_id],
-            |r| {
-                Ok(PeerRow {
-                    server_id: r.get(0)?,
-                    base_url: r.get(1)?,
-                    cert_fingerprint: r.get(2)?,
-                    policy: r.get(3)?,
-                    added_ms: r.get(4)?,
-                    cert_pem: r.get(5)?,
-                })
-            },
+            peer_row,
         )
         .optional()?)
 }
