@@ -160,6 +160,22 @@ impl DelegationId {
     pub fn from_bytes(mut bytes: [u8; 16]) -> DelegationId {
         bytes[6] = (bytes[6] & 0x0f) | 0x40;
         bytes[8] = (bytes[8] & 0x3f) | 0x80;
+        DelegationId::canonical(&bytes)
+    }
+
+    /// A version 7 UUID (RFC 9562): the Unix time in milliseconds, then random bits. IDs made
+    /// close together sort close together, so a store's indexes on them stay local (a random
+    /// UUID lands each new delegation on a different index page).
+    pub fn time_ordered(unix_ms: u64, random: [u8; 10]) -> DelegationId {
+        let mut bytes = [0u8; 16];
+        bytes[..6].copy_from_slice(&unix_ms.to_be_bytes()[2..]);
+        bytes[6..].copy_from_slice(&random);
+        bytes[6] = (bytes[6] & 0x0f) | 0x70;
+        bytes[8] = (bytes[8] & 0x3f) | 0x80;
+        DelegationId::canonical(&bytes)
+    }
+
+    fn canonical(bytes: &[u8; 16]) -> DelegationId {
         let mut s = String::with_capacity(36);
         for (i, b) in bytes.iter().enumerate() {
             if matches!(i, 4 | 6 | 8 | 10) {
@@ -1097,6 +1113,19 @@ mod tests {
         let id = DelegationId::from_bytes([0; 16]);
         assert_eq!(id.as_str(), "00000000-0000-4000-8000-000000000000");
         assert_eq!(DelegationId::parse(id.as_str()), Ok(id));
+    }
+
+    #[test]
+    fn time_ordered_ids_carry_the_time_and_sort_by_it() {
+        // RFC 9562 appendix A.6: 2022-02-22 14:22:22.00 UTC is 0x017F22E279B0.
+        let id = DelegationId::time_ordered(0x017F_22E2_79B0, [0xff; 10]);
+        assert_eq!(id.as_str(), "017f22e2-79b0-7fff-bfff-ffffffffffff");
+        let id = DelegationId::time_ordered(0x017F_22E2_79B0, [0; 10]);
+        assert_eq!(id.as_str(), "017f22e2-79b0-7000-8000-000000000000");
+        let later = DelegationId::time_ordered(0x017F_22E2_79B1, [0; 10]);
+        assert!(id < later);
+        assert!(DelegationId::time_ordered(0x017F_22E2_79B0, [0xff; 10]) < later);
+        assert_eq!(DelegationId::parse(later.as_str()), Ok(later));
     }
 
     #[test]

@@ -369,11 +369,11 @@ fn random_hex(n: usize) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
-/// A fresh random DelegationID (UUID version 4).
+/// A fresh DelegationID: a time-ordered UUID (version 7), unique by its 74 random bits.
 pub fn new_delegation_id() -> DelegationId {
-    let mut b = [0u8; 16];
+    let mut b = [0u8; 10];
     let _ = getrandom::fill(&mut b);
-    DelegationId::from_bytes(b)
+    DelegationId::time_ordered(now_ms().max(0) as u64, b)
 }
 
 impl Driver {

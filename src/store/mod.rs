@@ -112,6 +112,8 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
         });
     }
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Savepoint journals (one per job in a group) stay in memory, not in temporary files.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
     Ok(())
 }
 
@@ -262,6 +264,10 @@ mod tests {
             .query_row("PRAGMA synchronous", [], |r| r.get(0))
             .unwrap();
         assert_eq!(sync, 2);
+        let temp: i64 = conn
+            .query_row("PRAGMA temp_store", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(temp, 2, "savepoint journals in memory");
         drop(conn);
         std::fs::remove_dir_all(&dir).ok();
     }
