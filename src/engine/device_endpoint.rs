@@ -89,8 +89,9 @@ impl Drop for DeviceEndpoint {
     }
 }
 
-/// Starts the endpoint on `listener`, over plain HTTP. With a store, every change to a
-/// device's nonces or inventory is committed before the reply that carries it leaves.
+/// Starts the endpoint on `listener`, over plain HTTP. With a store, a change to a device's
+/// inventory is committed before the reply that follows it leaves; its new nonces are queued
+/// for the store first (write-behind: a lost nonce costs one more challenge, never access).
 pub fn spawn(
     listener: TcpListener,
     cfg: DeviceEndpointConfig,
@@ -222,16 +223,17 @@ async fn respond(
                 client,
                 server,
             } => {
-                // Nonces are recoverable (resync): no fsync of their own.
+                // Nonces are recoverable (a 401 with a fresh challenge, a resync Package #0):
+                // the reply does not wait for their commit (store module doc).
                 store
-                    .call_relaxed(move |conn| {
+                    .write_behind("a device's nonces", move |conn| {
                         crate::store::devices::update_nonces(conn, &dev_id, &client, &server)
                     })
                     .await
             }
         };
         if saved.is_err() {
-            // The device must not get a nonce the server could forget: it retries later.
+            // The store is gone or failing: the device retries later.
             return (
                 HttpStatus::SERVICE_UNAVAILABLE,
                 "the server cannot save its state",
@@ -250,7 +252,7 @@ fn random16() -> [u8; 16] {
     b
 }
 
-/// The state of a device record that must be durable before a reply leaves: its nonces, and
+/// The state of a device record that is saved before a reply leaves: its nonces, and
 /// whether its inventory (DevInfo, tree) was taken.
 fn durable_state(devices: &Devices, dev_id: &str) -> Option<(Vec<u8>, Vec<u8>, bool, bool)> {
     devices.get(dev_id).map(|r| {
@@ -267,7 +269,7 @@ fn durable_state(devices: &Devices, dev_id: &str) -> Option<(Vec<u8>, Vec<u8>, b
 enum Persist {
     /// The whole record (its inventory changed).
     Record(Box<DeviceRecord>),
-    /// Only the nonces (the usual case: every session rotates them).
+    /// Only the nonces (the usual case: every session rotates them), write-behind.
     Nonces {
         dev_id: String,
         client: crate::syncml::auth::Nonce,

@@ -5,12 +5,14 @@
 //! back alone), commits, and only then answers each caller: nothing a caller does after the
 //! answer can get ahead of the commit (group commit, DESIGN.md section 5).
 //!
-//! A batch made only of [`Store::call_relaxed`] jobs (a device's session nonces, saved on
-//! every message) commits with `synchronous=NORMAL`: written to the WAL before the caller
-//! hears back, so a killed process loses nothing, but not fsynced on its own; the next full
-//! commit's fsync covers it. Power loss can then cost the newest nonces, which the DM layer
-//! recovers from (a Package #0 signed with the resync nonce, a 401 with a fresh challenge).
-//! Everything else, delegation transitions first, commits with a full fsync.
+//! [`Store::write_behind`] is for state that can be recovered if its newest version is lost
+//! (a device's session nonces, which change twice per DM session): the caller goes on as soon
+//! as the job is queued, nobody waits for its commit, and a group made only of such jobs
+//! waits [`WRITE_BEHIND_DELAY`] for company and then commits with `synchronous=NORMAL` (the
+//! next full commit's fsync covers it). A crash can then cost the newest nonces, which the DM
+//! layer recovers from (a Package #0 signed with the resync nonce, a 401 with a fresh
+//! challenge). Everything else, delegation transitions first, commits with a full fsync
+//! before its caller hears back.
 
 pub mod delegations;
 pub mod devices;
@@ -25,6 +27,9 @@ use tokio::sync::{mpsc, oneshot};
 
 /// Most operations one transaction groups.
 pub const BATCH: usize = 128;
+
+/// How long a group made only of write-behind jobs waits for more work to share its commit.
+pub const WRITE_BEHIND_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -120,10 +125,11 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 type Work = Box<dyn FnOnce(&mut rusqlite::Transaction<'_>) -> Reply + Send>;
 
-/// One caller's work, and whether a commit without fsync is enough for it.
+/// One caller's work, and whether it is write-behind (nobody waits for its commit, and a
+/// commit without fsync is enough for it).
 struct Job {
     work: Work,
-    relaxed: bool,
+    write_behind: bool,
 }
 
 struct Inner {
@@ -156,11 +162,11 @@ impl Store {
             .spawn(move || {
                 while let Some(first) = rx.blocking_recv() {
                     let mut jobs = vec![first];
-                    while jobs.len() < BATCH {
-                        match rx.try_recv() {
-                            Ok(j) => jobs.push(j),
-                            Err(_) => break,
-                        }
+                    drain(&mut rx, &mut jobs);
+                    if jobs.len() < BATCH && jobs.iter().all(|j| j.write_behind) {
+                        // Nobody waits for these: let them share a commit with more work.
+                        std::thread::sleep(WRITE_BEHIND_DELAY);
+                        drain(&mut rx, &mut jobs);
                     }
                     run_batch(&mut conn, jobs);
                 }
@@ -189,32 +195,9 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        self.submit(f, false).await
-    }
-
-    /// As [`Store::call`], for state that can be recovered if the newest of it is lost to a
-    /// power failure (see the module doc): its group may commit without an fsync.
-    pub async fn call_relaxed<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    {
-        self.submit(f, true).await
-    }
-
-    async fn submit<T, F>(&self, f: F, relaxed: bool) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    {
         let (tx, rx) = oneshot::channel();
         let work: Work = Box::new(move |txn| {
-            let result = (|| {
-                let sp = txn.savepoint()?;
-                let value = f(&sp)?;
-                sp.commit()?;
-                Ok(value)
-            })();
+            let result = savepointed(txn, f);
             Box::new(move |commit: Result<(), StoreError>| {
                 // The caller may have stopped waiting; then nobody needs the answer.
                 let _ = tx.send(commit.and(result));
@@ -222,15 +205,65 @@ impl Store {
         });
         self.inner
             .tx
-            .send(Job { work, relaxed })
+            .send(Job {
+                work,
+                write_behind: false,
+            })
             .await
             .map_err(|_| StoreError::Closed)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
+
+    /// Queues `f` for the writer thread and returns once it is queued, not committed: for
+    /// state that can be recovered if the newest of it is lost (see the module doc). Jobs
+    /// still run in the order they were queued, before any job queued after them. A failure
+    /// is logged as `what`.
+    pub async fn write_behind<F>(&self, what: &'static str, f: F) -> Result<(), StoreError>
+    where
+        F: FnOnce(&Connection) -> Result<(), StoreError> + Send + 'static,
+    {
+        let work: Work = Box::new(move |txn| {
+            let result = savepointed(txn, f);
+            Box::new(move |commit: Result<(), StoreError>| {
+                if let Err(e) = commit.and(result) {
+                    tracing::warn!(error = %e, "could not save {what}");
+                }
+            })
+        });
+        self.inner
+            .tx
+            .send(Job {
+                work,
+                write_behind: true,
+            })
+            .await
+            .map_err(|_| StoreError::Closed)
+    }
+}
+
+/// Runs `f` in a savepoint of its own: what it wrote stays only if it succeeds.
+fn savepointed<T>(
+    txn: &mut rusqlite::Transaction<'_>,
+    f: impl FnOnce(&Connection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    let sp = txn.savepoint()?;
+    let value = f(&sp)?;
+    sp.commit()?;
+    Ok(value)
+}
+
+/// Moves what is queued into `jobs`, up to [`BATCH`].
+fn drain(rx: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>) {
+    while jobs.len() < BATCH {
+        match rx.try_recv() {
+            Ok(j) => jobs.push(j),
+            Err(_) => break,
+        }
+    }
 }
 
 fn run_batch(conn: &mut Connection, jobs: Vec<Job>) {
-    let relaxed = jobs.iter().all(|j| j.relaxed);
+    let relaxed = jobs.iter().all(|j| j.write_behind);
     // Without the level it wants, the batch still commits, with the stricter one.
     let _ = conn.pragma_update(None, "synchronous", if relaxed { "NORMAL" } else { "FULL" });
     let mut txn = match conn.transaction() {
@@ -273,11 +306,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn relaxed_and_full_calls_are_both_committed_when_they_return() {
-        let dir =
-            std::env::temp_dir().join(format!("dmdeleg-store-relaxed-{}", std::process::id()));
+    async fn write_behind_jobs_run_in_order_before_later_calls() {
+        let dir = std::env::temp_dir().join(format!("dmdeleg-store-behind-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("relaxed.db");
+        let path = dir.join("behind.db");
         let _ = std::fs::remove_file(&path);
         let store = Store::start(&path).unwrap();
         store
@@ -285,26 +317,31 @@ mod tests {
             .await
             .unwrap();
         store
-            .call_relaxed(|c| Ok(c.execute("INSERT INTO t VALUES ('a', 1)", [])?))
+            .write_behind("a test row", |c| {
+                c.execute("INSERT INTO t VALUES ('a', 1)", [])?;
+                Ok(())
+            })
             .await
             .unwrap();
-        // Another connection sees it: it is committed, not just queued.
-        let reader = open(&path).unwrap();
-        let v: i64 = reader
-            .query_row("SELECT v FROM t WHERE k = 'a'", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(v, 1);
-        // A failing relaxed job fails alone; the full one after it commits.
-        assert!(
-            store
-                .call_relaxed(|c| Ok(c.execute("INSERT INTO nowhere VALUES (1)", [])?))
-                .await
-                .is_err()
-        );
+        // A failing write-behind job fails alone (it is logged), and does not stop the
+        // queue: the job after it sees the first one's row.
         store
-            .call(|c| Ok(c.execute("INSERT INTO t VALUES ('b', 2)", [])?))
+            .write_behind("a row in a missing table", |c| {
+                c.execute("INSERT INTO nowhere VALUES (1)", [])?;
+                Ok(())
+            })
             .await
             .unwrap();
+        let seen = store
+            .call(|c| {
+                c.execute("INSERT INTO t VALUES ('b', 2)", [])?;
+                Ok(c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))?)
+            })
+            .await
+            .unwrap();
+        assert_eq!(seen, 2);
+        // Committed, not just queued: another connection sees both rows.
+        let reader = open(&path).unwrap();
         let n: i64 = reader
             .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
             .unwrap();
