@@ -277,6 +277,9 @@ fn insert_audit(conn: &Connection, rows: &[AuditRow]) -> Result<(), StoreError> 
     Ok(())
 }
 
+/// Saves one transition. What a delegation is (its role, initiator, peer, device, kind,
+/// paths, the delegation it retries) is fixed when it is made and written only then: an
+/// update sets only what moves, so the indexes on the fixed columns are left alone.
 fn save_one(conn: &Connection, t: &Transition) -> Result<(), StoreError> {
     let d = &t.row;
     conn.prepare_cached(
@@ -285,12 +288,10 @@ fn save_one(conn: &Connection, t: &Transition) -> Result<(), StoreError> {
              machine, outbox)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
          ON CONFLICT(id) DO UPDATE SET
-             role = excluded.role, initiator = excluded.initiator, peer = excluded.peer,
-             dev_id = excluded.dev_id, full = excluded.full, bootstrap = excluded.bootstrap,
-             paths = excluded.paths, state = excluded.state, step = excluded.step,
+             state = excluded.state, step = excluded.step,
              live = excluded.live, updated_ms = excluded.updated_ms,
              reason_code = excluded.reason_code, reason_text = excluded.reason_text,
-             retry_of = excluded.retry_of, machine = excluded.machine, outbox = excluded.outbox",
+             machine = excluded.machine, outbox = excluded.outbox",
     )?
     .execute(params![
         d.id,
@@ -895,7 +896,7 @@ mod tests {
     }
 
     #[test]
-    fn upsert_keeps_created_ms_and_updates_the_rest() {
+    fn upsert_keeps_what_the_delegation_is_and_updates_the_rest() {
         let dir = TempDir::new("upsert");
         let conn = dir.open();
         save_transitions(
@@ -910,7 +911,9 @@ mod tests {
         next.reason_text = Some("timeout".into());
         next.machine = "{\"v\":2}".into();
         next.outbox = "[1]".into();
+        let first_paths = next.paths.clone();
         next.paths = vec!["./A".into()];
+        next.peer = "dms3".into();
         save_transitions(&conn, &[only(next.clone())]).unwrap();
         let got = load(&conn, "d1").unwrap().unwrap();
         assert_eq!(got.created_ms, 1000);
@@ -918,6 +921,8 @@ mod tests {
             got,
             DelegationRow {
                 created_ms: 1000,
+                paths: first_paths,
+                peer: "dms2".into(),
                 ..next
             }
         );
