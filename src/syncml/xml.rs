@@ -263,6 +263,39 @@ pub fn encode_into(msg: &SyncMl, out: &mut Vec<u8>) {
     XmlWriter { out, pretty: false }.message(msg);
 }
 
+/// A sink that only counts the bytes written to it.
+struct Counter(usize);
+
+impl Sink for Counter {
+    #[inline]
+    fn put(&mut self, s: &str) {
+        self.0 += s.len();
+    }
+}
+
+/// The length of [`encode`]`(msg)`, counted without writing it.
+pub(crate) fn encoded_len(msg: &SyncMl) -> usize {
+    let mut n = Counter(0);
+    XmlWriter {
+        out: &mut n,
+        pretty: false,
+    }
+    .message(msg);
+    n.0
+}
+
+/// The bytes `cmd` adds to the compact XML of a message when it is put in its body (at any
+/// place: compact XML has no indentation, so a command's bytes do not depend on where it is).
+pub(crate) fn command_len(cmd: &Command) -> usize {
+    let mut n = Counter(0);
+    XmlWriter {
+        out: &mut n,
+        pretty: false,
+    }
+    .command(2, cmd);
+    n.0
+}
+
 /// Encodes a message as XML indented by two spaces per level, for people to read. Text
 /// values stay on the line of their element, so the result decodes to the same message.
 pub fn encode_pretty(msg: &SyncMl) -> String {
