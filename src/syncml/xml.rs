@@ -839,9 +839,17 @@ fn cdata_fits(text: &str) -> bool {
     text.len() >= 256
         && text.contains('<')
         && !text.contains("]]>")
-        && !text
-            .bytes()
-            .any(|b| b == b'\r' || (b < 0x20 && b != b'\n' && b != b'\t'))
+        && !has_control_but_tab_newline(text.as_bytes())
+}
+
+/// Whether `bytes` holds a control character other than tab and newline (`\r` included).
+/// Branch-free over blocks of 64 bytes, so it runs at vector speed on long data.
+fn has_control_but_tab_newline(bytes: &[u8]) -> bool {
+    bytes.chunks(64).any(|block| {
+        block.iter().fold(false, |bad, &b| {
+            bad | ((b < 0x20) & (b != b'\n') & (b != b'\t'))
+        })
+    })
 }
 
 /// A rough output size, to reserve once.
