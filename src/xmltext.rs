@@ -120,18 +120,41 @@ impl Sink for Vec<u8> {
     }
 }
 
+/// Whether byte `b` is written as an entity or a character reference by [`escape_into`].
+#[inline]
+fn needs_escape(b: u8) -> bool {
+    (b == b'&') | (b == b'<') | (b == b'>') | ((b < 0x20) & (b != b'\t') & (b != b'\n'))
+}
+
 /// Appends `s` escaped for element content: `&`, `<`, `>` as entities, `\r` and control
 /// characters other than tab and newline as character references.
 pub(crate) fn escape_into<O: Sink + ?Sized>(out: &mut O, s: &str) {
+    /// Bytes checked at once: runs of plain text are skipped a block at a time.
+    const BLOCK: usize = 16;
     let bytes = s.as_bytes();
+    if !bytes.iter().fold(false, |any, &b| any | needs_escape(b)) {
+        // The common case: nothing to escape (one branch-free pass).
+        out.put(s);
+        return;
+    }
     let mut last = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if let Some(block) = bytes.get(i..i + BLOCK)
+            && !block.iter().fold(false, |any, &b| any | needs_escape(b))
+        {
+            i += BLOCK;
+            continue;
+        }
         let rep: &str = match b {
             b'&' => "&amp;",
             b'<' => "&lt;",
             b'>' => "&gt;",
             b'\r' => "&#13;",
-            b'\t' | b'\n' => continue,
+            b'\t' | b'\n' => {
+                i += 1;
+                continue;
+            }
             0..=0x1F => {
                 // Only ASCII bytes are matched, so `last..i` lies on character boundaries.
                 out.put(s.get(last..i).unwrap_or_default());
@@ -140,14 +163,19 @@ pub(crate) fn escape_into<O: Sink + ?Sized>(out: &mut O, s: &str) {
                 let digits = if b < 10 { &digits[1..] } else { &digits[..] };
                 out.put(std::str::from_utf8(digits).unwrap_or("0"));
                 out.put(";");
-                last = i + 1;
+                i += 1;
+                last = i;
                 continue;
             }
-            _ => continue,
+            _ => {
+                i += 1;
+                continue;
+            }
         };
         out.put(s.get(last..i).unwrap_or_default());
         out.put(rep);
-        last = i + 1;
+        i += 1;
+        last = i;
     }
     out.put(s.get(last..).unwrap_or_default());
 }
@@ -255,6 +283,20 @@ mod tests {
         let mut s = String::new();
         escape_into(&mut s, "a&b<c>d\r\t\n\u{1}\u{1f}é");
         assert_eq!(s, "a&amp;b&lt;c&gt;d&#13;\t\n&#1;&#31;é");
+        // Long runs, specials at block edges, multi-byte characters across blocks.
+        let long = format!(
+            "{}&{}<é{}\u{1}",
+            "x".repeat(15),
+            "y".repeat(16),
+            "€".repeat(9)
+        );
+        let mut s = String::new();
+        escape_into(&mut s, &long);
+        let expected = long
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('\u{1}', "&#1;");
+        assert_eq!(s, expected);
         let mut v = Vec::new();
         for n in [0, 7, 10, 1234, u64::MAX] {
             put_number(&mut v, n);

@@ -9,7 +9,8 @@
 //!   (compared case-insensitively) or in no namespace (then `VerDTD` gives the version). The
 //!   meta-information elements (`Type`, `Format`, ...) may be in `syncml:metinf` or in the
 //!   SyncML namespace; any other namespace on a SyncML element is refused. Namespace prefixes
-//!   are resolved.
+//!   are resolved. Names inside inline XML in `Item/Data` are not resolved (any namespace goes
+//!   there), but its namespace declarations are checked as everywhere else.
 //! * Children of an element may come in any order; single-valued ones may appear once
 //!   ([`CodecError::DuplicateElement`]) and required ones must be present
 //!   ([`CodecError::MissingElement`]): `CmdID` in every command; `MsgRef`, `Cmd` and `Data` in
@@ -37,8 +38,8 @@
 
 use quick_xml::events::attributes::AttrError;
 use quick_xml::events::{BytesCData, BytesRef, BytesStart, BytesText, Event};
-use quick_xml::name::ResolveResult;
-use quick_xml::reader::NsReader;
+use quick_xml::name::{NamespaceError, NamespaceResolver, ResolveResult};
+use quick_xml::reader::Reader;
 
 pub use crate::dm::tnds::Position;
 use crate::xmltext::{
@@ -262,6 +263,39 @@ pub fn encode_into(msg: &SyncMl, out: &mut Vec<u8>) {
     XmlWriter { out, pretty: false }.message(msg);
 }
 
+/// A sink that only counts the bytes written to it.
+struct Counter(usize);
+
+impl Sink for Counter {
+    #[inline]
+    fn put(&mut self, s: &str) {
+        self.0 += s.len();
+    }
+}
+
+/// The length of [`encode`]`(msg)`, counted without writing it.
+pub(crate) fn encoded_len(msg: &SyncMl) -> usize {
+    let mut n = Counter(0);
+    XmlWriter {
+        out: &mut n,
+        pretty: false,
+    }
+    .message(msg);
+    n.0
+}
+
+/// The bytes `cmd` adds to the compact XML of a message when it is put in its body (at any
+/// place: compact XML has no indentation, so a command's bytes do not depend on where it is).
+pub(crate) fn command_len(cmd: &Command) -> usize {
+    let mut n = Counter(0);
+    XmlWriter {
+        out: &mut n,
+        pretty: false,
+    }
+    .command(2, cmd);
+    n.0
+}
+
 /// Encodes a message as XML indented by two spaces per level, for people to read. Text
 /// values stay on the line of their element, so the result decodes to the same message.
 pub fn encode_pretty(msg: &SyncMl) -> String {
@@ -318,12 +352,55 @@ struct Raw {
     has_elements: bool,
 }
 
+/// The namespace scopes of the open elements, kept as quick-xml's `NsReader` keeps them but
+/// opened only by elements that declare a namespace (`xmlns` or `xmlns:p` attributes): the
+/// other elements bind nothing, so their scope would only be pushed and popped. Elements are
+/// resolved only outside inline XML, where the SyncML grammar applies; inside it the
+/// declarations are still checked (reserved prefixes, the binding limit), as before.
+#[derive(Default)]
+struct Scopes {
+    resolver: NamespaceResolver,
+    /// The depths (the root is 1) of the open elements that opened a scope, innermost last.
+    opened: Vec<usize>,
+}
+
+impl Scopes {
+    /// Opens the scope of `e`, the element at `depth`, when it declares a namespace. Fails as
+    /// `NsReader` does: on a bad declaration, too many bindings, or nesting past `u16::MAX`.
+    fn enter(&mut self, e: &BytesStart<'_>, depth: usize) -> Result<(), NamespaceError> {
+        let max = usize::from(u16::MAX);
+        if depth > max {
+            return Err(NamespaceError::TooDeeplyNested(max));
+        }
+        let attrs = e.attributes_raw();
+        if !attrs.is_empty() && attrs.contains("xmlns") {
+            self.resolver.push(e)?;
+            self.opened.push(depth);
+        }
+        Ok(())
+    }
+
+    /// Closes the scope of the element at `depth`, if it opened one.
+    fn leave(&mut self, depth: usize) {
+        if self.opened.last() == Some(&depth) {
+            self.opened.pop();
+            self.resolver.pop();
+        }
+    }
+
+    /// The namespace of element `e` (its scope entered).
+    fn resolve(&self, e: &BytesStart<'_>) -> Ns {
+        Ns::of(&self.resolver.resolve_element(e.name()).0)
+    }
+}
+
 struct Parser<'a> {
     input: &'a [u8],
     limits: &'a DecodeLimits,
     /// The element grammar and the model under construction.
     b: Builder<'a>,
     raw: Option<Raw>,
+    scopes: Scopes,
 }
 
 impl<'a> Parser<'a> {
@@ -333,6 +410,7 @@ impl<'a> Parser<'a> {
             limits,
             b: Builder::new(limits, None, |_| {}),
             raw: None,
+            scopes: Scopes::default(),
         }
     }
 
@@ -395,22 +473,12 @@ impl<'a> Parser<'a> {
     }
 
     fn run(mut self) -> Result<SyncMl, CodecError> {
-        let mut reader = NsReader::from_reader(self.input);
+        let mut reader = Reader::from_reader(self.input);
         configure_reader(reader.config_mut());
         loop {
             let at = offset(reader.buffer_position());
-            let step = match reader.read_resolved_event() {
-                Ok((ns, event)) => {
-                    let ns = match event {
-                        Event::Start(_) | Event::Empty(_) => Ns::of(&ns),
-                        _ => Ns::Unbound,
-                    };
-                    Ok((ns, event))
-                }
-                Err(e) => Err(e),
-            };
-            let (ns, event) = match step {
-                Ok(v) => v,
+            let event = match reader.read_event() {
+                Ok(event) => event,
                 Err(e) => {
                     return Err(self.xml_err(offset(reader.error_position()), e.to_string()));
                 }
@@ -418,29 +486,37 @@ impl<'a> Parser<'a> {
             let after = offset(reader.buffer_position());
             match event {
                 Event::Start(e) => {
+                    let depth = self.open_depth().saturating_add(1);
+                    self.enter_scope(&e, depth, &reader)?;
                     if let Some(raw) = self.raw.as_mut() {
                         raw.depth += 1;
                         raw.has_elements = true;
-                        let depth = self.b.depth().saturating_add(raw.depth);
                         self.check_raw_child(&e, at, depth)?;
                     } else {
+                        let ns = self.scopes.resolve(&e);
                         self.start(&e, ns, at, after)?;
                     }
                 }
                 Event::Empty(e) => {
+                    let depth = self.open_depth().saturating_add(1);
+                    self.enter_scope(&e, depth, &reader)?;
                     if let Some(raw) = self.raw.as_mut() {
                         raw.has_elements = true;
-                        let depth = self.b.depth().saturating_add(raw.depth).saturating_add(1);
                         self.check_raw_child(&e, at, depth)?;
                     } else {
+                        let ns = self.scopes.resolve(&e);
                         self.start(&e, ns, at, after)?;
                         self.end(after)?;
                     }
+                    self.scopes.leave(depth);
                 }
-                Event::End(_) => match self.raw.as_mut() {
-                    Some(raw) if raw.depth > 0 => raw.depth -= 1,
-                    _ => self.end(at)?,
-                },
+                Event::End(_) => {
+                    self.scopes.leave(self.open_depth());
+                    match self.raw.as_mut() {
+                        Some(raw) if raw.depth > 0 => raw.depth -= 1,
+                        _ => self.end(at)?,
+                    }
+                }
                 Event::Text(t) => self.text(&t, at)?,
                 Event::CData(c) => self.cdata(&c, at)?,
                 Event::GeneralRef(r) => self.reference(&r, at)?,
@@ -469,6 +545,29 @@ impl<'a> Parser<'a> {
             pos: Position::at(input, at),
             message: "internal decoder state error".to_owned(),
         }
+    }
+
+    /// The number of open elements, those of inline XML in `Item/Data` included.
+    fn open_depth(&self) -> usize {
+        let raw = self.raw.as_ref().map_or(0, |r| r.depth);
+        self.b.depth().saturating_add(raw)
+    }
+
+    /// Opens the namespace scope of `e`, the element at `depth` (the root is 1). A namespace
+    /// error is reported as quick-xml's `NsReader` reports it (its message, at the reader's
+    /// error position), so the errors are those of a namespace-resolving reader.
+    fn enter_scope(
+        &mut self,
+        e: &BytesStart<'_>,
+        depth: usize,
+        reader: &Reader<&[u8]>,
+    ) -> Result<(), CodecError> {
+        self.scopes.enter(e, depth).map_err(|err| {
+            self.xml_err(
+                offset(reader.error_position()),
+                quick_xml::Error::Namespace(err).to_string(),
+            )
+        })
     }
 
     /// Checks an element inside `Item/Data` (inline XML): depth and attribute syntax only.
@@ -671,7 +770,16 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// Whether the reader is inside inline XML (an `Item/Data` holding elements), whose text is
+    /// not collected: the markup is taken from the input at the end.
+    fn in_inline_xml(&self) -> bool {
+        self.raw.as_ref().is_some_and(|r| r.has_elements)
+    }
+
     fn text(&mut self, t: &BytesText<'_>, at: usize) -> Result<(), CodecError> {
+        if self.in_inline_xml() {
+            return Ok(());
+        }
         let raw: &str = t;
         if matches!(self.b.current(), Some((Content::Text | Content::Raw, ..))) {
             let content = t.xml10_content();
@@ -682,6 +790,9 @@ impl<'a> Parser<'a> {
     }
 
     fn cdata(&mut self, c: &BytesCData<'_>, at: usize) -> Result<(), CodecError> {
+        if self.in_inline_xml() {
+            return Ok(());
+        }
         let raw: &str = c;
         match self.b.current() {
             Some((Content::Text | Content::Raw, ..)) => {
@@ -701,6 +812,9 @@ impl<'a> Parser<'a> {
     fn reference(&mut self, r: &BytesRef<'_>, at: usize) -> Result<(), CodecError> {
         let name: &str = r;
         let ch = resolve_reference(r).map_err(|message| self.xml_err(at, message))?;
+        if self.in_inline_xml() {
+            return Ok(());
+        }
         let mut utf8 = [0u8; 4];
         let s: &str = ch.encode_utf8(&mut utf8);
         match self.b.current() {
@@ -725,9 +839,17 @@ fn cdata_fits(text: &str) -> bool {
     text.len() >= 256
         && text.contains('<')
         && !text.contains("]]>")
-        && !text
-            .bytes()
-            .any(|b| b == b'\r' || (b < 0x20 && b != b'\n' && b != b'\t'))
+        && !has_control_but_tab_newline(text.as_bytes())
+}
+
+/// Whether `bytes` holds a control character other than tab and newline (`\r` included).
+/// Branch-free over blocks of 64 bytes, so it runs at vector speed on long data.
+fn has_control_but_tab_newline(bytes: &[u8]) -> bool {
+    bytes.chunks(64).any(|block| {
+        block.iter().fold(false, |bad, &b| {
+            bad | ((b < 0x20) & (b != b'\n') & (b != b'\t'))
+        })
+    })
 }
 
 /// A rough output size, to reserve once.
@@ -1175,6 +1297,29 @@ mod tests {
         assert_eq!(
             m.body.commands[0].items()[0].data,
             Some(Data::Xml("<x:a xmlns:x='urn:y'>1</x:a>".into()))
+        );
+        // Undeclared prefixes inside inline XML are not checked either; its declarations are
+        // (reserved prefixes), and their scope ends with their element.
+        let m = parse(&with_body(
+            "<Add><CmdID>1</CmdID><Item><Data><a xmlns='urn:x'><y:b/></a></Data><MoreData/></Item></Add>",
+        ))
+        .unwrap();
+        assert!(m.body.commands[0].items()[0].more_data);
+        let e = parse(&with_body(
+            "<Add><CmdID>1</CmdID><Item><Data><a xmlns:xml='urn:x'/></Data></Item></Add>",
+        ))
+        .unwrap_err();
+        assert!(
+            matches!(&e, CodecError::Xml { message, .. } if message.contains("'xml' cannot be bound to 'urn:x'")),
+            "{e}"
+        );
+        let e = parse(&with_body(
+            "<Add><CmdID>1</CmdID><Item><Data><a xmlns:s='SYNCML:SYNCML1.2'/></Data></Item></Add><s:Final/>",
+        ))
+        .unwrap_err();
+        assert!(
+            matches!(&e, CodecError::Xml { message, .. } if message.contains("`s`")),
+            "{e}"
         );
     }
 

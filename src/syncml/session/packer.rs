@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 
-use crate::syncml::message::{Command, Data, Item, Meta, SyncBody, SyncMl};
+use crate::syncml::message::{Command, Data, Item, Meta, SyncMl};
 use crate::syncml::xml;
 
 /// Smallest chunk worth sending; below it the packer waits for the next message.
@@ -23,9 +23,9 @@ pub struct Outgoing<T> {
     pub continuation: bool,
 }
 
-/// The encoded size of `msg`.
+/// The encoded size of `msg` (compact XML), counted without encoding it.
 pub fn encoded_len(msg: &SyncMl) -> usize {
-    xml::encode(msg).len()
+    xml::encoded_len(msg)
 }
 
 /// Moves commands from `queue` into `msg` while the encoded message stays within `max` bytes
@@ -33,6 +33,9 @@ pub fn encoded_len(msg: &SyncMl) -> usize {
 /// into a chunk that fills the space and a continuation left at the front of the queue, with
 /// a fresh CmdID from `next_cmd_id`. Returns the tags of the commands placed, by CmdID.
 /// Nothing is placed when even the first command (or a minimal chunk) does not fit.
+///
+/// Sizes are counted, not encoded: the message once, then each command on its own (a
+/// command adds the same bytes wherever it stands in compact XML).
 pub fn fill<T: Clone>(
     msg: &mut SyncMl,
     queue: &mut VecDeque<Outgoing<T>>,
@@ -42,7 +45,7 @@ pub fn fill<T: Clone>(
     let mut placed = Vec::new();
     let mut size = encoded_len(msg);
     while let Some(front) = queue.front() {
-        let cmd_size = command_len(msg, &front.command);
+        let cmd_size = xml::command_len(&front.command);
         if max == 0 || size + cmd_size <= max {
             if let Some(out) = queue.pop_front() {
                 size += cmd_size;
@@ -56,19 +59,15 @@ pub fn fill<T: Clone>(
             continue;
         }
         let room = max.saturating_sub(size);
-        let Some(mut out) = queue.pop_front() else {
+        let Some(out) = queue.front_mut() else {
             break;
         };
-        match split_for(msg, &out.command, room, out.continuation) {
-            Some((chunk, rest)) => {
-                placed.push((chunk.cmd_id(), out.tag.clone()));
-                msg.body.commands.push(chunk);
-                out.command = with_cmd_id(rest, *next_cmd_id);
-                *next_cmd_id += 1;
-                out.continuation = true;
-                queue.push_front(out);
-            }
-            None => queue.push_front(out),
+        if let Some(chunk) = split_for(&mut out.command, room, out.continuation) {
+            placed.push((chunk.cmd_id(), out.tag.clone()));
+            msg.body.commands.push(chunk);
+            set_cmd_id(&mut out.command, *next_cmd_id);
+            *next_cmd_id += 1;
+            out.continuation = true;
         }
         break;
     }
@@ -77,20 +76,6 @@ pub fn fill<T: Clone>(
 
 fn is_chunk(cmd: Option<&Command>) -> bool {
     cmd.and_then(single_item).is_some_and(|i| i.more_data)
-}
-
-/// The bytes `cmd` adds to `msg` when appended.
-fn command_len(msg: &SyncMl, cmd: &Command) -> usize {
-    let empty = SyncMl {
-        hdr: msg.hdr.clone(),
-        body: SyncBody {
-            commands: Vec::new(),
-            is_final: false,
-        },
-    };
-    let mut one = empty.clone();
-    one.body.commands.push(cmd.clone());
-    encoded_len(&one).saturating_sub(encoded_len(&empty))
 }
 
 fn single_item(cmd: &Command) -> Option<&Item> {
@@ -109,12 +94,16 @@ fn single_item_mut(cmd: &mut Command) -> Option<&mut Item> {
     }
 }
 
-fn with_cmd_id(mut cmd: Command, id: u32) -> Command {
-    match &mut cmd {
+fn set_cmd_id(cmd: &mut Command, id: u32) {
+    match cmd {
         Command::Add(c) | Command::Replace(c) => c.cmd_id = id,
         Command::Results(r) => r.cmd_id = id,
         _ => {}
     }
+}
+
+fn with_cmd_id(mut cmd: Command, id: u32) -> Command {
+    set_cmd_id(&mut cmd, id);
     cmd
 }
 
@@ -128,33 +117,8 @@ fn escaped_len(c: char) -> usize {
     }
 }
 
-/// Splits a single-item Add, Replace or Results into a first chunk that fits in `room` bytes
-/// and the rest. `None` when the command cannot be chunked or the room is too small.
-fn split_for(
-    msg: &SyncMl,
-    cmd: &Command,
-    room: usize,
-    continuation: bool,
-) -> Option<(Command, Command)> {
-    let item = single_item(cmd)?;
-    let text = match item.data.as_ref()? {
-        Data::Text(t) | Data::Xml(t) => t.clone(),
-    };
-    let mut probe = cmd.clone();
-    {
-        let it = single_item_mut(&mut probe)?;
-        it.data = Some(Data::Text(String::new()));
-        it.more_data = true;
-        if !continuation {
-            let meta = it.meta.get_or_insert_with(Meta::default);
-            meta.size = Some(text.len() as u64);
-        }
-    }
-    let overhead = command_len(msg, &probe);
-    let budget = room.checked_sub(overhead)?;
-    if budget < MIN_CHUNK {
-        return None;
-    }
+/// The length of the longest prefix of `text` whose escaped length fits in `budget` bytes.
+fn cut_for(text: &str, budget: usize) -> usize {
     let mut used = 0;
     let mut cut = 0;
     for (i, c) in text.char_indices() {
@@ -165,20 +129,67 @@ fn split_for(
         used += n;
         cut = i + c.len_utf8();
     }
-    if cut == 0 || cut >= text.len() {
-        return None;
+    cut
+}
+
+/// Splits a single-item Add, Replace or Results into a first chunk that fits in `room` bytes,
+/// which is returned, and the rest, which `cmd` becomes. `None`, with `cmd` as it was, when
+/// the command cannot be chunked or the room is too small.
+///
+/// The item's data is moved, not copied, while the chunk's overhead is measured: the first
+/// chunk is the command with `MoreData` (and, unless `continuation`, the total `Size`) and a
+/// prefix of the data; the rest is the command as it was, with the remaining data and no
+/// `Size`.
+fn split_for(cmd: &mut Command, room: usize, continuation: bool) -> Option<Command> {
+    let item = single_item_mut(cmd)?;
+    let data = item.data.take()?;
+    let more_data = item.more_data;
+    let had_meta = item.meta.is_some();
+    let old_size = item.meta.as_ref().and_then(|m| m.size);
+    let total = data.as_text().len();
+    item.data = Some(Data::Text(String::new()));
+    item.more_data = true;
+    if !continuation {
+        item.meta.get_or_insert_with(Meta::default).size = Some(total as u64);
     }
-    let mut first = probe;
-    single_item_mut(&mut first)?.data = Some(Data::Text(text[..cut].to_owned()));
+    let overhead = xml::command_len(cmd);
+    let cut = room
+        .checked_sub(overhead)
+        .filter(|&budget| budget >= MIN_CHUNK)
+        .map(|budget| cut_for(data.as_text(), budget))
+        .filter(|&cut| cut != 0 && cut < total);
+    let Some(cut) = cut else {
+        // Put the command back as it was (`single_item_mut` found the item above).
+        if let Some(item) = single_item_mut(cmd) {
+            item.data = Some(data);
+            item.more_data = more_data;
+            if !continuation {
+                match item.meta.as_mut() {
+                    Some(meta) if had_meta => meta.size = old_size,
+                    _ => item.meta = None,
+                }
+            }
+        }
+        return None;
+    };
+    let mut head = match data {
+        Data::Text(t) | Data::Xml(t) => t,
+    };
+    let tail = head.split_off(cut);
+    // The command holds no data now: cloning it is cheap.
     let mut rest = cmd.clone();
-    {
-        let it = single_item_mut(&mut rest)?;
-        it.data = Some(Data::Text(text[cut..].to_owned()));
-        if let Some(meta) = it.meta.as_mut() {
-            meta.size = None;
+    if let Some(it) = single_item_mut(&mut rest) {
+        it.data = Some(Data::Text(tail));
+        it.more_data = more_data;
+        match it.meta.as_mut() {
+            Some(meta) if had_meta => meta.size = None,
+            _ => it.meta = None,
         }
     }
-    Some((first, rest))
+    if let Some(it) = single_item_mut(cmd) {
+        it.data = Some(Data::Text(head));
+    }
+    Some(std::mem::replace(cmd, rest))
 }
 
 /// A large object being received.
@@ -303,5 +314,156 @@ impl Reassembler {
             interrupted,
             Chunked::Complete(with_cmd_id(whole, cmd.cmd_id())),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::syncml::StatusCode;
+    use crate::syncml::message::{Container, ItemCmd, LocRef, Results, Status};
+
+    fn message() -> SyncMl {
+        let mut msg = SyncMl::default();
+        msg.hdr.session_id = "1".into();
+        msg.hdr.target = LocRef::new("IMEI:1");
+        msg.hdr.source = LocRef::new("http://srv/dm");
+        msg.body.commands.push(Command::Status(Status::new(
+            1,
+            1,
+            0,
+            "SyncHdr",
+            StatusCode::OK,
+        )));
+        msg
+    }
+
+    fn add(id: u32, data: Data) -> Command {
+        Command::Add(ItemCmd {
+            cmd_id: id,
+            meta: Some(Meta::format_type(
+                "xml",
+                "application/vnd.syncml.dmtnds+xml",
+            )),
+            items: vec![Item {
+                target: Some(LocRef::new("./Vendor/Enterprise")),
+                data: Some(data),
+                ..Item::default()
+            }],
+            ..ItemCmd::default()
+        })
+    }
+
+    fn tnds(nodes: usize) -> String {
+        let mut s = String::from("<MgmtTree xmlns=\"syncml:dmddf1.2\"><VerDTD>1.2</VerDTD>");
+        for i in 0..nodes {
+            s.push_str(&format!(
+                "<Node><NodeName>n{i}</NodeName><RTProperties><Format><chr/></Format>\
+                 </RTProperties><Value>v &amp; {i}</Value></Node>"
+            ));
+        }
+        s.push_str("</MgmtTree>");
+        s
+    }
+
+    #[test]
+    fn counted_lengths_are_the_encoded_lengths() {
+        let commands = [
+            add(2, Data::Xml(tnds(5))),
+            add(3, Data::Text(tnds(5))),
+            add(4, Data::Text("a & b <c> \r\u{1} é".into())),
+            Command::Results(Results {
+                cmd_id: 5,
+                cmd_ref: 2,
+                items: vec![Item::with_source("./a"), Item::default()],
+                ..Results::default()
+            }),
+            Command::Atomic(Container {
+                cmd_id: 6,
+                commands: vec![add(7, Data::Text("x".into()))],
+                ..Container::default()
+            }),
+        ];
+        let mut msg = message();
+        assert_eq!(encoded_len(&msg), xml::encode(&msg).len());
+        for cmd in commands {
+            let before = xml::encode(&msg).len();
+            msg.body.commands.push(cmd.clone());
+            assert_eq!(
+                xml::encode(&msg).len() - before,
+                xml::command_len(&cmd),
+                "{cmd:?}"
+            );
+            assert_eq!(encoded_len(&msg), xml::encode(&msg).len());
+        }
+        msg.body.is_final = true;
+        assert_eq!(encoded_len(&msg), xml::encode(&msg).len());
+    }
+
+    #[test]
+    fn a_large_item_goes_in_chunks_that_fit_and_reassemble() {
+        let text = tnds(60);
+        let mut queue = VecDeque::from([
+            Outgoing {
+                command: add(2, Data::Text("small".into())),
+                tag: 2,
+                continuation: false,
+            },
+            Outgoing {
+                command: add(3, Data::Xml(text.clone())),
+                tag: 3,
+                continuation: false,
+            },
+        ]);
+        let max = 1_500;
+        let mut next = 100;
+        let mut rx = Reassembler::new(0);
+        let mut whole = None;
+        for _ in 0..100 {
+            let mut msg = message();
+            let placed = fill(&mut msg, &mut queue, max, &mut next);
+            assert!(!placed.is_empty());
+            assert!(xml::encode(&msg).len() <= max);
+            for cmd in msg.body.commands.drain(1..) {
+                if let (_, Chunked::Complete(c) | Chunked::Whole(c)) = rx.feed(cmd)
+                    && c.cmd_id() != 2
+                {
+                    whole = Some(c);
+                }
+            }
+            if queue.is_empty() {
+                break;
+            }
+        }
+        let Some(Command::Add(c)) = whole else {
+            panic!("the large Add was not completed")
+        };
+        assert_eq!(c.items[0].data, Some(Data::Text(text)));
+        assert!(next > 103, "several chunks");
+    }
+
+    #[test]
+    fn a_command_that_cannot_be_split_stays_as_it_was() {
+        for (data, continuation) in [(Data::Xml(tnds(20)), false), (Data::Text(tnds(20)), true)] {
+            let mut cmd = add(2, data);
+            if let Some(item) = single_item_mut(&mut cmd) {
+                item.meta = Some(Meta {
+                    size: Some(9),
+                    ..Meta::default()
+                });
+            }
+            let mut queue = VecDeque::from([Outgoing {
+                command: cmd.clone(),
+                tag: 2,
+                continuation,
+            }]);
+            let mut msg = message();
+            let room = encoded_len(&msg) + 100;
+            let mut next = 100;
+            assert!(fill(&mut msg, &mut queue, room, &mut next).is_empty());
+            assert_eq!(msg, message());
+            assert_eq!(queue.front().map(|o| &o.command), Some(&cmd));
+            assert_eq!(next, 100);
+        }
     }
 }
