@@ -11,6 +11,8 @@
 //!   once with room for all (MaxMsgSize 64 KiB) and once where the Results must be chunked
 //!   (MaxMsgSize 8 KiB).
 //!
+//! The process uses mimalloc, as the `dmdeleg` binary does.
+//!
 //! `cargo bench --bench syncml_codec`
 
 use std::collections::VecDeque;
@@ -27,6 +29,10 @@ use dmdeleg::syncml::auth::AuthScheme;
 use dmdeleg::syncml::message::*;
 use dmdeleg::syncml::session::packer::{self, Outgoing};
 use dmdeleg::syncml::xml;
+
+/// The allocator of the `dmdeleg` binary, so allocation costs are those of the lab.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const SERVER_ID: &str = "dms1.example";
 const SERVER_URL: &str = "http://127.0.0.1:8080/dm";
