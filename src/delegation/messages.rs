@@ -612,18 +612,22 @@ impl Message {
         self.to_tnds().to_xml_pretty()
     }
 
-    /// As [`Message::to_xml_pretty`], with every secret of a START's account and connectivity
-    /// subtrees (`AAuthSecret`, `AAuthData`, and any leaf named like a password) shown as
-    /// `********`: the form the timeline and the audit keep.
+    /// Compact XML, as [`Message::to_xml`], with every secret of a START's account and
+    /// connectivity subtrees (`AAuthSecret`, `AAuthData`, and any leaf named like a password)
+    /// shown as `********`: the form the timeline and the audit keep (the console indents it
+    /// for reading).
     pub fn to_xml_redacted(&self) -> String {
-        let mut m = self.clone();
-        if let Body::Start { dmacc, conn } = &mut m.body {
-            redact(dmacc);
-            if let Some(c) = conn {
-                redact(c);
+        if let Body::Start { .. } = &self.body {
+            let mut m = self.clone();
+            if let Body::Start { dmacc, conn } = &mut m.body {
+                redact(dmacc);
+                if let Some(c) = conn {
+                    redact(c);
+                }
             }
+            return m.to_tnds().to_xml();
         }
-        m.to_xml_pretty()
+        self.to_tnds().to_xml()
     }
 
     /// Reads a message from network input: TNDS XML within [`WIRE_LIMITS`] (1 MiB).

@@ -350,8 +350,9 @@ fn handle(st: EndpointState, token: Option<String>, headers: HeaderMap, body: By
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     // Route by the message's own header: DevId (Source) and SessionID.
-    let (dev_id, session_id) = match encoding.decode(&body) {
-        Ok(m) => (m.hdr.source.loc_uri, m.hdr.session_id),
+    // Decoded once, outside the devices lock; the session takes the decoded message.
+    let (dev_id, session_id, msg) = match encoding.decode(&body) {
+        Ok(m) => (m.hdr.source.loc_uri.clone(), m.hdr.session_id.clone(), m),
         Err(e) => {
             if let Ok(mut d) = st.devices.lock() {
                 d.stats.bad_messages += 1;
@@ -390,6 +391,7 @@ fn handle(st: EndpointState, token: Option<String>, headers: HeaderMap, body: By
             dev_id: &dev_id,
             session_id: &session_id,
             body: &body,
+            msg,
             hmac: hmac.as_deref(),
             random: random16(),
             token: new_token,

@@ -139,6 +139,8 @@ pub(crate) struct Incoming<'a> {
     pub(crate) session_id: &'a str,
     /// The raw body.
     pub(crate) body: &'a [u8],
+    /// The body decoded (in `encoding`), once, by the endpoint that routed it.
+    pub(crate) msg: crate::syncml::message::SyncMl,
     /// The `x-syncml-hmac` header.
     pub(crate) hmac: Option<&'a str>,
     /// 16 fresh random bytes for nonces.
@@ -439,6 +441,7 @@ impl Devices {
             dev_id,
             session_id,
             body,
+            msg,
             hmac,
             random,
             token,
@@ -491,7 +494,13 @@ impl Devices {
             self.sessions.insert(key.clone(), session);
         }
         let session = self.sessions.get_mut(&key)?;
-        let received = session.receive(body, hmac, random);
+        let received = if session.encoding() == encoding {
+            session.receive_decoded(msg, body, hmac, random)
+        } else {
+            // Decoded as the request said, but not in the session's encoding: decode it as
+            // the session would (which refuses it with the codec's own words).
+            session.receive(body, hmac, random)
+        };
         let mut events = Vec::new();
         while let Some(e) = session.poll_event() {
             events.push(e);

@@ -288,6 +288,22 @@ impl<T: Clone> ServerSession<T> {
             return Err(SessionError::Ended);
         }
         let msg = self.encoding.decode(body)?;
+        self.receive_decoded(msg, body, hmac, fresh)
+    }
+
+    /// As [`ServerSession::receive`], for a message the caller already decoded from `body`
+    /// in this session's [`ServerSession::encoding`] (to route it, say); `body` is still
+    /// needed for HMAC authentication.
+    pub fn receive_decoded(
+        &mut self,
+        msg: SyncMl,
+        body: &[u8],
+        hmac: Option<&str>,
+        fresh: [u8; 16],
+    ) -> Result<(), SessionError> {
+        if self.phase == Phase::Done {
+            return Err(SessionError::Ended);
+        }
         if msg.hdr.source.loc_uri != self.auth.dev_id {
             return Err(SessionError::OutOfSequence(format!(
                 "message from `{}` in a session of `{}`",
