@@ -7,9 +7,10 @@
 //!
 //! [`Store::write_behind`] is for state that can be recovered if its newest version is lost
 //! (a device's session nonces, which change twice per DM session): the caller goes on as soon
-//! as the job is queued, nobody waits for its commit, and a group made only of such jobs
-//! waits [`WRITE_BEHIND_DELAY`] for company and then commits with `synchronous=NORMAL` (the
-//! next full commit's fsync covers it). A crash can then cost the newest nonces, which the DM
+//! as the job is queued and nobody waits for its commit. A group that starts with such jobs
+//! waits up to [`WRITE_BEHIND_DELAY`] for company (a job that someone awaits ends the wait);
+//! if it is still made only of them, it commits with `synchronous=NORMAL` (the next full
+//! commit's fsync covers it). A crash can then cost the newest nonces, which the DM
 //! layer recovers from (a Package #0 signed with the resync nonce, a 401 with a fresh
 //! challenge). Everything else, delegation transitions first, commits with a full fsync
 //! before its caller hears back.
@@ -28,7 +29,8 @@ use tokio::sync::{mpsc, oneshot};
 /// Most operations one transaction groups.
 pub const BATCH: usize = 128;
 
-/// How long a group made only of write-behind jobs waits for more work to share its commit.
+/// How long a group made only of write-behind jobs waits for more work to share its commit
+/// (a job that someone awaits ends the wait at once).
 pub const WRITE_BEHIND_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Why a store operation failed.
@@ -157,24 +159,43 @@ impl Store {
     pub fn start(path: &Path) -> Result<Store, StoreError> {
         let mut conn = open(path)?;
         let (tx, mut rx) = mpsc::channel::<Job>(1024);
+        let thread_err = |e: std::io::Error| StoreError::Open {
+            path: path.to_owned(),
+            reason: format!("cannot start the writer thread: {e}"),
+        };
+        // Only to wait for the channel with a time limit.
+        let timer = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(thread_err)?;
         std::thread::Builder::new()
             .name("dmdeleg-store".into())
             .spawn(move || {
                 while let Some(first) = rx.blocking_recv() {
                     let mut jobs = vec![first];
                     drain(&mut rx, &mut jobs);
-                    if jobs.len() < BATCH && jobs.iter().all(|j| j.write_behind) {
-                        // Nobody waits for these: let them share a commit with more work.
-                        std::thread::sleep(WRITE_BEHIND_DELAY);
-                        drain(&mut rx, &mut jobs);
+                    if jobs.iter().all(|j| j.write_behind) {
+                        // Nobody waits for these: let them share a commit with more work,
+                        // but not keep waiting anyone who arrives meanwhile.
+                        let until = tokio::time::Instant::now() + WRITE_BEHIND_DELAY;
+                        while jobs.len() < BATCH {
+                            // The timer is made inside the runtime that drives it.
+                            let next = timer.block_on(async {
+                                tokio::time::timeout_at(until, rx.recv()).await
+                            });
+                            let Ok(Some(job)) = next else { break };
+                            let awaited = !job.write_behind;
+                            jobs.push(job);
+                            drain(&mut rx, &mut jobs);
+                            if awaited {
+                                break;
+                            }
+                        }
                     }
                     run_batch(&mut conn, jobs);
                 }
             })
-            .map_err(|e| StoreError::Open {
-                path: path.to_owned(),
-                reason: format!("cannot start the writer thread: {e}"),
-            })?;
+            .map_err(thread_err)?;
         Ok(Store {
             inner: Arc::new(Inner {
                 tx,
