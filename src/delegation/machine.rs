@@ -432,8 +432,6 @@ pub struct Delegation {
     pub changes: Vec<StoredCommand>,
     /// DELEGATING: the undo of every change made on the device, in order.
     pub undo: Vec<StoredCommand>,
-    /// The plan's preview: ACLs changed (for the console).
-    pub acl_preview: Vec<plan::AclChange>,
     /// The failure reason code and description.
     pub reason: Option<(u16, String)>,
     /// The delegated server's session with the device (from CONFIRM).
@@ -515,7 +513,6 @@ impl Delegation {
             bootstrap_url: None,
             changes: Vec::new(),
             undo: Vec::new(),
-            acl_preview: Vec::new(),
             reason: None,
             session_id: None,
             lease_until: None,
@@ -1197,7 +1194,6 @@ impl Delegation {
                 );
                 match self.make_plan(&tree) {
                     Ok(plan) => {
-                        self.acl_preview = plan.acls.clone();
                         // The undo is journalled before any change is sent.
                         self.undo = store_all(&plan.undo);
                         self.changes = store_all(&plan.changes);

@@ -300,10 +300,17 @@ impl ClientSession {
             st.cmd_id = self.alloc();
             msg.body.commands.push(Command::Status(st));
         }
+        // Room is kept for what may follow: `<Final/>` or the Alert 1222 asking for more.
+        let next_message = Command::Alert(Alert {
+            cmd_id: u32::MAX,
+            data: Some(alert::NEXT_MESSAGE.to_string()),
+            ..Alert::default()
+        });
+        let trailer = packer::final_len().max(crate::syncml::xml::command_len(&next_message));
         let _ = packer::fill(
             &mut msg,
             &mut self.outgoing,
-            self.server_max_msg,
+            packer::room(self.server_max_msg, trailer),
             &mut self.next_cmd_id,
         );
         let package_done = self.outgoing.is_empty();

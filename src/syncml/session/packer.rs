@@ -12,6 +12,29 @@ use crate::syncml::xml;
 /// Smallest chunk worth sending; below it the packer waits for the next message.
 const MIN_CHUNK: usize = 64;
 
+/// What writing a chunk as one CDATA section adds (`<![CDATA[` and `]]>`): the encoder may
+/// choose CDATA over escaping for long text with markup, so a chunk's budget keeps room for it.
+const CDATA_OVERHEAD: usize = "<![CDATA[]]>".len();
+
+/// The room [`fill`] may use in a message of at most `max` bytes (0: no limit) when
+/// `trailer` more bytes are added after it (`<Final/>`, a client's Alert 1222).
+pub fn room(max: usize, trailer: usize) -> usize {
+    if max == 0 {
+        0
+    } else {
+        // Never 0, which would mean no limit: nothing fits instead.
+        max.saturating_sub(trailer).max(1)
+    }
+}
+
+/// The bytes `<Final/>` adds to a message.
+pub fn final_len() -> usize {
+    let mut msg = SyncMl::default();
+    let open = encoded_len(&msg);
+    msg.body.is_final = true;
+    encoded_len(&msg).saturating_sub(open)
+}
+
 /// A command waiting to be sent, with the caller's tag (what it answers to).
 #[derive(Debug, Clone)]
 pub struct Outgoing<T> {
@@ -29,7 +52,7 @@ pub fn encoded_len(msg: &SyncMl) -> usize {
 }
 
 /// Moves commands from `queue` into `msg` while the encoded message stays within `max` bytes
-/// (0 means no limit). An item that cannot fit even in an otherwise empty message is split
+/// (0 means no limit; see [`room`] for what is added after filling). An item that cannot fit even in an otherwise empty message is split
 /// into a chunk that fills the space and a continuation left at the front of the queue, with
 /// a fresh CmdID from `next_cmd_id`. Returns the tags of the commands placed, by CmdID.
 /// Nothing is placed when even the first command (or a minimal chunk) does not fit.
@@ -156,7 +179,7 @@ fn split_for(cmd: &mut Command, room: usize, continuation: bool) -> Option<Comma
     let cut = room
         .checked_sub(overhead)
         .filter(|&budget| budget >= MIN_CHUNK)
-        .map(|budget| cut_for(data.as_text(), budget))
+        .map(|budget| cut_for(data.as_text(), budget.saturating_sub(CDATA_OVERHEAD)))
         .filter(|&cut| cut != 0 && cut < total);
     let Some(cut) = cut else {
         // Put the command back as it was (`single_item_mut` found the item above).
@@ -421,7 +444,7 @@ mod tests {
         let mut whole = None;
         for _ in 0..100 {
             let mut msg = message();
-            let placed = fill(&mut msg, &mut queue, max, &mut next);
+            let placed = fill(&mut msg, &mut queue, room(max, final_len()), &mut next);
             assert!(!placed.is_empty());
             assert!(xml::encode(&msg).len() <= max);
             for cmd in msg.body.commands.drain(1..) {
@@ -440,6 +463,71 @@ mod tests {
         };
         assert_eq!(c.items[0].data, Some(Data::Text(text)));
         assert!(next > 103, "several chunks");
+    }
+
+    #[test]
+    fn chunks_with_sparse_markup_and_the_final_tag_stay_within_max() {
+        // Long text with a `<` now and then: the encoder writes such chunks as CDATA, which
+        // costs more than escaping the few `<` would.
+        let text: String = (0..6_000)
+            .map(|i| if i % 500 == 0 { '<' } else { 'a' })
+            .collect();
+        for max in [1_000, 1_333, 2_048, 4_096] {
+            let mut queue = VecDeque::from([Outgoing {
+                command: add(2, Data::Text(text.clone())),
+                tag: 2,
+                continuation: false,
+            }]);
+            let mut next = 100;
+            let mut rx = Reassembler::new(0);
+            let mut whole = None;
+            for _ in 0..100 {
+                let mut msg = message();
+                let placed = fill(&mut msg, &mut queue, room(max, final_len()), &mut next);
+                assert!(!placed.is_empty(), "nothing placed at {max}");
+                msg.body.is_final = queue.is_empty();
+                let encoded = xml::encode(&msg);
+                assert!(encoded.len() <= max, "{} > {max}", encoded.len());
+                for cmd in msg.body.commands.drain(1..) {
+                    if let (_, Chunked::Complete(c)) = rx.feed(cmd) {
+                        whole = Some(c);
+                    }
+                }
+                if queue.is_empty() {
+                    break;
+                }
+            }
+            let Some(Command::Add(c)) = whole else {
+                panic!("the large Add was not completed at {max}")
+            };
+            assert_eq!(c.items[0].data, Some(Data::Text(text.clone())));
+        }
+        assert_eq!(final_len(), "<Final/>".len());
+        assert_eq!(room(0, 8), 0);
+        assert_eq!(room(5, 8), 1);
+    }
+
+    #[test]
+    fn the_last_message_keeps_room_for_its_final_tag() {
+        let cmd = add(2, Data::Text("x".repeat(300)));
+        // A message this command fills to the byte, before `<Final/>`.
+        let max = encoded_len(&message()) + xml::command_len(&cmd);
+        let mut queue = VecDeque::from([Outgoing {
+            command: cmd,
+            tag: 2,
+            continuation: false,
+        }]);
+        let mut next = 100;
+        for _ in 0..10 {
+            let mut msg = message();
+            fill(&mut msg, &mut queue, room(max, final_len()), &mut next);
+            msg.body.is_final = queue.is_empty();
+            assert!(xml::encode(&msg).len() <= max);
+            if queue.is_empty() {
+                return;
+            }
+        }
+        panic!("the command was never sent");
     }
 
     #[test]

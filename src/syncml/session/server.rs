@@ -875,7 +875,7 @@ impl<T: Clone> ServerSession<T> {
         let placed = packer::fill(
             &mut out,
             &mut self.outgoing,
-            self.device_max_msg,
+            packer::room(self.device_max_msg, packer::final_len()),
             &mut self.next_cmd_id,
         );
         // Keep what this message carried, for a resend if the device refuses our Cred.
