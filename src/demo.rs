@@ -231,8 +231,26 @@ struct Outcome {
     dev_id: String,
     id: Option<String>,
     refused: Option<String>,
-    /// The initiator's summary, then the other server's.
-    ends: [Option<DelegationSummary>; 2],
+    /// How the initiator ended, then the other server.
+    ends: [Option<End>; 2],
+}
+
+/// How one server ended a delegation: all the report needs, not the whole summary (the lab
+/// keeps one per delegation, and its memory is part of what the demo measures).
+struct End {
+    /// The state, once the server is done with the delegation (None: not over).
+    over: Option<State>,
+    /// The summary in words (see [`describe`]), kept unless the delegation completed.
+    words: Option<String>,
+}
+
+impl End {
+    fn of(s: &DelegationSummary, server: &str) -> End {
+        End {
+            over: is_over(s).then_some(s.state),
+            words: (s.state != State::Completed).then(|| describe(s, server)),
+        }
+    }
 }
 
 fn is_over(s: &DelegationSummary) -> bool {
@@ -295,11 +313,23 @@ async fn delegate_one(lab: &Lab, opts: &DemoOptions, dev_id: String) -> Outcome 
         (Some(f), None) if f.state != State::Completed && is_over(f) => None,
         _ => other.wait_done(&id, opts.timeout).await,
     };
+    let [a, b] = servers(opts.initiator);
     Outcome {
         dev_id,
         id: Some(id),
         refused: None,
-        ends: [first, second],
+        ends: [
+            first.as_ref().map(|s| End::of(s, a)),
+            second.as_ref().map(|s| End::of(s, b)),
+        ],
+    }
+}
+
+/// The initiator's name in the report, then the other server's.
+fn servers(initiator: Role) -> [&'static str; 2] {
+    match initiator {
+        Role::Delegating => ["DMS-1", "DMS-2"],
+        Role::Delegated => ["DMS-2", "DMS-1"],
     }
 }
 
@@ -576,10 +606,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
     let ids: HashSet<String> = outcomes.iter().filter_map(|o| o.id.clone()).collect();
     let timelines = read_events(&lab.engines[0].store_path, since_ms, &ids)?;
     let full = opts.paths.is_empty();
-    let servers = match opts.initiator {
-        Role::Delegating => ["DMS-1", "DMS-2"],
-        Role::Delegated => ["DMS-2", "DMS-1"],
-    };
+    let servers = servers(opts.initiator);
     let mut completed = HashSet::new();
     let mut problems = Vec::new();
     for o in &outcomes {
@@ -595,15 +622,16 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         let states: Vec<Option<State>> = o
             .ends
             .iter()
-            .map(|s| s.as_ref().filter(|s| is_over(s)).map(|s| s.state))
+            .map(|e| e.as_ref().and_then(|e| e.over))
             .collect();
         let any = |st: State| states.contains(&Some(st));
         let words = || {
             o.ends
                 .iter()
                 .zip(servers)
-                .map(|(s, server)| match s {
-                    Some(s) => describe(s, server),
+                .map(|(e, server)| match e {
+                    Some(End { words: Some(w), .. }) => w.clone(),
+                    Some(End { words: None, .. }) => format!("{server}: Completed"),
                     None => format!("{server}: never heard of it"),
                 })
                 .collect::<Vec<_>>()
