@@ -321,6 +321,7 @@ enum TndsAction {
 }
 
 fn main() -> ExitCode {
+    no_transparent_huge_pages();
     dmdeleg::tls::install_crypto_provider();
     let cli = Cli::parse();
     match run(cli) {
@@ -329,6 +330,19 @@ fn main() -> ExitCode {
             eprintln!("dmdeleg: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Asks Linux not to back this process's memory with transparent huge pages. mimalloc's
+/// arenas are huge-page aligned, so on a system where they are allowed each new 2 MiB of heap
+/// was faulted in (and zeroed) whole, and counted whole in the RSS, however little of it was
+/// in use: the lab measured 20-25 MB more at its peak, and 3% of its CPU time zeroing pages.
+fn no_transparent_huge_pages() {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_THP_DISABLE takes plain integers and touches no memory of ours; a kernel
+    // without it returns EINVAL, which only leaves the default in place.
+    unsafe {
+        libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0);
     }
 }
 
