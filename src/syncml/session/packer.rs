@@ -423,6 +423,35 @@ mod tests {
         assert_eq!(encoded_len(&msg), xml::encode(&msg).len());
     }
 
+    /// Sends `queue` in messages of at most `max` bytes, `<Final/>` on the last, as the
+    /// sessions do; checks each message and returns the commands the other side puts back
+    /// together, with the number of messages.
+    fn deliver(
+        queue: &mut VecDeque<Outgoing<u32>>,
+        max: usize,
+        next: &mut u32,
+    ) -> (Vec<Command>, usize) {
+        let mut rx = Reassembler::new(0);
+        let mut whole = Vec::new();
+        for sent in 1..=100 {
+            let mut msg = message();
+            let placed = fill(&mut msg, queue, room(max, final_len()), next);
+            assert!(!placed.is_empty(), "nothing placed at {max}");
+            msg.body.is_final = queue.is_empty();
+            let encoded = xml::encode(&msg);
+            assert!(encoded.len() <= max, "{} > {max}", encoded.len());
+            for cmd in msg.body.commands.drain(1..) {
+                if let (_, Chunked::Complete(c) | Chunked::Whole(c)) = rx.feed(cmd) {
+                    whole.push(c);
+                }
+            }
+            if queue.is_empty() {
+                return (whole, sent);
+            }
+        }
+        panic!("the queue was not sent in 100 messages at {max}");
+    }
+
     #[test]
     fn a_large_item_goes_in_chunks_that_fit_and_reassemble() {
         let text = tnds(60);
@@ -438,27 +467,9 @@ mod tests {
                 continuation: false,
             },
         ]);
-        let max = 1_500;
         let mut next = 100;
-        let mut rx = Reassembler::new(0);
-        let mut whole = None;
-        for _ in 0..100 {
-            let mut msg = message();
-            let placed = fill(&mut msg, &mut queue, room(max, final_len()), &mut next);
-            assert!(!placed.is_empty());
-            assert!(xml::encode(&msg).len() <= max);
-            for cmd in msg.body.commands.drain(1..) {
-                if let (_, Chunked::Complete(c) | Chunked::Whole(c)) = rx.feed(cmd)
-                    && c.cmd_id() != 2
-                {
-                    whole = Some(c);
-                }
-            }
-            if queue.is_empty() {
-                break;
-            }
-        }
-        let Some(Command::Add(c)) = whole else {
+        let (whole, _) = deliver(&mut queue, 1_500, &mut next);
+        let Some(Command::Add(c)) = whole.into_iter().find(|c| c.cmd_id() != 2) else {
             panic!("the large Add was not completed")
         };
         assert_eq!(c.items[0].data, Some(Data::Text(text)));
@@ -479,25 +490,9 @@ mod tests {
                 continuation: false,
             }]);
             let mut next = 100;
-            let mut rx = Reassembler::new(0);
-            let mut whole = None;
-            for _ in 0..100 {
-                let mut msg = message();
-                let placed = fill(&mut msg, &mut queue, room(max, final_len()), &mut next);
-                assert!(!placed.is_empty(), "nothing placed at {max}");
-                msg.body.is_final = queue.is_empty();
-                let encoded = xml::encode(&msg);
-                assert!(encoded.len() <= max, "{} > {max}", encoded.len());
-                for cmd in msg.body.commands.drain(1..) {
-                    if let (_, Chunked::Complete(c)) = rx.feed(cmd) {
-                        whole = Some(c);
-                    }
-                }
-                if queue.is_empty() {
-                    break;
-                }
-            }
-            let Some(Command::Add(c)) = whole else {
+            let (whole, sent) = deliver(&mut queue, max, &mut next);
+            assert!(sent > 1, "chunked at {max}");
+            let [Command::Add(c)] = whole.as_slice() else {
                 panic!("the large Add was not completed at {max}")
             };
             assert_eq!(c.items[0].data, Some(Data::Text(text.clone())));
@@ -518,16 +513,8 @@ mod tests {
             continuation: false,
         }]);
         let mut next = 100;
-        for _ in 0..10 {
-            let mut msg = message();
-            fill(&mut msg, &mut queue, room(max, final_len()), &mut next);
-            msg.body.is_final = queue.is_empty();
-            assert!(xml::encode(&msg).len() <= max);
-            if queue.is_empty() {
-                return;
-            }
-        }
-        panic!("the command was never sent");
+        let (whole, _) = deliver(&mut queue, max, &mut next);
+        assert_eq!(whole.len(), 1, "the command was sent");
     }
 
     #[test]
