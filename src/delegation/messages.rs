@@ -617,17 +617,17 @@ impl Message {
     /// shown as `********`: the form the timeline and the audit keep (the console indents it
     /// for reading).
     pub fn to_xml_redacted(&self) -> String {
-        if let Body::Start { .. } = &self.body {
-            let mut m = self.clone();
-            if let Body::Start { dmacc, conn } = &mut m.body {
-                redact(dmacc);
-                if let Some(c) = conn {
-                    redact(c);
-                }
+        let mut m = match &self.body {
+            Body::Start { .. } => self.clone(),
+            _ => return self.to_tnds().to_xml(),
+        };
+        if let Body::Start { dmacc, conn } = &mut m.body {
+            redact(dmacc);
+            if let Some(c) = conn {
+                redact(c);
             }
-            return m.to_tnds().to_xml();
         }
-        self.to_tnds().to_xml()
+        m.to_tnds().to_xml()
     }
 
     /// Reads a message from network input: TNDS XML within [`WIRE_LIMITS`] (1 MiB).

@@ -224,14 +224,11 @@ impl Store {
                 let _ = tx.send(commit.and(result));
             })
         });
-        self.inner
-            .tx
-            .send(Job {
-                work,
-                write_behind: false,
-            })
-            .await
-            .map_err(|_| StoreError::Closed)?;
+        self.queue(Job {
+            work,
+            write_behind: false,
+        })
+        .await?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -251,12 +248,18 @@ impl Store {
                 }
             })
         });
+        self.queue(Job {
+            work,
+            write_behind: true,
+        })
+        .await
+    }
+
+    /// Hands a job to the writer thread (waiting while its queue is full).
+    async fn queue(&self, job: Job) -> Result<(), StoreError> {
         self.inner
             .tx
-            .send(Job {
-                work,
-                write_behind: true,
-            })
+            .send(job)
             .await
             .map_err(|_| StoreError::Closed)
     }
