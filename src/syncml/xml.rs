@@ -273,27 +273,25 @@ impl Sink for Counter {
     }
 }
 
-/// The length of [`encode`]`(msg)`, counted without writing it.
-pub(crate) fn encoded_len(msg: &SyncMl) -> usize {
+/// The bytes `write` puts out as compact XML, counted without keeping them.
+fn counted(write: impl FnOnce(&mut XmlWriter<'_, Counter>)) -> usize {
     let mut n = Counter(0);
-    XmlWriter {
+    write(&mut XmlWriter {
         out: &mut n,
         pretty: false,
-    }
-    .message(msg);
+    });
     n.0
+}
+
+/// The length of [`encode`]`(msg)`, counted without writing it.
+pub(crate) fn encoded_len(msg: &SyncMl) -> usize {
+    counted(|w| w.message(msg))
 }
 
 /// The bytes `cmd` adds to the compact XML of a message when it is put in its body (at any
 /// place: compact XML has no indentation, so a command's bytes do not depend on where it is).
 pub(crate) fn command_len(cmd: &Command) -> usize {
-    let mut n = Counter(0);
-    XmlWriter {
-        out: &mut n,
-        pretty: false,
-    }
-    .command(2, cmd);
-    n.0
+    counted(|w| w.command(2, cmd))
 }
 
 /// Encodes a message as XML indented by two spaces per level, for people to read. Text
