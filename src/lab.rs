@@ -85,6 +85,32 @@ pub fn free_port() -> Result<SocketAddr, LabError> {
     l.local_addr().map_err(io(Path::new("127.0.0.1:0")))
 }
 
+/// A loopback address where nothing listens and nothing else can: a socket bound for the
+/// life of the process and never put to listen, so a connection to it is refused at once.
+/// (A port merely free when chosen can be taken by a later listener of a test running
+/// alongside, which then answers in the unreachable peer's place.)
+pub fn unreachable_port() -> Result<SocketAddr, LabError> {
+    static HELD: std::sync::OnceLock<Result<(tokio::net::TcpSocket, SocketAddr), String>> =
+        std::sync::OnceLock::new();
+    let here = Path::new("127.0.0.1:0");
+    let held = HELD.get_or_init(|| {
+        let bind = || -> std::io::Result<(tokio::net::TcpSocket, SocketAddr)> {
+            let socket = tokio::net::TcpSocket::new_v4()?;
+            socket.bind(SocketAddr::from(([127, 0, 0, 1], 0)))?;
+            let addr = socket.local_addr()?;
+            Ok((socket, addr))
+        };
+        bind().map_err(|e| e.to_string())
+    });
+    match held {
+        Ok((_, addr)) => Ok(*addr),
+        Err(reason) => Err(LabError::Io {
+            path: here.to_owned(),
+            reason: reason.clone(),
+        }),
+    }
+}
+
 /// Makes the lab CA and both servers' certificates in `dir` unless they exist.
 pub fn ensure_certs(dir: &Path) -> Result<(), LabError> {
     if dir.join("ca.pem").exists() {
@@ -262,7 +288,7 @@ impl Lab {
             };
         let mut seen_by_dms1 = p2;
         if opts.dms2_unreachable {
-            seen_by_dms1.peer = free_port()?;
+            seen_by_dms1.peer = unreachable_port()?;
         }
         Ok([
             mk(DMS1, p1, (DMS2, seen_by_dms1), opts.dms1_policy),
@@ -323,5 +349,27 @@ impl Lab {
             .iter()
             .filter(|r| r.is_err())
             .count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_unreachable_port_refuses_connections_and_cannot_be_taken() {
+        let addr = unreachable_port().unwrap();
+        assert_eq!(
+            unreachable_port().unwrap(),
+            addr,
+            "one port for the process"
+        );
+        // No listener of a test running alongside can take it and answer in its place.
+        assert!(std::net::TcpListener::bind(addr).is_err());
+        let with_reuse = tokio::net::TcpSocket::new_v4().unwrap();
+        with_reuse.set_reuseaddr(true).unwrap();
+        assert!(with_reuse.bind(addr).is_err(), "not even with SO_REUSEADDR");
+        let err = std::net::TcpStream::connect(addr).unwrap_err();
+        assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
     }
 }
