@@ -5,14 +5,17 @@ use dmdeleg::dm::acl::{Acl, AclCmd};
 use dmdeleg::dm::mo::{DevDetail, DevInfo, DmAcc};
 use dmdeleg::dm::props::Format;
 use dmdeleg::dm::tnds::TndsDocument;
-use dmdeleg::dm::tree::{DmTree, NodeProps};
+use dmdeleg::dm::tree::{DmTree, NodeProps, Principal};
+use dmdeleg::dm::tree_tnds::TndsMode;
 use dmdeleg::dm::uri::{NodeUri, Target, UriLimits};
 use dmdeleg::syncml::StatusCode;
 use dmdeleg::syncml::auth::{AuthScheme, Nonce, Password};
+use dmdeleg::syncml::message::{Command, SyncMl};
 use dmdeleg::syncml::session::client::{ClientConfig, ClientEvent, ClientSession};
 use dmdeleg::syncml::session::creds::Credentials;
 use dmdeleg::syncml::session::server::{DeviceAuth, ServerConfig, ServerEvent, ServerSession};
 use dmdeleg::syncml::session::{DeviceCommand, Encoding};
+use dmdeleg::syncml::xml;
 
 const DEV: &str = "IMEI:493005100592800";
 const SRV: &str = "dms1.example";
@@ -110,6 +113,9 @@ struct Pair {
     client_events: Vec<ClientEvent>,
     messages: usize,
     counter: u8,
+    /// Every message each side sent, decoded.
+    device_sent: Vec<SyncMl>,
+    server_sent: Vec<SyncMl>,
 }
 
 struct Setup {
@@ -119,6 +125,8 @@ struct Setup {
     device_max_msg: u64,
     server_max_msg: u64,
     encoding: Encoding,
+    /// The server signs its first message with a nonce the device no longer holds.
+    stale_server_nonce: bool,
 }
 
 impl Default for Setup {
@@ -130,6 +138,7 @@ impl Default for Setup {
             device_max_msg: 16_384,
             server_max_msg: 65_536,
             encoding: Encoding::Xml,
+            stale_server_nonce: false,
         }
     }
 }
@@ -149,7 +158,11 @@ impl Pair {
                 client: creds(setup.scheme, "device-user", "device-secret"),
                 client_nonce: initial.clone(),
                 server: creds(setup.scheme, SRV, "server-secret"),
-                server_nonce: initial.clone(),
+                server_nonce: if setup.stale_server_nonce {
+                    Nonce::from_bytes(b"an-old-nonce".to_vec())
+                } else {
+                    initial.clone()
+                },
             },
         );
         server.set_encoding(setup.encoding);
@@ -181,6 +194,8 @@ impl Pair {
             client_events: Vec::new(),
             messages: 0,
             counter: 0,
+            device_sent: Vec::new(),
+            server_sent: Vec::new(),
         }
     }
 
@@ -204,6 +219,8 @@ impl Pair {
                 Ok(r) => r,
                 Err(e) => panic!("server refused a message: {e}"),
             };
+            self.device_sent.extend(xml::decode(&tx.body).ok());
+            self.server_sent.extend(xml::decode(&reply.body).ok());
             let fresh = self.fresh();
             self.client
                 .handle_response(
@@ -469,6 +486,147 @@ fn a_tiny_max_msg_size_completes_over_several_messages_with_large_objects() {
     let doc = TndsDocument::from_xml(&results[0].data).unwrap();
     assert_eq!(doc.nodes[0].name, "Vendor");
     assert!(DmAcc::read(&p.tree, "DelegatedSrv").is_ok());
+}
+
+/// The item data of the Adds to `./DMAcc` in `msg`, in order.
+fn dmacc_data(msg: &SyncMl) -> String {
+    let mut out = String::new();
+    for cmd in &msg.body.commands {
+        if let Command::Add(add) = cmd {
+            for item in &add.items {
+                if item.target_uri() == Some("./DMAcc") {
+                    out.push_str(item.data.as_ref().map_or("", |d| d.as_text()));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The device refuses the server's credentials on the message that carries the first chunk
+/// of a large object; the server sends that message's commands again with fresh
+/// credentials: the chunk it sent, not the whole object again.
+#[test]
+fn a_refused_server_cred_resends_the_chunk_it_sent_and_the_object_arrives_once() {
+    let whole = {
+        let mut p = Pair::new(Setup::default());
+        p.server.enqueue(
+            1,
+            DeviceCommand::AddTnds {
+                target: uri("./DMAcc"),
+                doc: dmacc_tnds(),
+            },
+        );
+        p.drive();
+        dmacc_data(&p.server_sent[0])
+    };
+    for max in [1_600, 2_000, 3_000] {
+        let mut p = Pair::new(Setup {
+            device_max_msg: max,
+            server_max_msg: max,
+            stale_server_nonce: true,
+            ..Setup::default()
+        });
+        p.server.enqueue(
+            1,
+            DeviceCommand::AddTnds {
+                target: uri("./DMAcc"),
+                doc: dmacc_tnds(),
+            },
+        );
+        p.server.enqueue(
+            2,
+            DeviceCommand::add_text(&uri("./Vendor/Enterprise/K"), "v"),
+        );
+        p.drive();
+        // The refused message carried the object's first chunk.
+        let refused = dmacc_data(&p.server_sent[0]);
+        assert!(
+            !refused.is_empty() && refused.len() < whole.len(),
+            "max {max}: the first message carried no chunk"
+        );
+        assert!(
+            p.client_events
+                .iter()
+                .any(|e| matches!(e, ClientEvent::ServerRejected(_))),
+            "max {max}: the device never refused the stale credentials"
+        );
+        // What the device took in afterwards is the object, once.
+        let taken: String = p.server_sent[1..].iter().map(dmacc_data).collect();
+        assert!(
+            taken == whole,
+            "max {max}: the device took in {} bytes of a {}-byte object",
+            taken.len(),
+            whole.len()
+        );
+        for msg in &p.device_sent {
+            for cmd in &msg.body.commands {
+                if let Command::Status(st) = cmd
+                    && st.cmd_ref != 0
+                {
+                    assert!(
+                        st.data.is_success(),
+                        "max {max}: the device answered {st:?}"
+                    );
+                }
+            }
+        }
+        assert_eq!(p.outcome(1).0, StatusCode::OK, "max {max}");
+        assert_eq!(p.outcome(2).0, StatusCode::OK, "max {max}");
+        let mut expected = device_tree();
+        expected
+            .apply_tnds(
+                Principal::Device,
+                &uri("./DMAcc"),
+                &dmacc_tnds(),
+                TndsMode::Add,
+                None,
+            )
+            .unwrap();
+        assert_eq!(
+            DmAcc::read(&p.tree, "DelegatedSrv").unwrap(),
+            DmAcc::read(&expected, "DelegatedSrv").unwrap(),
+            "max {max}"
+        );
+    }
+}
+
+/// A MaxMsgSize with no room for even the smallest chunk beside the header: the server ends
+/// the session, says why, and reports its commands lost, instead of sending empty messages
+/// for ever.
+#[test]
+fn a_max_msg_size_too_small_for_any_command_ends_the_session() {
+    for max in [900, 1_000, 1_200] {
+        let mut p = Pair::new(Setup {
+            device_max_msg: max,
+            server_max_msg: max,
+            ..Setup::default()
+        });
+        p.server.enqueue(
+            1,
+            DeviceCommand::AddTnds {
+                target: uri("./DMAcc"),
+                doc: dmacc_tnds(),
+            },
+        );
+        p.drive();
+        assert!(p.messages <= 3, "max {max}: {} messages", p.messages);
+        assert!(
+            p.server_events
+                .contains(&ServerEvent::NoRoom { max_msg_size: max }),
+            "max {max}: {:?}",
+            p.server_events
+        );
+        assert!(
+            p.server_events
+                .contains(&ServerEvent::CommandLost { tag: 1 })
+        );
+        assert_eq!(
+            p.server_events.last(),
+            Some(&ServerEvent::Ended { aborted: true })
+        );
+        assert!(DmAcc::read(&p.tree, "DelegatedSrv").is_err(), "max {max}");
+    }
 }
 
 #[test]

@@ -634,6 +634,10 @@ impl Devices {
                     let _ = tx.send(Err(CommandError::SessionLost));
                 }
             }
+            ServerEvent::NoRoom { max_msg_size } => tracing::warn!(
+                "device {dev_id}: its MaxMsgSize of {max_msg_size} bytes leaves no room for \
+                 the next command; the session ended"
+            ),
             ServerEvent::Authenticated
             | ServerEvent::ServerRejected(_)
             | ServerEvent::GenericAlert(_) => {}

@@ -97,7 +97,8 @@ pub fn fill<T: Clone>(
     placed
 }
 
-fn is_chunk(cmd: Option<&Command>) -> bool {
+/// Whether `cmd` is a large object's chunk with more to follow (`MoreData`).
+pub fn is_chunk(cmd: Option<&Command>) -> bool {
     cmd.and_then(single_item).is_some_and(|i| i.more_data)
 }
 

@@ -79,6 +79,13 @@ pub enum ServerEvent<T> {
         /// The caller's tag.
         tag: T,
     },
+    /// The device's MaxMsgSize leaves no room for the next command, nor for its smallest
+    /// chunk, even in a message that carries nothing else: the session ends (then
+    /// `CommandLost` and `Ended { aborted: true }`).
+    NoRoom {
+        /// The device's MaxMsgSize, in bytes.
+        max_msg_size: u64,
+    },
     /// A Generic Alert (1226) from the device: (type, data).
     GenericAlert(Vec<(String, String)>),
     /// The session ended; `aborted` when the device sent Alert 1223 or broke the protocol.
@@ -137,9 +144,12 @@ pub struct ServerSession<T> {
     child_of: HashMap<u32, u32>,
     /// CmdIDs of later chunks of a large object, mapped to the command's first CmdID.
     alias: HashMap<u32, u32>,
-    /// Every CmdID sent in the last message, for a resend after the device refuses our Cred.
+    /// The commands of the last message as they went (a chunk, not its whole object), for a
+    /// resend after the device refuses our Cred.
     last_sent: Vec<Outgoing<u32>>,
     device_max_msg: usize,
+    /// The last message had no room for the next command, nor for its smallest chunk.
+    stalled: bool,
     reassembler: Reassembler,
     events: VecDeque<ServerEvent<T>>,
     /// A reply already complete (authentication failure, abort, next-message request).
@@ -190,6 +200,7 @@ impl<T: Clone> ServerSession<T> {
             alias: HashMap::new(),
             last_sent: Vec::new(),
             device_max_msg: 0,
+            stalled: false,
             reassembler: Reassembler::new(0),
             events: VecDeque::new(),
             ready: None,
@@ -871,18 +882,36 @@ impl<T: Clone> ServerSession<T> {
                 is_final: false,
             },
         };
-        let before = self.outgoing.clone();
+        let statuses = out.body.commands.len();
         let placed = packer::fill(
             &mut out,
             &mut self.outgoing,
             packer::room(self.device_max_msg, packer::final_len()),
             &mut self.next_cmd_id,
         );
-        // Keep what this message carried, for a resend if the device refuses our Cred.
-        let placed_ids: Vec<u32> = placed.iter().map(|(id, _)| *id).collect();
-        self.last_sent = before
-            .into_iter()
-            .filter(|o| placed_ids.contains(&o.command.cmd_id()))
+        let stalled = placed.is_empty() && !self.outgoing.is_empty();
+        if stalled && std::mem::replace(&mut self.stalled, true) {
+            // The message before had no room either; this one answers only a request for
+            // more, so it is as small as a message gets and no later one has more room.
+            self.events.push_back(ServerEvent::NoRoom {
+                max_msg_size: self.device_max_msg as u64,
+            });
+            self.finish(true);
+            out.body.is_final = true;
+            return self.seal(out, true);
+        }
+        self.stalled = stalled;
+        // Keep what this message carried, as it went (a large object's chunk, not the whole
+        // object), for a resend if the device refuses our Cred. A chunk goes back as a
+        // continuation: split again, it keeps the total Size it declares.
+        self.last_sent = out.body.commands[statuses..]
+            .iter()
+            .zip(&placed)
+            .map(|(command, (cmd_id, tag))| Outgoing {
+                command: command.clone(),
+                tag: *tag,
+                continuation: *cmd_id != *tag || packer::is_chunk(Some(command)),
+            })
             .collect();
         // Later chunks of a large object carry new CmdIDs; their statuses answer the command.
         for (cmd_id, tag) in placed {
