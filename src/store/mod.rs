@@ -87,6 +87,7 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
         path: path.to_owned(),
         reason: e.to_string(),
     };
+    create_private(path)?;
     let conn = Connection::open_with_flags(
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -97,6 +98,24 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
     configure(&conn)?;
     migrations::apply(&conn)?;
     Ok(conn)
+}
+
+/// The database holds device and account secrets: a new file is made readable and writable
+/// by its owner only (SQLite gives its `-wal` and `-shm` files the same mode). An existing
+/// file keeps the mode its operator gave it.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Open {
+            path: path.to_owned(),
+            reason: e.to_string(),
+        }),
+    }
 }
 
 fn configure(conn: &Connection) -> Result<(), StoreError> {
@@ -326,6 +345,32 @@ mod tests {
             .unwrap();
         assert_eq!(temp, 2, "savepoint journals in memory");
         drop(conn);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_new_database_and_its_wal_are_private_to_their_owner() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = std::env::temp_dir().join(format!("dmdeleg-store-mode-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("secrets.db");
+        let conn = open(&path).unwrap();
+        conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
+            .unwrap();
+        for name in ["secrets.db", "secrets.db-wal", "secrets.db-shm"] {
+            let mode = std::fs::metadata(dir.join(name))
+                .unwrap()
+                .permissions()
+                .mode();
+            assert_eq!(mode & 0o077, 0, "{name} has mode {mode:o}");
+        }
+        drop(conn);
+        // An operator's own choice for an existing file stays.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        drop(open(&path).unwrap());
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o640);
         std::fs::remove_dir_all(&dir).ok();
     }
 
