@@ -363,17 +363,18 @@ fn all_or_nothing(
     conn: &Connection,
     f: impl FnOnce() -> Result<(), StoreError>,
 ) -> Result<(), StoreError> {
-    conn.execute_batch("SAVEPOINT dmdeleg_delegations")?;
+    let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
+    run("SAVEPOINT dmdeleg_delegations")?;
     match f() {
         Ok(()) => {
-            conn.execute_batch("RELEASE dmdeleg_delegations")?;
+            run("RELEASE dmdeleg_delegations")?;
             Ok(())
         }
         Err(e) => {
             // A failing rollback would only hide the first error; the writer's own savepoint
             // (or the caller's transaction) still rolls back around us.
-            let _ =
-                conn.execute_batch("ROLLBACK TO dmdeleg_delegations; RELEASE dmdeleg_delegations");
+            let _ = run("ROLLBACK TO dmdeleg_delegations");
+            let _ = run("RELEASE dmdeleg_delegations");
             Err(e)
         }
     }

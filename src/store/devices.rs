@@ -85,10 +85,10 @@ pub fn update_nonces(
     client: &Nonce,
     server: &Nonce,
 ) -> Result<(), StoreError> {
-    conn.execute(
+    conn.prepare_cached(
         "UPDATE devices SET client_nonce = ?2, server_nonce = ?3 WHERE dev_id = ?1",
-        params![dev_id, client.as_bytes(), server.as_bytes()],
-    )?;
+    )?
+    .execute(params![dev_id, client.as_bytes(), server.as_bytes()])?;
     Ok(())
 }
 

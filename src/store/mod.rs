@@ -190,6 +190,8 @@ impl Store {
         std::thread::Builder::new()
             .name("dmdeleg-store".into())
             .spawn(move || {
+                // `open` set synchronous=FULL.
+                let mut relaxed_now = false;
                 while let Some(first) = rx.blocking_recv() {
                     let mut jobs = vec![first];
                     drain(&mut rx, &mut jobs);
@@ -211,7 +213,7 @@ impl Store {
                             }
                         }
                     }
-                    run_batch(&mut conn, jobs);
+                    run_batch(&mut conn, jobs, &mut relaxed_now);
                 }
             })
             .map_err(thread_err)?;
@@ -285,14 +287,30 @@ impl Store {
 }
 
 /// Runs `f` in a savepoint of its own: what it wrote stays only if it succeeds.
+///
+/// The savepoint statements are prepared once per connection (a group runs one per job).
 fn savepointed<T>(
     txn: &mut rusqlite::Transaction<'_>,
     f: impl FnOnce(&Connection) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    let sp = txn.savepoint()?;
-    let value = f(&sp)?;
-    sp.commit()?;
-    Ok(value)
+    txn.prepare_cached("SAVEPOINT dmdeleg_job")?.execute([])?;
+    match f(txn) {
+        Ok(value) => {
+            txn.prepare_cached("RELEASE dmdeleg_job")?.execute([])?;
+            Ok(value)
+        }
+        Err(e) => {
+            // A failing rollback would only hide the first error; the group's transaction
+            // then fails to commit, and every job in it hears so.
+            let _ = txn
+                .prepare_cached("ROLLBACK TO dmdeleg_job")
+                .and_then(|mut s| s.execute([]));
+            let _ = txn
+                .prepare_cached("RELEASE dmdeleg_job")
+                .and_then(|mut s| s.execute([]));
+            Err(e)
+        }
+    }
 }
 
 /// Moves what is queued into `jobs`, up to [`BATCH`].
@@ -305,10 +323,19 @@ fn drain(rx: &mut mpsc::Receiver<Job>, jobs: &mut Vec<Job>) {
     }
 }
 
-fn run_batch(conn: &mut Connection, jobs: Vec<Job>) {
+/// Runs one group in one transaction. `relaxed_now` is the connection's current
+/// synchronous level (true: NORMAL), changed only when the group needs the other one.
+fn run_batch(conn: &mut Connection, jobs: Vec<Job>, relaxed_now: &mut bool) {
     let relaxed = jobs.iter().all(|j| j.write_behind);
-    // Without the level it wants, the batch still commits, with the stricter one.
-    let _ = conn.pragma_update(None, "synchronous", if relaxed { "NORMAL" } else { "FULL" });
+    if relaxed != *relaxed_now {
+        // Without the level it wants, the batch still commits, with the stricter one.
+        if conn
+            .pragma_update(None, "synchronous", if relaxed { "NORMAL" } else { "FULL" })
+            .is_ok()
+        {
+            *relaxed_now = relaxed;
+        }
+    }
     let mut txn = match conn.transaction() {
         Ok(t) => t,
         // Without a transaction nothing runs: dropping the jobs drops their reply channels,
@@ -371,6 +398,70 @@ mod tests {
         drop(open(&path).unwrap());
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o640);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// Jobs that share a group's transaction: one that fails after writing leaves nothing,
+    /// and the others commit.
+    #[tokio::test]
+    async fn a_failing_job_in_a_group_leaves_nothing_and_the_others_commit() {
+        let dir = std::env::temp_dir().join(format!("dmdeleg-store-group-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("group.db");
+        let _ = std::fs::remove_file(&path);
+        let store = Store::start(&path).unwrap();
+        store
+            .call(|c| Ok(c.execute_batch("CREATE TABLE t (k TEXT PRIMARY KEY)")?))
+            .await
+            .unwrap();
+        // Hold the writer so the next jobs queue up and run as one group.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let holder = tokio::spawn({
+            let store = store.clone();
+            async move { store.call(move |_| Ok(held.recv().is_ok())).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let before = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .call(|c| Ok(c.execute("INSERT INTO t VALUES ('before')", [])?))
+                    .await
+            }
+        });
+        let failing = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .call(|c| {
+                        c.execute("INSERT INTO t VALUES ('failed')", [])?;
+                        Err::<(), _>(StoreError::Corrupt("the job gives up".into()))
+                    })
+                    .await
+            }
+        });
+        let after = tokio::spawn({
+            let store = store.clone();
+            async move {
+                store
+                    .call(|c| Ok(c.execute("INSERT INTO t VALUES ('after')", [])?))
+                    .await
+            }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        release.send(()).unwrap();
+        assert_eq!(holder.await.unwrap(), Ok(true));
+        assert_eq!(before.await.unwrap(), Ok(1));
+        assert!(failing.await.unwrap().is_err());
+        assert_eq!(after.await.unwrap(), Ok(1));
+        let reader = open(&path).unwrap();
+        let mut stmt = reader.prepare("SELECT k FROM t ORDER BY k").unwrap();
+        let keys: Vec<String> = stmt
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(keys, ["after", "before"]);
         std::fs::remove_dir_all(&dir).ok();
     }
 
