@@ -750,3 +750,89 @@ async fn an_operator_declines_a_request_with_a_reason() {
     assert_eq!(s.reason, Some((1001, "not this week".into())));
     assert_same_tree(&before, &lab.fleet.tree(&dev).await.unwrap(), "declined");
 }
+
+/// A delegation that ended stays ended when the engine has restarted (and so forgotten what
+/// it kept in memory) and the peer's DELEGATION_NOTIF comes again: acknowledged, not
+/// processed, and the stored delegation is not overwritten by a new one with its ID.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_notif_replayed_after_a_restart_does_not_reopen_a_finished_delegation() {
+    let lab = lab_with("replay-after-restart", 1, |o| {
+        o.dms1_policy = Policy::Decline
+    })
+    .await;
+    let dev = lab.fleet.dev_ids()[0].clone();
+    let ca = lab_file(&lab, "ca.pem");
+    let (cert, key) = (
+        lab_file(&lab, "dms2.example.pem"),
+        lab_file(&lab, "dms2.example.key"),
+    );
+    let dms2 = peer_client(&lab, Some((&cert, &key)), &ca);
+    let msg = notif_from_dms2(&dev);
+    let id = msg.id.as_str().to_owned();
+    assert_eq!(post(&dms2, &lab, msg.to_xml()).await.unwrap().0, 202);
+    let s = lab.dms1.wait_done(&id, LONG).await.unwrap();
+    assert_eq!(s.state, State::Aborted, "{s:?}");
+    // Over for the engine too: its answer (a nack) is delivered or given up.
+    let deadline = std::time::Instant::now() + LONG;
+    loop {
+        let key = id.clone();
+        let row = lab
+            .dms1
+            .store()
+            .call(move |c| dmdeleg::store::delegations::load(c, &key))
+            .await
+            .unwrap()
+            .unwrap();
+        if !row.live {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "still live: {row:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let url = format!("{}{MESSAGES_PATH}", lab.dms1.peer_url().unwrap());
+    let Lab {
+        dms1,
+        dms2: _dms2,
+        fleet: _fleet,
+        engines,
+    } = lab;
+    dms1.stop().await;
+    let dms1 = dmdeleg::engine::service::Engine::start(engines[0].config().unwrap())
+        .await
+        .unwrap();
+    let resp = dms2
+        .post(&url)
+        .header("content-type", MEDIA_TYPE)
+        .body(msg.to_xml())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 202);
+    // A later message of the delegation is refused as over, as before the restart.
+    let mut later = msg.clone();
+    later.seq = 2;
+    later.body = Body::Prepared;
+    let resp = dms2
+        .post(&url)
+        .header("content-type", MEDIA_TYPE)
+        .body(later.to_xml())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 409);
+    let key = id.clone();
+    let (row, incoming) = dms1
+        .store()
+        .call(move |c| {
+            let row = dmdeleg::store::delegations::load(c, &key)?;
+            let messages = dmdeleg::store::delegations::messages(c, &key)?;
+            Ok((row, messages.iter().filter(|m| !m.outgoing).count()))
+        })
+        .await
+        .unwrap();
+    let row = row.unwrap();
+    assert_eq!((row.state.as_str(), row.live), ("Aborted", false));
+    assert_eq!(incoming, 1, "the NOTIF was processed once");
+    assert!(dms1.summary(&id).is_none_or(|s| s.state == State::Aborted));
+    dms1.stop().await;
+}

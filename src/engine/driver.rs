@@ -192,11 +192,35 @@ pub struct DelegationSummary {
     pub unsent: usize,
 }
 
-/// The summaries of every delegation this engine knows, shared with the console.
+/// How many ended delegations the board keeps (the newest); older ones are read from the
+/// store (the console's history), so a long-running engine's memory stays bounded.
+pub const ENDED_ON_BOARD: usize = 10_000;
+
+/// How many ended delegations the driver remembers in memory for late duplicates of their
+/// messages (the newest); an older one is looked up in the store when a message names it.
+pub const ENDED_IN_MEMORY: usize = 50_000;
+
+/// The summaries of the delegations this engine runs and of the newest [`ENDED_ON_BOARD`]
+/// that ended, shared with the console.
 #[derive(Debug, Default)]
 pub struct Board {
     /// By DelegationID.
     pub delegations: HashMap<String, DelegationSummary>,
+    /// The ended delegations on the board, oldest first.
+    ended: VecDeque<String>,
+}
+
+impl Board {
+    /// Records that `id` no longer needs the engine; the oldest ended summaries beyond
+    /// [`ENDED_ON_BOARD`] leave the board.
+    pub fn ended(&mut self, id: &str) {
+        self.ended.push_back(id.to_owned());
+        while self.ended.len() > ENDED_ON_BOARD {
+            if let Some(old) = self.ended.pop_front() {
+                self.delegations.remove(&old);
+            }
+        }
+    }
 }
 
 /// Plain words for what a delegation waits for.
@@ -302,6 +326,31 @@ struct Finished {
     seq_in: u32,
 }
 
+/// The newest [`ENDED_IN_MEMORY`] finished delegations, by DelegationID.
+#[derive(Default)]
+struct FinishedCache {
+    by_id: HashMap<String, Finished>,
+    /// Oldest first.
+    order: VecDeque<String>,
+}
+
+impl FinishedCache {
+    fn get(&self, id: &str) -> Option<&Finished> {
+        self.by_id.get(id)
+    }
+
+    fn insert(&mut self, id: String, finished: Finished) {
+        if self.by_id.insert(id.clone(), finished).is_none() {
+            self.order.push_back(id);
+        }
+        while self.order.len() > ENDED_IN_MEMORY {
+            if let Some(old) = self.order.pop_front() {
+                self.by_id.remove(&old);
+            }
+        }
+    }
+}
+
 /// An operator command's reply channel and its answer.
 type Answer<T> = (
     oneshot::Sender<Result<T, CommandRefused>>,
@@ -347,7 +396,7 @@ pub(crate) struct Parts {
 pub(crate) struct Driver {
     parts: Parts,
     live: HashMap<String, Live>,
-    finished: HashMap<String, Finished>,
+    finished: FinishedCache,
     busy: HashMap<String, String>,
     timers: BTreeSet<(UnixMs, String)>,
     timer_of: HashMap<String, UnixMs>,
@@ -381,7 +430,7 @@ impl Driver {
         Driver {
             parts,
             live: HashMap::new(),
-            finished: HashMap::new(),
+            finished: FinishedCache::default(),
             busy: HashMap::new(),
             timers: BTreeSet::new(),
             timer_of: HashMap::new(),
@@ -513,8 +562,9 @@ impl Driver {
     /// One batch: apply, fire timers, commit, release. False when the store failed (the
     /// engine stops acting; nothing uncommitted left the engine).
     async fn step(&mut self, peer: Vec<Inbound>, internal: Vec<Internal>) -> bool {
-        let now = now_ms();
         let mut fx = Effects::default();
+        let peer = self.recall_finished(peer, &mut fx).await;
+        let now = now_ms();
         // What the engine itself learnt (a device's answers) goes first: a peer's message in
         // the same batch may follow from it (a device that took its bootstrap config calls
         // the peer, which confirms).
@@ -572,6 +622,54 @@ impl Driver {
             std::future::pending::<()>().await;
         }
         true
+    }
+
+    /// Messages naming a delegation that is neither running nor remembered as finished (the
+    /// engine restarted, or it ended long ago) are checked against the store first: one that
+    /// ended is remembered again, so its late duplicates are answered as such and never
+    /// start a new delegation under its ID. When the store cannot say, those messages are
+    /// answered 503 (the peer sends them again) and the rest go on.
+    async fn recall_finished(&mut self, peer: Vec<Inbound>, fx: &mut Effects) -> Vec<Inbound> {
+        let mut unknown: Vec<String> = peer
+            .iter()
+            .map(|m| m.msg.id.as_str())
+            .filter(|id| !self.live.contains_key(*id) && self.finished.get(id).is_none())
+            .map(str::to_owned)
+            .collect();
+        if unknown.is_empty() {
+            return peer;
+        }
+        unknown.sort_unstable();
+        unknown.dedup();
+        let asked = unknown.clone();
+        match self
+            .parts
+            .store
+            .call(move |c| crate::store::delegations::ended(c, &asked))
+            .await
+        {
+            Ok(rows) => {
+                for row in rows {
+                    let finished = Finished {
+                        peer: row.peer,
+                        seq_in: row.seq_in,
+                    };
+                    self.finished.insert(row.id, finished);
+                }
+                peer
+            }
+            Err(e) => {
+                tracing::warn!("cannot read past delegations; their peers will try again: {e}");
+                let (unsure, rest): (Vec<Inbound>, Vec<Inbound>) = peer
+                    .into_iter()
+                    .partition(|m| unknown.binary_search(&m.msg.id.as_str().to_owned()).is_ok());
+                for m in unsure {
+                    let answer = PeerAnswer::unavailable("the server cannot read its records");
+                    fx.replies.push((m.reply, answer));
+                }
+                rest
+            }
+        }
     }
 
     fn on_peer(&mut self, now: UnixMs, inbound: Inbound, fx: &mut Effects) {
@@ -1374,6 +1472,9 @@ impl Driver {
                     seq_in: live.d.seq_in,
                 },
             );
+            if let Ok(mut board) = self.parts.board.lock() {
+                board.ended(id);
+            }
         }
     }
 }
@@ -1401,4 +1502,78 @@ fn hex32(token: &str) -> Option<[u8; 32]> {
         out[i] = u8::from_str_radix(s, 16).ok()?;
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(id: &str, state: State) -> DelegationSummary {
+        DelegationSummary {
+            id: id.to_owned(),
+            role: Role::Delegating,
+            initiator: Role::Delegating,
+            peer: "dms2.example".into(),
+            dev_id: format!("IMEI:{id}"),
+            full: true,
+            bootstrap: false,
+            paths: vec![".".into()],
+            state,
+            step: 1,
+            waiting_for: "nothing".into(),
+            reason: None,
+            created_ms: 0,
+            updated_ms: 0,
+            deadline: None,
+            retry_of: None,
+            unsent: 0,
+        }
+    }
+
+    #[test]
+    fn the_board_keeps_every_running_delegation_and_the_newest_ended_ones() {
+        let mut board = Board::default();
+        board
+            .delegations
+            .insert("running".into(), summary("running", State::Running));
+        let ended = ENDED_ON_BOARD + 3;
+        for i in 0..ended {
+            let id = format!("ended-{i}");
+            board
+                .delegations
+                .insert(id.clone(), summary(&id, State::Completed));
+            board.ended(&id);
+        }
+        assert_eq!(board.delegations.len(), ENDED_ON_BOARD + 1);
+        assert!(board.delegations.contains_key("running"));
+        for i in 0..3 {
+            assert!(!board.delegations.contains_key(&format!("ended-{i}")));
+        }
+        assert!(board.delegations.contains_key("ended-3"));
+        assert!(
+            board
+                .delegations
+                .contains_key(&format!("ended-{}", ended - 1))
+        );
+    }
+
+    #[test]
+    fn the_finished_cache_forgets_the_oldest_beyond_its_size() {
+        let mut cache = FinishedCache::default();
+        let finished = |seq_in| Finished {
+            peer: "dms2.example".into(),
+            seq_in,
+        };
+        for i in 0..ENDED_IN_MEMORY + 2 {
+            cache.insert(format!("d{i}"), finished(1));
+        }
+        // Inserting again does not count twice.
+        cache.insert(format!("d{}", ENDED_IN_MEMORY + 1), finished(2));
+        assert_eq!(cache.by_id.len(), ENDED_IN_MEMORY);
+        assert_eq!(cache.order.len(), ENDED_IN_MEMORY);
+        assert!(cache.get("d0").is_none() && cache.get("d1").is_none());
+        assert!(cache.get("d2").is_some());
+        let newest = cache.get(&format!("d{}", ENDED_IN_MEMORY + 1)).unwrap();
+        assert_eq!(newest.seq_in, 2);
+    }
 }

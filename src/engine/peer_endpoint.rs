@@ -25,7 +25,8 @@ use crate::tls::{PeerCertificates, TlsServerHandle, serve_tls};
 /// The driver's answer to a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerAnswer {
-    /// 202, 400, 404 or 409.
+    /// 202, 400, 404 or 409; 503 when the engine cannot read its own state (the peer
+    /// tries again).
     pub status: u16,
     /// `text/plain` body (empty for 202).
     pub body: String,
@@ -37,6 +38,15 @@ impl PeerAnswer {
         PeerAnswer {
             status: 202,
             body: String::new(),
+        }
+    }
+
+    /// 503: the message was not looked at (the engine cannot read its state); the peer
+    /// sends it again later.
+    pub fn unavailable(why: &str) -> PeerAnswer {
+        PeerAnswer {
+            status: 503,
+            body: why.to_owned(),
         }
     }
 

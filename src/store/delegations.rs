@@ -392,6 +392,46 @@ pub fn save_transitions(conn: &Connection, ts: &[Transition]) -> Result<(), Stor
     })
 }
 
+/// A stored delegation that no longer needs the engine, as late duplicates of its messages
+/// need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndedRow {
+    /// The DelegationID.
+    pub id: String,
+    /// The peer's ServerID.
+    pub peer: String,
+    /// The last Seq taken from the peer.
+    pub seq_in: u32,
+}
+
+/// Of `ids`, the delegations stored and no longer live. A machine that cannot be read counts
+/// every Seq as taken: its messages are acknowledged and change nothing.
+pub fn ended(conn: &Connection, ids: &[String]) -> Result<Vec<EndedRow>, StoreError> {
+    #[derive(serde::Deserialize)]
+    struct SeqIn {
+        seq_in: u32,
+    }
+    let mut stmt =
+        conn.prepare_cached("SELECT peer, machine FROM delegations WHERE id = ?1 AND live = 0")?;
+    let mut out = Vec::new();
+    for id in ids {
+        let row = stmt
+            .query_row(params![id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+            })
+            .optional()?;
+        if let Some((peer, machine)) = row {
+            let seq_in = serde_json::from_str::<SeqIn>(&machine).map_or(u32::MAX, |m| m.seq_in);
+            out.push(EndedRow {
+                id: id.clone(),
+                peer,
+                seq_in,
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// The delegations the engine must still act on, oldest first: what it resumes at startup.
 pub fn load_live(conn: &Connection) -> Result<Vec<DelegationRow>, StoreError> {
     let mut stmt = conn.prepare(&format!(
@@ -894,6 +934,37 @@ mod tests {
         assert_eq!(load(&conn, "d1").unwrap(), Some(r));
         assert_eq!(load(&conn, "d2").unwrap(), Some(empty));
         assert_eq!(load(&conn, "nope").unwrap(), None);
+    }
+
+    #[test]
+    fn ended_names_the_stored_delegations_that_no_longer_run() {
+        let dir = TempDir::new("ended");
+        let conn = dir.open();
+        let running = row("d1", "IMEI:1", "dms2", "Running", 1000, 1000);
+        let mut over = row("d2", "IMEI:2", "dms3", "Completed", 1000, 2000);
+        over.live = false;
+        over.machine = "{\"seq_in\":4,\"other\":true}".into();
+        let mut unreadable = row("d3", "IMEI:3", "dms2", "Failed", 1000, 2000);
+        unreadable.live = false;
+        unreadable.machine = "not json".into();
+        save_transitions(&conn, &[only(running), only(over), only(unreadable)]).unwrap();
+        let ids = ["d1", "d2", "d3", "d4"].map(String::from);
+        let got = ended(&conn, &ids).unwrap();
+        assert_eq!(
+            got,
+            [
+                EndedRow {
+                    id: "d2".into(),
+                    peer: "dms3".into(),
+                    seq_in: 4
+                },
+                EndedRow {
+                    id: "d3".into(),
+                    peer: "dms2".into(),
+                    seq_in: u32::MAX
+                },
+            ]
+        );
     }
 
     #[test]
