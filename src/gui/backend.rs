@@ -494,6 +494,34 @@ impl Core {
     }
 }
 
+/// How many delegations the console lists (the newest; every one that has not ended stays):
+/// as many as it reads from the history at start. Older ones are in the Audit view.
+const LISTED: usize = 100_000;
+
+/// Trims `list` (newest first) to `keep` entries by dropping the oldest that ended, from
+/// `items` too; a delegation still running is never dropped.
+fn keep_newest(
+    list: &mut Vec<DelegationItem>,
+    items: &mut HashMap<String, DelegationItem>,
+    keep: usize,
+) {
+    let mut excess = list.len().saturating_sub(keep);
+    if excess == 0 {
+        return;
+    }
+    let mut kept = Vec::with_capacity(keep);
+    for item in list.drain(..).rev() {
+        if excess > 0 && item.state.is_terminal() {
+            excess -= 1;
+            items.remove(&item.id);
+        } else {
+            kept.push(item);
+        }
+    }
+    kept.reverse();
+    *list = kept;
+}
+
 impl Core {
     /// Merges the board into the known delegations and republishes the list.
     fn refresh_delegations(&mut self, i: usize) {
@@ -509,6 +537,7 @@ impl Core {
         }
         let mut list: Vec<DelegationItem> = st.items.values().cloned().collect();
         list.sort_by(|a, b| b.updated_ms.cmp(&a.updated_ms).then(b.id.cmp(&a.id)));
+        keep_newest(&mut list, &mut st.items, LISTED);
         st.view.delegations = Arc::new(list.into());
     }
 
@@ -1697,6 +1726,50 @@ impl rustls::client::danger::ServerCertVerifier for Capture {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_list_drops_the_oldest_ended_delegations_and_never_a_running_one() {
+        let item = |id: &str, state: State, at: i64| {
+            DelegationItem::from(&crate::engine::driver::DelegationSummary {
+                id: id.into(),
+                role: crate::delegation::machine::Role::Delegating,
+                initiator: crate::delegation::machine::Role::Delegating,
+                peer: "dms2.example".into(),
+                dev_id: "IMEI:1".into(),
+                full: true,
+                bootstrap: false,
+                paths: vec![".".into()],
+                state,
+                step: 1,
+                waiting_for: "nothing".into(),
+                reason: None,
+                created_ms: at,
+                updated_ms: at,
+                deadline: None,
+                retry_of: None,
+                unsent: 0,
+            })
+        };
+        // Newest first, as the list is sorted.
+        let mut list = vec![
+            item("new", State::Completed, 50),
+            item("mid", State::Failed, 40),
+            item("stuck", State::Running, 30),
+            item("old", State::Completed, 20),
+            item("oldest", State::Aborted, 10),
+        ];
+        let mut items: HashMap<String, DelegationItem> =
+            list.iter().map(|d| (d.id.clone(), d.clone())).collect();
+        keep_newest(&mut list, &mut items, 2);
+        let ids: Vec<&str> = list.iter().map(|d| d.id.as_str()).collect();
+        assert_eq!(ids, ["new", "stuck"]);
+        let mut kept: Vec<&str> = items.keys().map(String::as_str).collect();
+        kept.sort_unstable();
+        assert_eq!(kept, ["new", "stuck"]);
+        // Within the limit nothing moves.
+        keep_newest(&mut list, &mut items, 5);
+        assert_eq!(list.len(), 2);
+    }
 
     #[test]
     fn every_outcome_has_a_bar_in_every_bucket_so_they_stack() {
