@@ -263,6 +263,9 @@ struct Live {
     /// Digests of the peer's accepted messages by Seq, so a reused Seq with other content
     /// is told from a plain duplicate.
     seen: HashMap<u32, [u8; 32]>,
+    /// Its start and its end are in the log (one line each at INFO; each step is at DEBUG).
+    begin_logged: bool,
+    end_logged: bool,
 }
 
 impl Live {
@@ -281,6 +284,8 @@ impl Live {
             journal_sig: (0, 0),
             drain_until: None,
             seen: HashMap::new(),
+            begin_logged: false,
+            end_logged: false,
         }
     }
 
@@ -457,6 +462,7 @@ impl Driver {
                 .map_err(|e| StoreError::Corrupt(format!("delegation {}: {e}", row.id)))?;
             let outbox: Vec<String> = serde_json::from_str(&row.outbox).unwrap_or_default();
             let mut live = Live::new(d.clone(), row.created_ms, row.retry_of.clone());
+            live.begin_logged = true;
             for xml in outbox {
                 match Message::from_xml(xml.as_bytes()) {
                     Ok(m) => live.outbox.push_back(m),
@@ -1258,9 +1264,10 @@ impl Driver {
             })
             .collect();
         events.append(&mut live.extra_events);
+        // Event texts are plain words about steps and statuses: no secrets. Each step is in
+        // the store's timeline already; the log has it at DEBUG, and the outcome at INFO.
         for e in &events {
-            // Event texts are plain words about steps and statuses: no secrets.
-            tracing::info!(
+            tracing::debug!(
                 delegation = %e.delegation_id,
                 role = ?d.role,
                 peer = %d.peer,
@@ -1268,6 +1275,36 @@ impl Driver {
                 step = e.step,
                 "{}",
                 e.text
+            );
+        }
+        if !live.begin_logged {
+            live.begin_logged = true;
+            tracing::info!(
+                delegation = %d.id,
+                role = ?d.role,
+                peer = %d.peer,
+                device = %d.dev_id,
+                "delegation begun: {}, {} approach, initiated by the {:?} server",
+                if d.full { "Full" } else { "Partial" },
+                if d.bootstrap { "bootstrap" } else { "DMAcc" },
+                d.initiator
+            );
+        }
+        if d.state.is_terminal() && !live.end_logged {
+            live.end_logged = true;
+            let reason = d
+                .reason
+                .as_ref()
+                .map(|(code, text)| format!(": {code} {text}"))
+                .unwrap_or_default();
+            tracing::info!(
+                delegation = %d.id,
+                role = ?d.role,
+                peer = %d.peer,
+                device = %d.dev_id,
+                step = d.step as u8,
+                "delegation {:?}{reason}",
+                d.state
             );
         }
         let sig = (d.changes.len(), d.undo.len());
