@@ -208,16 +208,41 @@ pub struct Board {
     pub delegations: HashMap<String, DelegationSummary>,
     /// The ended delegations on the board, oldest first.
     ended: VecDeque<String>,
+    /// Who waits for a delegation to end, by DelegationID.
+    waiters: HashMap<String, Vec<oneshot::Sender<()>>>,
 }
 
 impl Board {
-    /// Records that `id` no longer needs the engine; the oldest ended summaries beyond
-    /// [`ENDED_ON_BOARD`] leave the board.
+    /// Records that `id` no longer needs the engine and tells whoever waits for that; the
+    /// oldest ended summaries beyond [`ENDED_ON_BOARD`] leave the board.
     pub fn ended(&mut self, id: &str) {
+        for waiter in self.waiters.remove(id).unwrap_or_default() {
+            // A waiter that gave up needs no word.
+            let _ = waiter.send(());
+        }
         self.ended.push_back(id.to_owned());
         while self.ended.len() > ENDED_ON_BOARD {
             if let Some(old) = self.ended.pop_front() {
                 self.delegations.remove(&old);
+            }
+        }
+    }
+}
+
+impl Board {
+    /// A receiver told when `id` ends (see [`Board::ended`]).
+    pub fn wait_ended(&mut self, id: &str) -> oneshot::Receiver<()> {
+        let (tx, rx) = oneshot::channel();
+        self.waiters.entry(id.to_owned()).or_default().push(tx);
+        rx
+    }
+
+    /// Forgets the waiters of `id` that gave up.
+    pub fn forget_gone_waiters(&mut self, id: &str) {
+        if let Some(waiters) = self.waiters.get_mut(id) {
+            waiters.retain(|w| !w.is_closed());
+            if waiters.is_empty() {
+                self.waiters.remove(id);
             }
         }
     }
@@ -1592,6 +1617,24 @@ mod tests {
                 .delegations
                 .contains_key(&format!("ended-{}", ended - 1))
         );
+    }
+
+    #[test]
+    fn waiters_hear_when_their_delegation_ends_and_those_that_gave_up_are_forgotten() {
+        let mut board = Board::default();
+        let mut first = board.wait_ended("d1");
+        let mut second = board.wait_ended("d1");
+        let other = board.wait_ended("d2");
+        drop(other);
+        board.forget_gone_waiters("d2");
+        assert!(!board.waiters.contains_key("d2"));
+        board.forget_gone_waiters("d1");
+        assert_eq!(board.waiters["d1"].len(), 2, "both still wait");
+        assert!(first.try_recv().is_err(), "not ended yet");
+        board.ended("d1");
+        assert_eq!(first.try_recv(), Ok(()));
+        assert_eq!(second.try_recv(), Ok(()));
+        assert!(board.waiters.is_empty());
     }
 
     #[test]

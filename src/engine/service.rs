@@ -631,11 +631,28 @@ impl Engine {
 
     /// Waits for a delegation to end (Completed, Failed or Aborted; a leased one counts once
     /// it reverted).
+    ///
+    /// The driver tells the waiter when the delegation leaves it, so waiting costs nothing
+    /// while other delegations move (unlike [`Engine::wait_for`], which looks at every change
+    /// of the board).
     pub async fn wait_done(&self, id: &str, timeout: Duration) -> Option<DelegationSummary> {
-        self.wait_for(id, timeout, |s| {
+        let done = |s: &DelegationSummary| {
             s.state.is_terminal() && s.waiting_for == "nothing" && s.unsent == 0
-        })
-        .await
+        };
+        let ended = {
+            // The check and the registration under one lock: the end cannot slip between.
+            let mut board = self.board.lock().ok()?;
+            if let Some(s) = board.delegations.get(id).filter(|s| done(s)) {
+                return Some(s.clone());
+            }
+            board.wait_ended(id)
+        };
+        let told = tokio::time::timeout(timeout, ended).await;
+        let mut board = self.board.lock().ok()?;
+        if told.is_err() {
+            board.forget_gone_waiters(id);
+        }
+        board.delegations.get(id).cloned()
     }
 
     /// The delegations waiting for an operator's decision.
