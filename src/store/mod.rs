@@ -380,6 +380,7 @@ mod tests {
     fn a_new_database_and_its_wal_are_private_to_their_owner() {
         use std::os::unix::fs::PermissionsExt;
         let dir = std::env::temp_dir().join(format!("dmdeleg-store-mode-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("secrets.db");
         let conn = open(&path).unwrap();
