@@ -240,6 +240,21 @@ fn serve_starts_prints_its_urls_and_stops_on_sigterm() {
     let rest: Vec<String> = rx.try_iter().collect();
     assert!(exit.success(), "{exit:?}: {rest:?}");
     assert!(rest.iter().any(|l| l.contains("stopped")), "{rest:?}");
-    assert!(dir.join("data").join("dmdeleg.db").exists());
+    let db = dir.join("data").join("dmdeleg.db");
+    assert!(db.exists());
+    // Stopped, the database file alone holds everything: a copy of it is a whole backup.
+    let wal = std::fs::metadata(dir.join("data").join("dmdeleg.db-wal")).map_or(0, |m| m.len());
+    assert_eq!(wal, 0, "the write-ahead log was folded into the file");
+    let copy = dir.join("backup.db");
+    std::fs::copy(&db, &copy).unwrap();
+    let tables: i64 = rusqlite::Connection::open(&copy)
+        .unwrap()
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE name IN ('delegations', 'devices', 'events')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 3, "the copy has the schema");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -675,5 +675,14 @@ impl Engine {
             let _ = tokio::time::timeout(Duration::from_secs(10), rx).await;
         }
         self.driver.abort();
+        // The database file alone then holds everything (what a backup copies).
+        match self.store.checkpoint().await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                "the store's write-ahead log could not be folded into the database file (a \
+                 reader held it); it stays beside the file and is read on the next start"
+            ),
+            Err(e) => tracing::warn!("the store's write-ahead log was not folded in: {e}"),
+        }
     }
 }

@@ -151,6 +151,9 @@ type Work = Box<dyn FnOnce(&mut rusqlite::Transaction<'_>) -> Reply + Send>;
 struct Job {
     work: Work,
     write_behind: bool,
+    /// After its group commits, fold the write-ahead log into the database file and say
+    /// whether that completed.
+    then_checkpoint: Option<oneshot::Sender<Result<bool, StoreError>>>,
 }
 
 struct Inner {
@@ -248,6 +251,23 @@ impl Store {
         self.queue(Job {
             work,
             write_behind: false,
+            then_checkpoint: None,
+        })
+        .await?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Folds the write-ahead log into the database file once everything queued before is
+    /// committed, and empties the log (`wal_checkpoint(TRUNCATE)`): the file alone then holds
+    /// every row, as a copy taken for a backup must. False when a reader kept it from
+    /// completing. Run when the engine stops.
+    pub async fn checkpoint(&self) -> Result<bool, StoreError> {
+        let (tx, rx) = oneshot::channel();
+        let work: Work = Box::new(|_| Box::new(|_| {}));
+        self.queue(Job {
+            work,
+            write_behind: false,
+            then_checkpoint: Some(tx),
         })
         .await?;
         rx.await.map_err(|_| StoreError::Closed)?
@@ -272,6 +292,7 @@ impl Store {
         self.queue(Job {
             work,
             write_behind: true,
+            then_checkpoint: None,
         })
         .await
     }
@@ -342,11 +363,28 @@ fn run_batch(conn: &mut Connection, jobs: Vec<Job>, relaxed_now: &mut bool) {
         // so every caller gets an error instead of waiting.
         Err(_) => return,
     };
-    let replies: Vec<Reply> = jobs.into_iter().map(|job| (job.work)(&mut txn)).collect();
+    let mut checkpoints = Vec::new();
+    let replies: Vec<Reply> = jobs
+        .into_iter()
+        .map(|job| {
+            checkpoints.extend(job.then_checkpoint);
+            (job.work)(&mut txn)
+        })
+        .collect();
     let commit = txn.commit().map_err(StoreError::from);
     for reply in replies {
         reply(commit.clone());
     }
+    for asked in checkpoints {
+        let _ = asked.send(commit.clone().and_then(|()| checkpoint(conn)));
+    }
+}
+
+/// `PRAGMA wal_checkpoint(TRUNCATE)`, outside any transaction: true when the whole log was
+/// copied into the database file and emptied.
+fn checkpoint(conn: &Connection) -> Result<bool, StoreError> {
+    let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get(0))?;
+    Ok(busy == 0)
 }
 
 #[cfg(test)]
@@ -463,6 +501,45 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(keys, ["after", "before"]);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// After a checkpoint the database file alone holds every committed row (a copy of it
+    /// is a whole backup) and the log is empty.
+    #[tokio::test]
+    async fn a_checkpoint_leaves_every_row_in_the_database_file() {
+        let dir = std::env::temp_dir().join(format!("dmdeleg-store-ckpt-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("live.db");
+        let store = Store::start(&path).unwrap();
+        store
+            .call(|c| Ok(c.execute_batch("CREATE TABLE t (k TEXT PRIMARY KEY)")?))
+            .await
+            .unwrap();
+        store
+            .write_behind("a row", |c| {
+                c.execute("INSERT INTO t VALUES ('behind')", [])?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let copy = |name: &str| {
+            let to = dir.join(name);
+            std::fs::copy(&path, &to).unwrap();
+            let conn = Connection::open(&to).unwrap();
+            conn.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
+        };
+        // Before: the rows are only in the log, and a copy of the file alone has nothing.
+        assert!(
+            copy("before.db").is_err(),
+            "the table is not in the file yet"
+        );
+        assert_eq!(store.checkpoint().await, Ok(true));
+        let wal = std::fs::metadata(dir.join("live.db-wal")).map_or(0, |m| m.len());
+        assert_eq!(wal, 0, "the log is emptied");
+        assert_eq!(copy("after.db").unwrap(), 1, "the write-behind row too");
+        drop(store);
         std::fs::remove_dir_all(&dir).ok();
     }
 
