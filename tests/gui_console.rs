@@ -655,3 +655,25 @@ fn a_configured_engine_opens_as_one_server_without_the_lab() {
     assert!(h.query_by_label("0 enrolled on dms9.example").is_some());
     h.check_accessibility();
 }
+
+/// Closing the console stops both engines before it returns: each store's log is folded into
+/// its file, so the files alone hold what the lab wrote (the enrolled devices).
+#[test]
+fn closing_the_console_stops_the_engines_and_leaves_complete_database_files() {
+    let dir = scratch("close");
+    let h = console(LabOptions::new(&dir, 3));
+    drop(h);
+    for (server, devices) in [("dms1.example", 3), ("dms2.example", 0)] {
+        let db = dir.join(server).join("dmdeleg.db");
+        let wal = std::fs::metadata(dir.join(server).join("dmdeleg.db-wal")).map_or(0, |m| m.len());
+        assert_eq!(wal, 0, "{server}: the log was folded into the file");
+        let copy = dir.join(format!("{server}-backup.db"));
+        std::fs::copy(&db, &copy).unwrap();
+        let n: i64 = rusqlite::Connection::open(&copy)
+            .unwrap()
+            .query_row("SELECT count(*) FROM devices", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, devices, "{server}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

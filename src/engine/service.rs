@@ -666,6 +666,13 @@ impl Engine {
     /// Stops the driver after its current batch (every transition it took is stored) and the
     /// endpoints.
     pub async fn stop(self) {
+        self.shutdown().await;
+    }
+
+    /// [`Engine::stop`] for a holder that shares the engine: the driver stops after its
+    /// current batch and the store's log is folded into its file. Calls after the first do
+    /// nothing more.
+    pub async fn shutdown(&self) {
         let (tx, rx) = oneshot::channel();
         if self
             .internal

@@ -98,6 +98,25 @@ pub struct Backend {
     /// Keeps a fixed snapshot's channel open; commands to it are dropped.
     _fixed: Option<(watch::Sender<Arc<Snapshot>>, mpsc::Receiver<UiCommand>)>,
     fixed: bool,
+    /// Hears when the backend thread has stopped the engines and ended.
+    finished: Option<std::sync::mpsc::Receiver<()>>,
+}
+
+/// How long closing the console waits for the engines to stop.
+const STOP_WAIT: Duration = Duration::from_secs(10);
+
+impl Drop for Backend {
+    /// Closing the console stops the engines before the process ends: the command channel
+    /// closes, the backend stops each engine (its batch finished, its store's log folded in)
+    /// and this waits for that, at most [`STOP_WAIT`].
+    fn drop(&mut self) {
+        let (closed, _) = mpsc::channel(1);
+        drop(std::mem::replace(&mut self.cmd_tx, closed));
+        if let Some(finished) = self.finished.take() {
+            // Ended or gone: either way there is nothing more to wait for.
+            let _ = finished.recv_timeout(STOP_WAIT);
+        }
+    }
 }
 
 impl std::fmt::Debug for Backend {
@@ -138,6 +157,7 @@ impl Backend {
         let shared = Arc::new(Shared::default());
         let sh = shared.clone();
         let sink = Sink { tx: ev_tx, ctx };
+        let (finished_tx, finished) = std::sync::mpsc::channel();
         let spawned = std::thread::Builder::new()
             .name("dmdeleg-console-backend".into())
             .spawn(move || {
@@ -156,6 +176,7 @@ impl Backend {
                 let _ = sh.runtime.set(rt.handle().clone());
                 rt.block_on(run(launch, cmd_rx, sink, snap_tx, sh));
                 rt.shutdown_timeout(Duration::from_secs(2));
+                let _ = finished_tx.send(());
             });
         if let Err(e) = spawned {
             // Without the thread nothing runs; the snapshot says why.
@@ -171,6 +192,7 @@ impl Backend {
                 shared,
                 _fixed: Some((tx, cmd_rx)),
                 fixed: true,
+                finished: None,
             };
         }
         Backend {
@@ -180,6 +202,7 @@ impl Backend {
             shared,
             _fixed: None,
             fixed: false,
+            finished: Some(finished),
         }
     }
 
@@ -195,6 +218,7 @@ impl Backend {
             shared: Arc::new(Shared::default()),
             _fixed: Some((snap_tx, cmd_rx)),
             fixed: true,
+            finished: None,
         }
     }
 
@@ -466,16 +490,14 @@ async fn run(
     }
     core.bulk_stop.store(true, Ordering::Relaxed);
     drop(core);
-    // Stop the engines cleanly when nothing else holds them (tasks may still; then dropping
-    // the runtime ends them).
-    if let Ok(dep) = Arc::try_unwrap(dep) {
-        match dep {
-            Deployment::Lab(lab) => {
-                lab.dms2.stop().await;
-                lab.dms1.stop().await;
-            }
-            Deployment::Engine(e) => e.stop().await,
+    // Stop the engines cleanly: each driver finishes its batch and each store's log is
+    // folded into its file (tasks still holding them end with the runtime).
+    match &*dep {
+        Deployment::Lab(lab) => {
+            lab.dms2.shutdown().await;
+            lab.dms1.shutdown().await;
         }
+        Deployment::Engine(e) => e.shutdown().await,
     }
 }
 

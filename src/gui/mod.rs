@@ -500,6 +500,7 @@ pub fn run(launch: Launch, title: &str, view: View, dark: bool) -> Result<(), St
         title,
         options,
         Box::new(move |cc| {
+            close_on_signal(cc.egui_ctx.clone());
             let mut app = ConsoleApp::start(cc, launch);
             app.view = view;
             app.dark = dark;
@@ -507,6 +508,46 @@ pub fn run(launch: Launch, title: &str, view: View, dark: bool) -> Result<(), St
         }),
     )
     .map_err(|e| format!("the console window could not open: {e}"))
+}
+
+/// SIGTERM or SIGINT (the desktop session ending, Ctrl-C in the terminal) closes the window
+/// as its close button does, so the engines stop cleanly before the process ends.
+fn close_on_signal(ctx: egui::Context) {
+    let spawned = std::thread::Builder::new()
+        .name("dmdeleg-console-signals".into())
+        .spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                #[cfg(unix)]
+                {
+                    use tokio::signal::unix::{SignalKind, signal};
+                    let (Ok(mut term), Ok(mut int)) = (
+                        signal(SignalKind::terminate()),
+                        signal(SignalKind::interrupt()),
+                    ) else {
+                        return;
+                    };
+                    tokio::select! {
+                        _ = term.recv() => {}
+                        _ = int.recv() => {}
+                    }
+                }
+                #[cfg(not(unix))]
+                {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+                ctx.send_viewport_cmd(egui::ViewportCommand::Close);
+                ctx.request_repaint();
+            });
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("a signal will end the console without stopping the engines: {e}");
+    }
 }
 
 /// Replaces the test and benchmark harness's per-frame update: takes the backend's latest
