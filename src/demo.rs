@@ -21,6 +21,7 @@ use crate::dm::mo::DmAcc;
 use crate::engine::driver::{DelegationSummary, StartRequest, now_ms};
 use crate::engine::service::Engine;
 use crate::lab::{DMS1, DMS2, Lab, LabError, LabOptions};
+use crate::sim::fleet::FleetCounts;
 
 /// The event text the delegating server records once a device's changes are undone.
 pub const ROLLED_BACK_TEXT: &str = "the device is back as it was";
@@ -161,6 +162,8 @@ pub struct DemoReport {
     pub wall: Duration,
     /// Peak resident memory of this process, MB (VmHWM).
     pub peak_rss_mb: u64,
+    /// What the devices did during the delegation phase.
+    pub traffic: FleetCounts,
     /// The first problems, word for word.
     pub problems: Vec<Problem>,
 }
@@ -179,6 +182,21 @@ impl DemoReport {
     /// Completed delegations per second of the delegation phase.
     pub fn per_second(&self) -> f64 {
         self.completed as f64 / self.wall.as_secs_f64().max(1e-9)
+    }
+
+    /// What the devices did, per delegation started: DM sessions, pushes (Package #0),
+    /// messages (HTTP round trips) and bytes each way.
+    pub fn traffic_line(&self) -> String {
+        let started = (self.devices - self.unfinished).max(1) as f64;
+        let t = &self.traffic;
+        format!(
+            "devices, per delegation: {:.1} DM sessions, {:.1} pushes, {:.1} messages, {:.1} KB sent, {:.1} KB received",
+            t.sessions_ok as f64 / started,
+            t.triggers_ok as f64 / started,
+            t.messages as f64 / started,
+            t.bytes_sent as f64 / started / 1024.0,
+            t.bytes_received as f64 / started / 1024.0
+        )
     }
 
     /// The report's last line:
@@ -406,6 +424,21 @@ fn read_events(
 }
 
 /// The `p`th percentile (0 to 1) of sorted values, nearest rank.
+/// The fleet's counters between two readings.
+fn traffic_between(before: FleetCounts, after: FleetCounts) -> FleetCounts {
+    FleetCounts {
+        sessions_ok: after.sessions_ok - before.sessions_ok,
+        sessions_failed: after.sessions_failed - before.sessions_failed,
+        triggers_ok: after.triggers_ok - before.triggers_ok,
+        triggers_ignored: after.triggers_ignored - before.triggers_ignored,
+        messages: after.messages - before.messages,
+        bytes_sent: after.bytes_sent - before.bytes_sent,
+        bytes_received: after.bytes_received - before.bytes_received,
+        bootstraps_ok: after.bootstraps_ok - before.bootstraps_ok,
+        bootstraps_failed: after.bootstraps_failed - before.bootstraps_failed,
+    }
+}
+
 fn percentile(sorted: &[i64], p: f64) -> Option<i64> {
     if sorted.is_empty() {
         return None;
@@ -556,6 +589,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
     let opts = Arc::new(opts);
     let since_ms = now_ms() - 1_000;
     let phase = Instant::now();
+    let traffic_before = lab.fleet.counts();
     let permits = Arc::new(Semaphore::new(concurrency));
     let mut tasks = tokio::task::JoinSet::new();
     for dev_id in lab.fleet.dev_ids().to_vec() {
@@ -577,6 +611,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         }
     }
     let wall = phase.elapsed();
+    let traffic = traffic_between(traffic_before, lab.fleet.counts());
     // An engine shows a transition on its board a moment before the batch holding it is
     // committed, so a delegation can look over while its last events are not yet stored. The
     // driver takes commands in order, after every batch before them: once it has answered one
@@ -601,6 +636,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         rolled_back: 0,
         wall,
         peak_rss_mb: 0,
+        traffic,
         problems: Vec::new(),
     };
     let ids: HashSet<String> = outcomes.iter().filter_map(|o| o.id.clone()).collect();
@@ -773,12 +809,46 @@ mod tests {
             rolled_back: 1,
             wall: Duration::from_millis(5000),
             peak_rss_mb: 42,
+            traffic: FleetCounts {
+                sessions_ok: 30,
+                triggers_ok: 30,
+                messages: 80,
+                bytes_sent: 10 * 31 * 1024,
+                bytes_received: 10 * 15 * 1024 + 512,
+                ..FleetCounts::default()
+            },
             problems: Vec::new(),
         };
         assert_eq!(
             r.summary_line(),
             "demo: 8 delegated, 2 failed, 1 rolled back; 1.8 delegations/s; peak RSS 42 MB"
         );
+        assert_eq!(
+            r.traffic_line(),
+            "devices, per delegation: 3.0 DM sessions, 3.0 pushes, 8.0 messages, 31.0 KB sent, 15.1 KB received"
+        );
         assert!(peak_rss_mb() > 0);
+    }
+
+    #[test]
+    fn traffic_counts_only_what_happened_between_the_readings() {
+        let before = FleetCounts {
+            sessions_ok: 5,
+            messages: 12,
+            bytes_sent: 100,
+            ..FleetCounts::default()
+        };
+        let after = FleetCounts {
+            sessions_ok: 8,
+            messages: 20,
+            bytes_sent: 350,
+            triggers_ok: 3,
+            ..FleetCounts::default()
+        };
+        let t = traffic_between(before, after);
+        assert_eq!(
+            (t.sessions_ok, t.messages, t.bytes_sent, t.triggers_ok),
+            (3, 8, 250, 3)
+        );
     }
 }

@@ -837,6 +837,7 @@ fn print_demo(r: &DemoReport, what: &str) {
         "outcomes: {} completed ({} not as promised on the device), {} failed, {} aborted, {} not over or refused; {} rolled back",
         r.completed, r.violations, r.failed, r.aborted, r.unfinished, r.rolled_back
     );
+    println!("{}", r.traffic_line());
     for p in &r.problems {
         eprintln!(
             "demo: {} {}: {}",

@@ -57,6 +57,12 @@ fn demo_delegates_three_devices_and_says_so_last() {
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
     assert_eq!(last_line_figures(&stdout), (3, 0, 0), "{stdout}");
     assert!(stdout.contains("1 notification"), "{stdout}");
+    // A Full DMAcc delegation takes three DM sessions with the device, each after a push:
+    // DMS-1 prepares it, DMS-2 takes over, DMS-1 removes itself.
+    assert!(
+        stdout.contains("devices, per delegation: 3.0 DM sessions, 3.0 pushes, "),
+        "{stdout}"
+    );
 }
 
 #[test]

@@ -178,6 +178,8 @@ pub struct FleetStats {
     pub triggers_ok: AtomicU64,
     /// Triggers ignored (bad digest, unknown device or server, offline).
     pub triggers_ignored: AtomicU64,
+    /// Messages devices sent in completed sessions (each an HTTP round trip).
+    pub messages: AtomicU64,
     /// Bytes devices sent.
     pub bytes_sent: AtomicU64,
     /// Bytes devices received.
@@ -199,6 +201,8 @@ pub struct FleetCounts {
     pub triggers_ok: u64,
     /// Triggers ignored.
     pub triggers_ignored: u64,
+    /// Messages devices sent in completed sessions.
+    pub messages: u64,
     /// Bytes devices sent.
     pub bytes_sent: u64,
     /// Bytes devices received.
@@ -421,6 +425,7 @@ impl Fleet {
             sessions_failed: s.sessions_failed.load(Ordering::Relaxed),
             triggers_ok: s.triggers_ok.load(Ordering::Relaxed),
             triggers_ignored: s.triggers_ignored.load(Ordering::Relaxed),
+            messages: s.messages.load(Ordering::Relaxed),
             bytes_sent: s.bytes_sent.load(Ordering::Relaxed),
             bytes_received: s.bytes_received.load(Ordering::Relaxed),
             bootstraps_ok: s.bootstraps_ok.load(Ordering::Relaxed),
@@ -555,6 +560,9 @@ impl Ctx {
         match &result {
             Ok(r) if r.completed => {
                 self.stats.sessions_ok.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .messages
+                    .fetch_add(r.messages as u64, Ordering::Relaxed);
                 self.stats
                     .bytes_sent
                     .fetch_add(r.bytes_sent as u64, Ordering::Relaxed);
