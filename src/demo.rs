@@ -265,14 +265,10 @@ struct End {
 impl End {
     fn of(s: &DelegationSummary, server: &str) -> End {
         End {
-            over: is_over(s).then_some(s.state),
+            over: s.is_over().then_some(s.state),
             words: (s.state != State::Completed).then(|| describe(s, server)),
         }
     }
-}
-
-fn is_over(s: &DelegationSummary) -> bool {
-    s.state.is_terminal() && s.waiting_for == "nothing" && s.unsent == 0
 }
 
 /// Starts one delegation on the initiating engine and waits until both engines are done with
@@ -328,7 +324,7 @@ async fn delegate_one(lab: &Lab, opts: &DemoOptions, dev_id: String) -> Outcome 
     // The other server may never have heard of a delegation that failed early; one that it
     // knows, it must finish too.
     let second = match (&first, other.summary(&id)) {
-        (Some(f), None) if f.state != State::Completed && is_over(f) => None,
+        (Some(f), None) if f.state != State::Completed && f.is_over() => None,
         _ => other.wait_done(&id, opts.timeout).await,
     };
     let [a, b] = servers(opts.initiator);

@@ -521,6 +521,15 @@ fn notif_from_dms2(dev: &str) -> Message {
 
 async fn post(client: &reqwest::Client, lab: &Lab, body: Vec<u8>) -> Result<(u16, String), String> {
     let url = format!("{}{MESSAGES_PATH}", lab.dms1.peer_url().unwrap());
+    post_to(client, &url, body).await
+}
+
+/// POSTs a message to a peer endpoint's messages URL: (status, body).
+async fn post_to(
+    client: &reqwest::Client,
+    url: &str,
+    body: Vec<u8>,
+) -> Result<(u16, String), String> {
     let resp = client
         .post(url)
         .header("content-type", MEDIA_TYPE)
@@ -800,26 +809,12 @@ async fn a_notif_replayed_after_a_restart_does_not_reopen_a_finished_delegation(
     let dms1 = dmdeleg::engine::service::Engine::start(engines[0].config().unwrap())
         .await
         .unwrap();
-    let resp = dms2
-        .post(&url)
-        .header("content-type", MEDIA_TYPE)
-        .body(msg.to_xml())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 202);
+    assert_eq!(post_to(&dms2, &url, msg.to_xml()).await.unwrap().0, 202);
     // A later message of the delegation is refused as over, as before the restart.
     let mut later = msg.clone();
     later.seq = 2;
     later.body = Body::Prepared;
-    let resp = dms2
-        .post(&url)
-        .header("content-type", MEDIA_TYPE)
-        .body(later.to_xml())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 409);
+    assert_eq!(post_to(&dms2, &url, later.to_xml()).await.unwrap().0, 409);
     let key = id.clone();
     let (row, incoming) = dms1
         .store()

@@ -262,6 +262,15 @@ fn dmacc_tnds() -> TndsDocument {
     TndsDocument::from_xml(include_bytes!("data/tnds-dmacc-delegated.xml")).unwrap()
 }
 
+/// The delegated server's account added under `./DMAcc` as TNDS (a large object at small
+/// MaxMsgSize).
+fn add_dmacc() -> DeviceCommand {
+    DeviceCommand::AddTnds {
+        target: uri("./DMAcc"),
+        doc: dmacc_tnds(),
+    }
+}
+
 #[test]
 fn a_full_session_runs_every_command_and_reports_every_status() {
     let mut p = Pair::new(Setup::default());
@@ -277,13 +286,7 @@ fn a_full_session_runs_every_command_and_reports_every_status() {
             target: Target::parse("./Vendor/Enterprise?list=TNDS+ACL+Value").unwrap(),
         },
     );
-    p.server.enqueue(
-        3,
-        DeviceCommand::AddTnds {
-            target: uri("./DMAcc"),
-            doc: dmacc_tnds(),
-        },
-    );
+    p.server.enqueue(3, add_dmacc());
     p.server.enqueue(
         4,
         DeviceCommand::replace_acl(
@@ -455,13 +458,7 @@ fn a_tiny_max_msg_size_completes_over_several_messages_with_large_objects() {
         server_max_msg: 1_400,
         ..Setup::default()
     });
-    p.server.enqueue(
-        1,
-        DeviceCommand::AddTnds {
-            target: uri("./DMAcc"),
-            doc: dmacc_tnds(),
-        },
-    );
+    p.server.enqueue(1, add_dmacc());
     for i in 0..6 {
         p.server.enqueue(
             10 + i,
@@ -510,13 +507,7 @@ fn dmacc_data(msg: &SyncMl) -> String {
 fn a_refused_server_cred_resends_the_chunk_it_sent_and_the_object_arrives_once() {
     let whole = {
         let mut p = Pair::new(Setup::default());
-        p.server.enqueue(
-            1,
-            DeviceCommand::AddTnds {
-                target: uri("./DMAcc"),
-                doc: dmacc_tnds(),
-            },
-        );
+        p.server.enqueue(1, add_dmacc());
         p.drive();
         dmacc_data(&p.server_sent[0])
     };
@@ -527,13 +518,7 @@ fn a_refused_server_cred_resends_the_chunk_it_sent_and_the_object_arrives_once()
             stale_server_nonce: true,
             ..Setup::default()
         });
-        p.server.enqueue(
-            1,
-            DeviceCommand::AddTnds {
-                target: uri("./DMAcc"),
-                doc: dmacc_tnds(),
-            },
-        );
+        p.server.enqueue(1, add_dmacc());
         p.server.enqueue(
             2,
             DeviceCommand::add_text(&uri("./Vendor/Enterprise/K"), "v"),
@@ -602,13 +587,7 @@ fn a_max_msg_size_too_small_for_any_command_ends_the_session() {
             server_max_msg: max,
             ..Setup::default()
         });
-        p.server.enqueue(
-            1,
-            DeviceCommand::AddTnds {
-                target: uri("./DMAcc"),
-                doc: dmacc_tnds(),
-            },
-        );
+        p.server.enqueue(1, add_dmacc());
         p.drive();
         assert!(p.messages <= 3, "max {max}: {} messages", p.messages);
         assert!(
@@ -692,13 +671,7 @@ fn a_wbxml_session_with_tnds_and_large_objects() {
         server_max_msg: 1_400,
         ..Setup::default()
     });
-    p.server.enqueue(
-        1,
-        DeviceCommand::AddTnds {
-            target: uri("./DMAcc"),
-            doc: dmacc_tnds(),
-        },
-    );
+    p.server.enqueue(1, add_dmacc());
     p.server.enqueue(
         2,
         DeviceCommand::Get {

@@ -192,6 +192,41 @@ pub struct DelegationSummary {
     pub unsent: usize,
 }
 
+#[cfg(test)]
+impl DelegationSummary {
+    /// A Full DMAcc delegation of `IMEI:<id>` to dms2.example, in `state`, started and last
+    /// changed at `at_ms` (for tests).
+    pub(crate) fn sample(id: &str, state: State, at_ms: UnixMs) -> DelegationSummary {
+        DelegationSummary {
+            id: id.to_owned(),
+            role: Role::Delegating,
+            initiator: Role::Delegating,
+            peer: "dms2.example".into(),
+            dev_id: format!("IMEI:{id}"),
+            full: true,
+            bootstrap: false,
+            paths: vec![".".into()],
+            state,
+            step: 1,
+            waiting_for: "nothing".into(),
+            reason: None,
+            created_ms: at_ms,
+            updated_ms: at_ms,
+            deadline: None,
+            retry_of: None,
+            unsent: 0,
+        }
+    }
+}
+
+impl DelegationSummary {
+    /// Over for the engine: ended, waiting for nothing (no lease running) and with every
+    /// message delivered or given up.
+    pub fn is_over(&self) -> bool {
+        self.state.is_terminal() && self.waiting_for == "nothing" && self.unsent == 0
+    }
+}
+
 /// How many ended delegations the board keeps (the newest); older ones are read from the
 /// store (the console's history), so a long-running engine's memory stays bounded.
 pub const ENDED_ON_BOARD: usize = 10_000;
@@ -691,9 +726,11 @@ impl Driver {
             }
             Err(e) => {
                 tracing::warn!("cannot read past delegations; their peers will try again: {e}");
-                let (unsure, rest): (Vec<Inbound>, Vec<Inbound>) = peer
-                    .into_iter()
-                    .partition(|m| unknown.binary_search(&m.msg.id.as_str().to_owned()).is_ok());
+                let (unsure, rest): (Vec<Inbound>, Vec<Inbound>) =
+                    peer.into_iter().partition(|m| {
+                        let id = m.msg.id.as_str();
+                        unknown.binary_search_by(|u| u.as_str().cmp(id)).is_ok()
+                    });
                 for m in unsure {
                     let answer = PeerAnswer::unavailable("the server cannot read its records");
                     fx.replies.push((m.reply, answer));
@@ -1571,25 +1608,7 @@ mod tests {
     use super::*;
 
     fn summary(id: &str, state: State) -> DelegationSummary {
-        DelegationSummary {
-            id: id.to_owned(),
-            role: Role::Delegating,
-            initiator: Role::Delegating,
-            peer: "dms2.example".into(),
-            dev_id: format!("IMEI:{id}"),
-            full: true,
-            bootstrap: false,
-            paths: vec![".".into()],
-            state,
-            step: 1,
-            waiting_for: "nothing".into(),
-            reason: None,
-            created_ms: 0,
-            updated_ms: 0,
-            deadline: None,
-            retry_of: None,
-            unsent: 0,
-        }
+        DelegationSummary::sample(id, state, 0)
     }
 
     #[test]

@@ -462,7 +462,7 @@ impl Engine {
             .summaries()
             .iter()
             .filter(|s| s.peer == server_id)
-            .filter(|s| !(s.state.is_terminal() && s.waiting_for == "nothing" && s.unsent == 0))
+            .filter(|s| !s.is_over())
             .count();
         if count > 0 {
             return Err(PeerError::InFlight {
@@ -636,13 +636,10 @@ impl Engine {
     /// while other delegations move (unlike [`Engine::wait_for`], which looks at every change
     /// of the board).
     pub async fn wait_done(&self, id: &str, timeout: Duration) -> Option<DelegationSummary> {
-        let done = |s: &DelegationSummary| {
-            s.state.is_terminal() && s.waiting_for == "nothing" && s.unsent == 0
-        };
         let ended = {
             // The check and the registration under one lock: the end cannot slip between.
             let mut board = self.board.lock().ok()?;
-            if let Some(s) = board.delegations.get(id).filter(|s| done(s)) {
+            if let Some(s) = board.delegations.get(id).filter(|s| s.is_over()) {
                 return Some(s.clone());
             }
             board.wait_ended(id)

@@ -1752,25 +1752,9 @@ mod tests {
     #[test]
     fn the_list_drops_the_oldest_ended_delegations_and_never_a_running_one() {
         let item = |id: &str, state: State, at: i64| {
-            DelegationItem::from(&crate::engine::driver::DelegationSummary {
-                id: id.into(),
-                role: crate::delegation::machine::Role::Delegating,
-                initiator: crate::delegation::machine::Role::Delegating,
-                peer: "dms2.example".into(),
-                dev_id: "IMEI:1".into(),
-                full: true,
-                bootstrap: false,
-                paths: vec![".".into()],
-                state,
-                step: 1,
-                waiting_for: "nothing".into(),
-                reason: None,
-                created_ms: at,
-                updated_ms: at,
-                deadline: None,
-                retry_of: None,
-                unsent: 0,
-            })
+            DelegationItem::from(&crate::engine::driver::DelegationSummary::sample(
+                id, state, at,
+            ))
         };
         // Newest first, as the list is sorted.
         let mut list = vec![

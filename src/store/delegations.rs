@@ -820,37 +820,8 @@ pub fn history_json(rows: &[DelegationRow]) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-
     use super::*;
-
-    /// A scratch directory, removed when dropped (declare it before the connection, so the
-    /// connection closes first).
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> TempDir {
-            static N: AtomicUsize = AtomicUsize::new(0);
-            let dir = std::env::temp_dir().join(format!(
-                "dmdeleg-deleg-{}-{}-{name}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            ));
-            std::fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-
-        fn open(&self) -> Connection {
-            super::super::open(&self.0.join("store.db")).unwrap()
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            std::fs::remove_dir_all(&self.0).ok();
-        }
-    }
+    use crate::store::TempDir;
 
     fn row(
         id: &str,

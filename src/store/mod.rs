@@ -387,16 +387,61 @@ fn checkpoint(conn: &Connection) -> Result<bool, StoreError> {
     Ok(busy == 0)
 }
 
+/// A scratch directory for the store's tests, made empty and removed when dropped (declare it
+/// before any connection or store, so they close first).
+#[cfg(test)]
+pub(crate) struct TempDir(PathBuf);
+
+#[cfg(test)]
+impl TempDir {
+    pub(crate) fn new(name: &str) -> TempDir {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "dmdeleg-store-{}-{}-{name}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    /// A file in the directory.
+    pub(crate) fn file(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+
+    /// A connection to `store.db` in the directory, opened as the engine opens it.
+    pub(crate) fn open(&self) -> Connection {
+        open(&self.file("store.db")).unwrap()
+    }
+}
+
+#[cfg(test)]
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        std::fs::remove_dir_all(&self.0).ok();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// A store on `store.db` in `dir`, with the table `sql` makes.
+    async fn store_with_table(dir: &TempDir, sql: &'static str) -> Store {
+        let store = Store::start(&dir.file("store.db")).unwrap();
+        store
+            .call(move |c| Ok(c.execute_batch(sql)?))
+            .await
+            .unwrap();
+        store
+    }
+
     #[test]
     fn wal_and_full_sync_are_read_back() {
-        let dir = std::env::temp_dir().join(format!("dmdeleg-store-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("pragmas.db");
-        let conn = open(&path).unwrap();
+        let dir = TempDir::new("pragmas");
+        let conn = dir.open();
         let mode: String = conn
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
@@ -409,23 +454,19 @@ mod tests {
             .query_row("PRAGMA temp_store", [], |r| r.get(0))
             .unwrap();
         assert_eq!(temp, 2, "savepoint journals in memory");
-        drop(conn);
-        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[cfg(unix)]
     #[test]
     fn a_new_database_and_its_wal_are_private_to_their_owner() {
         use std::os::unix::fs::PermissionsExt;
-        let dir = std::env::temp_dir().join(format!("dmdeleg-store-mode-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("secrets.db");
+        let dir = TempDir::new("mode");
+        let path = dir.file("secrets.db");
         let conn = open(&path).unwrap();
         conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (1);")
             .unwrap();
         for name in ["secrets.db", "secrets.db-wal", "secrets.db-shm"] {
-            let mode = std::fs::metadata(dir.join(name))
+            let mode = std::fs::metadata(dir.file(name))
                 .unwrap()
                 .permissions()
                 .mode();
@@ -437,22 +478,14 @@ mod tests {
         drop(open(&path).unwrap());
         let mode = std::fs::metadata(&path).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o640);
-        std::fs::remove_dir_all(&dir).ok();
     }
 
     /// Jobs that share a group's transaction: one that fails after writing leaves nothing,
     /// and the others commit.
     #[tokio::test]
     async fn a_failing_job_in_a_group_leaves_nothing_and_the_others_commit() {
-        let dir = std::env::temp_dir().join(format!("dmdeleg-store-group-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("group.db");
-        let _ = std::fs::remove_file(&path);
-        let store = Store::start(&path).unwrap();
-        store
-            .call(|c| Ok(c.execute_batch("CREATE TABLE t (k TEXT PRIMARY KEY)")?))
-            .await
-            .unwrap();
+        let dir = TempDir::new("group");
+        let store = store_with_table(&dir, "CREATE TABLE t (k TEXT PRIMARY KEY)").await;
         // Hold the writer so the next jobs queue up and run as one group.
         let (release, held) = std::sync::mpsc::channel::<()>();
         let holder = tokio::spawn({
@@ -493,7 +526,7 @@ mod tests {
         assert_eq!(before.await.unwrap(), Ok(1));
         assert!(failing.await.unwrap().is_err());
         assert_eq!(after.await.unwrap(), Ok(1));
-        let reader = open(&path).unwrap();
+        let reader = dir.open();
         let mut stmt = reader.prepare("SELECT k FROM t ORDER BY k").unwrap();
         let keys: Vec<String> = stmt
             .query_map([], |r| r.get(0))
@@ -501,22 +534,14 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert_eq!(keys, ["after", "before"]);
-        std::fs::remove_dir_all(&dir).ok();
     }
 
     /// After a checkpoint the database file alone holds every committed row (a copy of it
     /// is a whole backup) and the log is empty.
     #[tokio::test]
     async fn a_checkpoint_leaves_every_row_in_the_database_file() {
-        let dir = std::env::temp_dir().join(format!("dmdeleg-store-ckpt-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("live.db");
-        let store = Store::start(&path).unwrap();
-        store
-            .call(|c| Ok(c.execute_batch("CREATE TABLE t (k TEXT PRIMARY KEY)")?))
-            .await
-            .unwrap();
+        let dir = TempDir::new("checkpoint");
+        let store = store_with_table(&dir, "CREATE TABLE t (k TEXT PRIMARY KEY)").await;
         store
             .write_behind("a row", |c| {
                 c.execute("INSERT INTO t VALUES ('behind')", [])?;
@@ -525,8 +550,8 @@ mod tests {
             .await
             .unwrap();
         let copy = |name: &str| {
-            let to = dir.join(name);
-            std::fs::copy(&path, &to).unwrap();
+            let to = dir.file(name);
+            std::fs::copy(dir.file("store.db"), &to).unwrap();
             let conn = Connection::open(&to).unwrap();
             conn.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
         };
@@ -536,24 +561,15 @@ mod tests {
             "the table is not in the file yet"
         );
         assert_eq!(store.checkpoint().await, Ok(true));
-        let wal = std::fs::metadata(dir.join("live.db-wal")).map_or(0, |m| m.len());
+        let wal = std::fs::metadata(dir.file("store.db-wal")).map_or(0, |m| m.len());
         assert_eq!(wal, 0, "the log is emptied");
         assert_eq!(copy("after.db").unwrap(), 1, "the write-behind row too");
-        drop(store);
-        std::fs::remove_dir_all(&dir).ok();
     }
 
     #[tokio::test]
     async fn write_behind_jobs_run_in_order_before_later_calls() {
-        let dir = std::env::temp_dir().join(format!("dmdeleg-store-behind-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("behind.db");
-        let _ = std::fs::remove_file(&path);
-        let store = Store::start(&path).unwrap();
-        store
-            .call(|c| Ok(c.execute_batch("CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER)")?))
-            .await
-            .unwrap();
+        let dir = TempDir::new("behind");
+        let store = store_with_table(&dir, "CREATE TABLE t (k TEXT PRIMARY KEY, v INTEGER)").await;
         store
             .write_behind("a test row", |c| {
                 c.execute("INSERT INTO t VALUES ('a', 1)", [])?;
@@ -579,12 +595,10 @@ mod tests {
             .unwrap();
         assert_eq!(seen, 2);
         // Committed, not just queued: another connection sees both rows.
-        let reader = open(&path).unwrap();
-        let n: i64 = reader
+        let n: i64 = dir
+            .open()
             .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 2);
-        drop(store);
-        std::fs::remove_dir_all(&dir).ok();
     }
 }
