@@ -7,6 +7,7 @@
 //! ```toml
 //! server_id = "dms1.example"              # this server's ServerID
 //! data_dir = "/var/lib/dmdeleg"           # optional; the platform's data directory otherwise
+//! control_socket = "/run/dmdeleg/control.sock"  # optional; control.sock in data_dir otherwise
 //!
 //! [devices]                               # the device endpoint
 //! listen = "0.0.0.0:8443"
@@ -261,6 +262,12 @@ pub struct Config {
     /// Where the database lives.
     #[serde(default)]
     pub data_dir: Option<PathBuf>,
+    /// The operator's control socket of `dmdeleg serve` (default: [`SOCKET_FILE`] in the
+    /// data directory).
+    ///
+    /// [`SOCKET_FILE`]: crate::engine::control::SOCKET_FILE
+    #[serde(default)]
+    pub control_socket: Option<PathBuf>,
     /// The device endpoint.
     pub devices: DevicesSection,
     /// The peer endpoint (none: this server takes part in no delegation).
@@ -399,6 +406,9 @@ impl Config {
         };
         if let Some(d) = &mut self.data_dir {
             fix(d);
+        }
+        if let Some(c) = &mut self.control_socket {
+            fix(c);
         }
         if let Some(c) = &mut self.devices.tls_cert {
             fix(c);
@@ -550,6 +560,14 @@ impl Config {
     /// `~/.local/share/dmdeleg`).
     pub fn data_dir(&self) -> PathBuf {
         self.data_dir.clone().unwrap_or_else(default_data_dir)
+    }
+
+    /// Where `dmdeleg serve` listens for operator commands, and where the command line
+    /// finds it.
+    pub fn control_socket(&self) -> PathBuf {
+        self.control_socket
+            .clone()
+            .unwrap_or_else(|| self.data_dir().join(crate::engine::control::SOCKET_FILE))
     }
 
     /// The database file: [`DB_FILE`] in the data directory.
@@ -992,6 +1010,18 @@ policy = "decline"
         std::fs::write(&file, &text).unwrap();
         let cfg = Config::load(&file).unwrap();
         assert_eq!(cfg.database(), dir.join("data").join(DB_FILE));
+        assert_eq!(
+            cfg.control_socket(),
+            dir.join("data").join(crate::engine::control::SOCKET_FILE),
+            "by default beside the database"
+        );
+        let moved = dir.join("moved.toml");
+        std::fs::write(&moved, format!("control_socket = \"run/ctl.sock\"\n{text}")).unwrap();
+        assert_eq!(
+            Config::load(&moved).unwrap().control_socket(),
+            dir.join("run/ctl.sock"),
+            "relative to the file"
+        );
         let ec = cfg.engine_config().unwrap();
         let peer = ec.peer.as_ref().unwrap();
         assert!(matches!(&peer.peers[1].auth, PeerAuth::Pinned(fp) if fp.len() == 95));

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
@@ -14,6 +15,7 @@ use dmdeleg::demo::{DemoOptions, DemoReport};
 use dmdeleg::dm::tnds::TndsDocument;
 use dmdeleg::dm::tree::{DmTree, TreeLimits};
 use dmdeleg::dm::uri::NodeUri;
+use dmdeleg::engine::control::ControlListener;
 use dmdeleg::engine::service::Engine;
 use dmdeleg::sim::device::{DeviceFaults, is_loopback_url};
 use dmdeleg::sim::fleet::{Fleet, FleetConfig};
@@ -43,7 +45,9 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Look at the delegations a server has stored (reads the database only).
+    /// Look at the delegations a server has stored (`list` reads the database only), and
+    /// operate a running `dmdeleg serve` through its control socket: start, accept, decline,
+    /// abort, retry, show.
     Delegations {
         #[command(subcommand)]
         action: DelegationsAction,
@@ -106,6 +110,125 @@ enum DelegationsAction {
         #[arg(long)]
         json: bool,
     },
+    /// Start a delegation on the running engine: hand a device to a peer or, with --ask, ask
+    /// a peer for one it manages.
+    Start {
+        #[command(flatten)]
+        engine: EngineArg,
+        /// The device's DevId (e.g. IMEI:350000000000001).
+        #[arg(long)]
+        device: String,
+        /// The peer's ServerID.
+        #[arg(long)]
+        peer: String,
+        /// Partial delegation of these subtrees (e.g. ./Vendor/Enterprise); Full without.
+        #[arg(long, value_name = "PATH", num_args = 1..)]
+        partial: Vec<String>,
+        /// The Bootstrap Server URL approach instead of DMAcc.
+        #[arg(long)]
+        bootstrap: bool,
+        /// A temporary delegation: it reverts by itself after this many seconds.
+        #[arg(long, value_name = "SECS")]
+        lease: Option<u64>,
+        /// Ask the peer to hand the device to this server (the peer manages it).
+        #[arg(long)]
+        ask: bool,
+        /// With --ask: the device's manufacturer.
+        #[arg(long, requires = "ask")]
+        man: Option<String>,
+        /// With --ask: the device's model.
+        #[arg(long, requires = "ask")]
+        model: Option<String>,
+        /// With --ask: the device's push address, to wake it for this server's session.
+        #[arg(long, requires = "ask", value_name = "URL")]
+        push: Option<String>,
+        #[command(flatten)]
+        wait: WaitArg,
+    },
+    /// Accept an incoming request that waits for an operator.
+    Accept {
+        #[command(flatten)]
+        engine: EngineArg,
+        /// The DelegationID.
+        id: String,
+        #[command(flatten)]
+        wait: WaitArg,
+    },
+    /// Decline an incoming request that waits for an operator.
+    Decline {
+        #[command(flatten)]
+        engine: EngineArg,
+        /// The DelegationID.
+        id: String,
+        /// Told to the peer.
+        #[arg(long, default_value = "declined by the operator")]
+        reason: String,
+    },
+    /// Abort a running delegation: the peer is told (1001 Cancelled) and the device is
+    /// rolled back.
+    Abort {
+        #[command(flatten)]
+        engine: EngineArg,
+        /// The DelegationID.
+        id: String,
+        #[command(flatten)]
+        wait: WaitArg,
+    },
+    /// Start a failed or aborted delegation again, as a new attempt linked to the old one.
+    Retry {
+        #[command(flatten)]
+        engine: EngineArg,
+        /// The DelegationID of the failed attempt.
+        id: String,
+        #[command(flatten)]
+        wait: WaitArg,
+    },
+    /// Where a running delegation stands.
+    Show {
+        #[command(flatten)]
+        engine: EngineArg,
+        /// The DelegationID.
+        id: String,
+        #[command(flatten)]
+        wait: WaitArg,
+    },
+}
+
+/// Which running engine to talk to.
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct EngineArg {
+    /// The engine's configuration file (its control socket is found from it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The engine's control socket.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+}
+
+impl EngineArg {
+    fn socket(&self) -> anyhow::Result<PathBuf> {
+        match (&self.socket, &self.config) {
+            (Some(s), _) => Ok(s.clone()),
+            (None, Some(c)) => Ok(Config::load(c)?.control_socket()),
+            (None, None) => bail!("say which engine: --config FILE or --socket PATH"),
+        }
+    }
+}
+
+/// Waiting for the delegation to end.
+#[derive(clap::Args)]
+struct WaitArg {
+    /// Wait until the delegation has ended; the exit status then says how it ended (0 when
+    /// it ended as asked: completed, or aborted for `abort`).
+    #[arg(long)]
+    wait: bool,
+    /// With --wait: give up after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 600, requires = "wait")]
+    timeout: u64,
+    /// Print the answer as one JSON object.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -428,7 +551,10 @@ fn console(args: ConsoleArgs) -> anyhow::Result<ExitCode> {
                 eprintln!("dmdeleg: warning: {}: {w}", path.display());
             }
             (
-                Launch::Engine(Box::new(engine_cfg)),
+                Launch::Engine {
+                    config: Box::new(engine_cfg),
+                    control: Some(cfg.control_socket()),
+                },
                 format!("dmdeleg console: {}", cfg.server_id),
                 cfg.data_dir(),
             )
@@ -575,22 +701,27 @@ async fn serve(
     // Listen for the signals before saying we run, so none is lost in between.
     let mut stop = ShutdownSignal::install()?;
     let db = engine_cfg.store_path.clone();
-    let engine = Engine::start(engine_cfg).await?;
+    // Bound before the engine starts: a second engine on this data directory stops here.
+    let control = ControlListener::bind(&cfg.control_socket()).await?;
+    let engine = Arc::new(Engine::start(engine_cfg).await?);
+    let control = control.serve(engine.clone());
     eprintln!(
-        "dmdeleg: {} serving devices at {}, peers at {}, bootstrap at {}; {} devices enrolled, {} delegations resumed (data in {})",
+        "dmdeleg: {} serving devices at {}, peers at {}, bootstrap at {}, operators at {}; {} devices enrolled, {} delegations resumed (data in {})",
         engine.server_id(),
         engine.dm().url(),
         engine.peer_url().unwrap_or("- (no [peer_endpoint])"),
         engine
             .bootstrap_endpoint()
             .map_or("- (no [bootstrap])", |b| b.url.as_str()),
+        control.path().display(),
         engine.dm().device_ids().len(),
         engine.recovered(),
         db.display()
     );
     stop.wait().await;
     eprintln!("dmdeleg: stopping (the driver finishes its batch)");
-    engine.stop().await;
+    control.stop();
+    engine.shutdown().await;
     eprintln!("dmdeleg: stopped");
     Ok(())
 }
@@ -660,15 +791,161 @@ fn state_name(given: &str) -> anyhow::Result<&'static str> {
 }
 
 fn delegations(action: DelegationsAction) -> anyhow::Result<ExitCode> {
-    let DelegationsAction::List {
-        data_dir,
-        config,
-        states,
-        device,
-        peer,
-        limit,
-        json,
-    } = action;
+    use dmdeleg::engine::control::{AskedDevice, ControlRequest};
+    let (engine, request, wait, wanted) = match action {
+        DelegationsAction::List {
+            data_dir,
+            config,
+            states,
+            device,
+            peer,
+            limit,
+            json,
+        } => return list_delegations(data_dir, config, states, device, peer, limit, json),
+        DelegationsAction::Start {
+            engine,
+            device,
+            peer,
+            partial,
+            bootstrap,
+            lease,
+            ask,
+            man,
+            model,
+            push,
+            wait,
+        } => {
+            let ask = ask.then(|| AskedDevice {
+                man: man.unwrap_or_default(),
+                model: model.unwrap_or_default(),
+                push,
+            });
+            let req = ControlRequest::Start {
+                device,
+                peer,
+                paths: partial,
+                bootstrap,
+                lease,
+                ask,
+            };
+            (engine, req, Some(wait), "Completed")
+        }
+        DelegationsAction::Accept { engine, id, wait } => (
+            engine,
+            ControlRequest::Accept { id },
+            Some(wait),
+            "Completed",
+        ),
+        DelegationsAction::Decline { engine, id, reason } => (
+            engine,
+            ControlRequest::Decline { id, reason },
+            None,
+            "Aborted",
+        ),
+        DelegationsAction::Abort { engine, id, wait } => {
+            (engine, ControlRequest::Abort { id }, Some(wait), "Aborted")
+        }
+        DelegationsAction::Retry { engine, id, wait } => (
+            engine,
+            ControlRequest::Retry { id },
+            Some(wait),
+            "Completed",
+        ),
+        DelegationsAction::Show { engine, id, wait } => {
+            let req = ControlRequest::Show {
+                id,
+                wait_secs: None,
+            };
+            (engine, req, Some(wait), "Completed")
+        }
+    };
+    operate(&engine.socket()?, request, wait, wanted)
+}
+
+/// Sends one operator request to the running engine, then, with --wait, waits for the
+/// delegation to end; prints where it stands.
+fn operate(
+    socket: &std::path::Path,
+    request: dmdeleg::engine::control::ControlRequest,
+    wait: Option<WaitArg>,
+    wanted: &str,
+) -> anyhow::Result<ExitCode> {
+    use dmdeleg::engine::control::{ControlRequest, MAX_WAIT, request as ask};
+    let json = wait.as_ref().is_some_and(|w| w.json);
+    let mut reply = ask(socket, &request, Duration::ZERO)?;
+    if let Some(e) = &reply.error {
+        if json {
+            println!("{}", serde_json::to_string(&reply)?);
+        }
+        bail!("{e}");
+    }
+    let waiting = wait.as_ref().filter(|w| w.wait);
+    if let (Some(w), Some(id)) = (waiting, reply.id.clone()) {
+        let secs = w.timeout.min(MAX_WAIT.as_secs());
+        reply = ask(
+            socket,
+            &ControlRequest::Show {
+                id,
+                wait_secs: Some(secs),
+            },
+            Duration::from_secs(secs),
+        )?;
+    }
+    if json {
+        println!("{}", serde_json::to_string(&reply)?);
+    }
+    let Some(d) = &reply.delegation else {
+        if let Some(e) = &reply.error {
+            bail!("{e}");
+        }
+        // Done, and already out of the engine's hands: the store has how it ended.
+        if !json {
+            println!(
+                "delegation {} is over; `dmdeleg delegations list` shows how it ended",
+                reply.id.as_deref().unwrap_or("-")
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
+    if !json {
+        let mut line = format!(
+            "delegation {} ({} device {} with {}): {}, step {}",
+            d.id, d.role, d.device, d.peer, d.state, d.step
+        );
+        if !d.is_over() && !d.waiting_for.is_empty() {
+            line.push_str(&format!(", waiting for {}", d.waiting_for));
+        }
+        if let Some(code) = d.reason_code {
+            line.push_str(&format!(
+                "; reason {code} {}",
+                d.reason.as_deref().unwrap_or("")
+            ));
+        }
+        println!("{line}");
+    }
+    if waiting.is_none() {
+        return Ok(ExitCode::SUCCESS);
+    }
+    if !d.is_over() {
+        eprintln!("dmdeleg: not over yet; it goes on in the engine");
+        return Ok(ExitCode::from(2));
+    }
+    Ok(if d.state == wanted {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn list_delegations(
+    data_dir: Option<PathBuf>,
+    config: Option<PathBuf>,
+    states: Vec<String>,
+    device: Option<String>,
+    peer: Option<String>,
+    limit: Option<usize>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let db = match (config, data_dir) {
         (Some(file), _) => Config::load(&file)?.database(),
         (None, dir) => dir.unwrap_or_else(default_data_dir).join(DB_FILE),

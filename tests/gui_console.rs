@@ -638,12 +638,23 @@ fn a_configured_engine_opens_as_one_server_without_the_lab() {
     std::fs::write(&path, text).unwrap();
     let cfg = dmdeleg::config::Config::load(&path).unwrap();
     let engine = cfg.engine_config().unwrap();
+    let socket = cfg.control_socket();
     let mut h = Harness::builder()
         .with_size([1500.0, 940.0])
-        .build_eframe(move |cc| ConsoleApp::start(cc, Launch::Engine(Box::new(engine))));
+        .build_eframe(move |cc| {
+            ConsoleApp::start(
+                cc,
+                Launch::Engine {
+                    config: Box::new(engine),
+                    control: Some(socket),
+                },
+            )
+        });
     wait(&mut h, "the engine to start", |app| {
         app.snapshot().servers.len() == 1
     });
+    // The console's engine takes operator commands as `serve` does.
+    assert!(cfg.control_socket().exists(), "the control socket");
     assert!(h.state().backend().deployment().unwrap().lab().is_none());
     assert!(h.query_by_label("dms9.example").is_some(), "the server tab");
     click(&mut h, "Peers");
@@ -654,6 +665,11 @@ fn a_configured_engine_opens_as_one_server_without_the_lab() {
     click(&mut h, "Devices");
     assert!(h.query_by_label("0 enrolled on dms9.example").is_some());
     h.check_accessibility();
+    drop(h);
+    assert!(
+        !cfg.control_socket().exists(),
+        "closing the console took its socket"
+    );
 }
 
 /// Closing the console stops both engines before it returns: each store's log is folded into

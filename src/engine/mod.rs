@@ -4,6 +4,7 @@
 //! [`service::Engine`] handle that starts them together.
 
 pub mod bootstrap;
+pub mod control;
 pub mod device_endpoint;
 pub mod devices;
 pub mod dm_server;

@@ -12,6 +12,7 @@
 //! chart, bulk delegation and exports.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -26,6 +27,7 @@ use crate::delegation::plan::{self, account_name};
 use crate::dm::mo::{BootConfigEntry, DmAcc};
 use crate::dm::tree::DmTree;
 use crate::dm::uri::NodeUri;
+use crate::engine::control::{ControlListener, ControlServer};
 use crate::engine::driver::{StartRequest, now_ms};
 use crate::engine::peers::{PeerAuth, PeerEntry, PeerOrigin};
 use crate::engine::service::{Engine, EngineConfig};
@@ -39,22 +41,29 @@ pub enum Launch {
     /// The two-engine lab with simulated devices (DESIGN.md section 7).
     Lab(LabOptions),
     /// One engine of a real deployment.
-    Engine(Box<EngineConfig>),
+    Engine {
+        /// Its configuration.
+        config: Box<EngineConfig>,
+        /// Where it takes operator commands from the command line, as `dmdeleg serve` does
+        /// (bound before the engine starts, so a `serve` already running on the same data
+        /// directory keeps the console from starting a second engine on it).
+        control: Option<PathBuf>,
+    },
 }
 
 /// The running engines.
 pub enum Deployment {
     /// The lab: DMS-1, DMS-2 and the devices.
     Lab(Box<Lab>),
-    /// One engine.
-    Engine(Box<Engine>),
+    /// One engine, and its control socket.
+    Engine(Arc<Engine>, Option<ControlServer>),
 }
 
 impl std::fmt::Debug for Deployment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Deployment::Lab(l) => l.fmt(f),
-            Deployment::Engine(e) => e.fmt(f),
+            Deployment::Engine(e, _) => e.fmt(f),
         }
     }
 }
@@ -64,7 +73,7 @@ impl Deployment {
     pub fn engines(&self) -> Vec<&Engine> {
         match self {
             Deployment::Lab(l) => vec![&l.dms1, &l.dms2],
-            Deployment::Engine(e) => vec![e],
+            Deployment::Engine(e, _) => vec![e],
         }
     }
 
@@ -330,9 +339,18 @@ async fn start_deployment(launch: Launch) -> Result<Deployment, String> {
             }
             Ok(Deployment::Lab(Box::new(lab)))
         }
-        Launch::Engine(cfg) => {
-            let engine = Engine::start(*cfg).await.map_err(|e| e.to_string())?;
-            Ok(Deployment::Engine(Box::new(engine)))
+        Launch::Engine { config, control } => {
+            let control = match control {
+                Some(path) => Some(
+                    ControlListener::bind(&path)
+                        .await
+                        .map_err(|e| e.to_string())?,
+                ),
+                None => None,
+            };
+            let engine = Arc::new(Engine::start(*config).await.map_err(|e| e.to_string())?);
+            let control = control.map(|c| c.serve(engine.clone()));
+            Ok(Deployment::Engine(engine, control))
         }
     }
 }
@@ -497,7 +515,12 @@ async fn run(
             lab.dms2.shutdown().await;
             lab.dms1.shutdown().await;
         }
-        Deployment::Engine(e) => e.shutdown().await,
+        Deployment::Engine(e, control) => {
+            if let Some(c) = control {
+                c.stop();
+            }
+            e.shutdown().await
+        }
     }
 }
 

@@ -1,0 +1,333 @@
+//! An operator runs a headless engine (`dmdeleg serve`, a real process) with the command
+//! line: `dmdeleg delegations start | show | accept | decline` reach it through its control
+//! socket. DMS-2 runs in this process; the devices are a simulated fleet speaking SyncML DM
+//! over HTTP to both.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use dmdeleg::delegation::machine::{Deadlines, Role, State};
+use dmdeleg::delegation::messages::DeviceInfo;
+use dmdeleg::dm::mo::DmAcc;
+use dmdeleg::dm::tree::DmTree;
+use dmdeleg::engine::driver::StartRequest;
+use dmdeleg::engine::peers::Policy;
+use dmdeleg::engine::service::Engine;
+use dmdeleg::lab::{DMS1, DMS2, EnginePorts, LabEngine, ensure_certs};
+use dmdeleg::sim::fleet::{Fleet, FleetConfig};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dmdeleg");
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dmdeleg-op-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// DMS-1's configuration: requests from DMS-2 wait for an operator.
+fn dms1_config(dir: &Path, certs: &Path, p1: EnginePorts, p2: EnginePorts) -> PathBuf {
+    let text = format!(
+        r#"server_id = "{DMS1}"
+data_dir = "{data}"
+
+[devices]
+listen = "{dev}"
+
+[peer_endpoint]
+listen = "{peer}"
+cert = "{certs}/{DMS1}.pem"
+key = "{certs}/{DMS1}.key"
+ca = ["{certs}/ca.pem"]
+
+[deadlines]
+peer_secs = 30
+device_secs = 10
+
+[[peers]]
+server_id = "{DMS2}"
+url = "https://{peer2}"
+policy = "operator"
+"#,
+        data = dir.join("dms1").display(),
+        dev = p1.devices,
+        peer = p1.peer,
+        certs = certs.display(),
+        peer2 = p2.peer,
+    );
+    let path = dir.join("dms1.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn start_dms1(config: &Path) -> (Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+fn wait_line(rx: &std::sync::mpsc::Receiver<String>, needle: &str, within: Duration) -> String {
+    let end = Instant::now() + within;
+    let mut seen = Vec::new();
+    while Instant::now() < end {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
+            if line.contains(needle) {
+                return line;
+            }
+            seen.push(line);
+        }
+    }
+    panic!("no line with `{needle}` from dmdeleg serve; it said: {seen:#?}");
+}
+
+/// Runs `dmdeleg delegations ARGS --config CONFIG` off the async runtime's threads.
+async fn operator(config: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("delegations")
+        .args(args)
+        .arg("--config")
+        .arg(config);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+/// The tree without the nonces every session changes.
+fn normalised(tree: &DmTree) -> DmTree {
+    let mut t = tree.clone();
+    for id in t.subtree(t.root()) {
+        if t.name(id) == "AAuthData" && t.is_leaf(id) {
+            let u = t.uri_of(id);
+            t.remove(&u).unwrap();
+        }
+    }
+    t
+}
+
+/// After a Full delegation: DMS-2's one account, active; DMS-1 in no account and no ACL.
+fn assert_handed_over(tree: &DmTree, what: &str) {
+    let accounts: Vec<_> = DmAcc::all(tree)
+        .into_iter()
+        .flatten()
+        .filter(|a| a.server_id == DMS2)
+        .collect();
+    assert_eq!(accounts.len(), 1, "{what}");
+    assert!(!accounts[0].dormant, "{what}");
+    assert!(DmAcc::find_by_server_id(tree, DMS1).is_none(), "{what}");
+    for n in tree.subtree(tree.root()) {
+        assert!(!tree.props(n).acl.servers().contains(&DMS1), "{what}");
+    }
+}
+
+fn asked(dev: &str, push: &str) -> StartRequest {
+    StartRequest {
+        peer: DMS1.into(),
+        dev_id: dev.to_owned(),
+        role: Role::Delegated,
+        full: true,
+        paths: Vec::new(),
+        bootstrap: false,
+        lease: None,
+        device: Some(DeviceInfo {
+            dev_id: dev.to_owned(),
+            man: "dmdeleg".into(),
+            model: "SimPhone".into(),
+            notify: Some(format!("{push}/push/{dev}")),
+        }),
+        retry_of: None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_runs_a_headless_engine_from_the_command_line() {
+    dmdeleg::tls::install_crypto_provider();
+    let dir = scratch("cli");
+    let certs = dir.join("certs");
+    ensure_certs(&certs).unwrap();
+    let (p1, p2) = (EnginePorts::free().unwrap(), EnginePorts::free().unwrap());
+    let config = dms1_config(&dir, &certs, p1, p2);
+
+    let fc = FleetConfig::new(DMS1, &format!("http://{}/dm", p1.devices), 3);
+    let fleet = Fleet::start(fc.clone(), Some("127.0.0.1:0".parse().unwrap()))
+        .await
+        .unwrap();
+    let push = fleet.push_base().unwrap();
+    let csv = dir.join("devices.csv");
+    std::fs::write(&csv, fc.enrolment_csv(Some(&push))).unwrap();
+    let out = Command::new(BIN)
+        .args(["devices", "import"])
+        .arg(&csv)
+        .arg("--data-dir")
+        .arg(dir.join("dms1"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let dms2 = Engine::start(
+        LabEngine {
+            server_id: DMS2.into(),
+            ports: p2,
+            peer: (DMS1.into(), format!("https://{}", p1.peer)),
+            policy: Policy::Accept,
+            store_path: dir.join("dms2.db"),
+            certs: certs.clone(),
+            deadlines: Deadlines {
+                peer_ms: 30_000,
+                device_ms: 10_000,
+                ..Deadlines::default()
+            },
+            token_ttl_ms: 60_000,
+        }
+        .config()
+        .unwrap(),
+    )
+    .await
+    .unwrap();
+
+    // Before the engine runs, the command line says how to start it.
+    let out = operator(&config, &["show", "00000000-0000-0000-0000-000000000000"]).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no engine is running here"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let (mut child, lines) = start_dms1(&config);
+    let serving = wait_line(&lines, "delegations resumed", Duration::from_secs(20));
+    let socket = dir.join("dms1").join("control.sock");
+    assert!(
+        serving.contains(&format!("operators at {}", socket.display())),
+        "{serving}"
+    );
+
+    // A second engine on the same data directory is refused before it touches anything.
+    let second = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    assert!(
+        text(&second.stderr).contains("already running"),
+        "{}",
+        text(&second.stderr)
+    );
+
+    // 1. The operator hands device 0 over, Full, and waits for the end.
+    let d0 = fleet.dev_ids()[0].clone();
+    let out = operator(
+        &config,
+        &["start", "--device", &d0, "--peer", DMS2, "--wait", "--json"],
+    )
+    .await;
+    let reply: serde_json::Value =
+        serde_json::from_str(text(&out.stdout).trim()).unwrap_or_else(|e| {
+            panic!("{e}: {} / {}", text(&out.stdout), text(&out.stderr));
+        });
+    assert!(out.status.success(), "{reply}: {}", text(&out.stderr));
+    assert_eq!(reply["delegation"]["state"], "Completed", "{reply}");
+    assert_eq!(reply["delegation"]["role"], "Delegating", "{reply}");
+    assert_handed_over(&fleet.tree(&d0).await.unwrap(), "started by the operator");
+
+    // Refusals are plain words and a failing exit status.
+    let out = operator(
+        &config,
+        &["start", "--device", &d0, "--peer", "dms9.example"],
+    )
+    .await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("dms9.example is not a configured peer"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = operator(&config, &["accept", "no-such-delegation"]).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("no-such-delegation"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // 2. DMS-2 asks for device 1; the request waits for DMS-1's operator, who accepts it.
+    let d1 = fleet.dev_ids()[1].clone();
+    let id = dms2.start_delegation(asked(&d1, &push)).await.unwrap();
+    let end = Instant::now() + Duration::from_secs(20);
+    let shown = loop {
+        let out = operator(&config, &["show", &id]).await;
+        let said = text(&out.stdout);
+        if said.contains("AwaitingOperator") || Instant::now() > end {
+            break said;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(shown.contains(&format!("delegation {id}")), "{shown}");
+    assert!(shown.contains("AwaitingOperator"), "{shown}");
+    let out = operator(&config, &["accept", &id, "--wait"]).await;
+    assert!(
+        out.status.success(),
+        "{} / {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert!(
+        text(&out.stdout).contains("Completed"),
+        "{}",
+        text(&out.stdout)
+    );
+    let s2 = dms2.wait_done(&id, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(s2.state, State::Completed, "{s2:?}");
+    assert_handed_over(&fleet.tree(&d1).await.unwrap(), "accepted by the operator");
+
+    // 3. DMS-2 asks for device 2; the operator declines: nothing changes on the device.
+    let d2 = fleet.dev_ids()[2].clone();
+    let before = normalised(&fleet.tree(&d2).await.unwrap());
+    let id = dms2.start_delegation(asked(&d2, &push)).await.unwrap();
+    let end = Instant::now() + Duration::from_secs(20);
+    let out = loop {
+        let out = operator(&config, &["decline", &id, "--reason", "not this one"]).await;
+        if out.status.success() || Instant::now() > end {
+            break out;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let s2 = dms2.wait_done(&id, Duration::from_secs(30)).await.unwrap();
+    // An operator's refusal is a cancellation (1001), as the console's Decline is.
+    assert_eq!(s2.state, State::Aborted, "{s2:?}");
+    assert_eq!(s2.reason, Some((1001, "not this one".into())), "{s2:?}");
+    let after = normalised(&fleet.tree(&d2).await.unwrap());
+    assert!(before.same_as(&after), "{:?}", before.diff(&after));
+
+    // Stopped, the engine takes its socket with it.
+    let status = Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success());
+    assert!(!socket.exists(), "the socket file is removed");
+    dms2.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
