@@ -344,13 +344,17 @@ enum MsgAction {
 enum DevicesAction {
     /// Enrol the devices listed in FILE (CSV with a header row, or TOML `[[device]]` tables):
     /// dev_id, auth_type (BASIC, DIGEST, HMAC), client_name, client_secret, server_name,
-    /// server_secret, push. All or nothing.
+    /// server_secret, push. All or nothing. When the server runs, they go through its control
+    /// socket, and it knows them at once; otherwise straight into its database.
     Import {
         /// The device list (.csv or .toml).
         file: PathBuf,
         /// The data directory holding the database (default: the platform's data directory).
-        #[arg(long)]
+        #[arg(long, conflicts_with = "config")]
         data_dir: Option<PathBuf>,
+        /// Take the data directory and the control socket from this configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// List the enrolled devices.
     List {
@@ -648,7 +652,11 @@ fn database(data_dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 
 fn devices(action: DevicesAction) -> anyhow::Result<ExitCode> {
     match action {
-        DevicesAction::Import { file, data_dir } => {
+        DevicesAction::Import {
+            file,
+            data_dir,
+            config,
+        } => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
             let is_toml = file
@@ -656,6 +664,39 @@ fn devices(action: DevicesAction) -> anyhow::Result<ExitCode> {
                 .is_some_and(|e| e.eq_ignore_ascii_case("toml"));
             let entries = store::devices::parse_import(&text, is_toml)
                 .with_context(|| format!("{} was not imported", file.display()))?;
+            let (data_dir, socket) = match config {
+                Some(c) => {
+                    let cfg = Config::load(&c)?;
+                    (Some(cfg.data_dir()), cfg.control_socket())
+                }
+                None => {
+                    let dir = data_dir.unwrap_or_else(default_data_dir);
+                    let socket = dir.join(dmdeleg::engine::control::SOCKET_FILE);
+                    (Some(dir), socket)
+                }
+            };
+            // A running engine enrols them itself: it knows them at once, and none of its
+            // later saves overwrites them.
+            use dmdeleg::engine::control::{ControlError, ControlRequest, request};
+            let req = ControlRequest::Import {
+                devices: entries.clone(),
+            };
+            match request(&socket, &req, Duration::ZERO) {
+                Ok(reply) => {
+                    if let Some(e) = reply.error {
+                        bail!("{} was not imported: {e}", file.display());
+                    }
+                    let (added, updated) = reply.enrolled.unwrap_or_default();
+                    println!(
+                        "enrolled {added} new devices, updated {updated} (through the running engine at {})",
+                        socket.display()
+                    );
+                    return Ok(ExitCode::SUCCESS);
+                }
+                // No engine could listen on a path too long for a socket either.
+                Err(ControlError::NotRunning(_) | ControlError::PathTooLong(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
             let db = database(data_dir)?;
             let mut conn = store::open(&db)?;
             let (added, updated) =

@@ -167,13 +167,19 @@ async fn an_operator_runs_a_headless_engine_from_the_command_line() {
     let (p1, p2) = (EnginePorts::free().unwrap(), EnginePorts::free().unwrap());
     let config = dms1_config(&dir, &certs, p1, p2);
 
-    let fc = FleetConfig::new(DMS1, &format!("http://{}/dm", p1.devices), 3);
+    let fc = FleetConfig::new(DMS1, &format!("http://{}/dm", p1.devices), 4);
     let fleet = Fleet::start(fc.clone(), Some("127.0.0.1:0".parse().unwrap()))
         .await
         .unwrap();
     let push = fleet.push_base().unwrap();
+    // Three devices enrolled before the engine runs, the fourth while it runs.
+    let all = fc.enrolment_csv(Some(&push));
+    let lines: Vec<&str> = all.lines().collect();
+    assert_eq!(lines.len(), 5, "a header and four devices");
     let csv = dir.join("devices.csv");
-    std::fs::write(&csv, fc.enrolment_csv(Some(&push))).unwrap();
+    std::fs::write(&csv, lines[..4].join("\n") + "\n").unwrap();
+    let later = dir.join("later.csv");
+    std::fs::write(&later, format!("{}\n{}\n", lines[0], lines[4])).unwrap();
     let out = Command::new(BIN)
         .args(["devices", "import"])
         .arg(&csv)
@@ -318,6 +324,35 @@ async fn an_operator_runs_a_headless_engine_from_the_command_line() {
     assert_eq!(s2.reason, Some((1001, "not this one".into())), "{s2:?}");
     let after = normalised(&fleet.tree(&d2).await.unwrap());
     assert!(before.same_as(&after), "{:?}", before.diff(&after));
+
+    // 4. A device enrolled while the engine runs goes through its socket: the engine knows
+    //    it at once (written behind its back, it would not until a restart).
+    let out = Command::new(BIN)
+        .args(["devices", "import"])
+        .arg(&later)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("enrolled 1 new devices, updated 0 (through the running engine"),
+        "{}",
+        text(&out.stdout)
+    );
+    let d3 = fleet.dev_ids()[3].clone();
+    let out = operator(
+        &config,
+        &["start", "--device", &d3, "--peer", DMS2, "--wait"],
+    )
+    .await;
+    assert!(
+        out.status.success(),
+        "{} / {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    assert_handed_over(&fleet.tree(&d3).await.unwrap(), "enrolled while running");
 
     // Stopped, the engine takes its socket with it.
     let status = Command::new("kill")

@@ -1,8 +1,10 @@
 //! The operator's control socket of a headless engine (`dmdeleg serve`): a Unix socket, by
 //! default `control.sock` in the data directory, through which `dmdeleg delegations start |
-//! accept | decline | abort | retry | show` reach the running engine. Without it an engine
-//! run as a service could neither start a delegation nor decide a request that waits for an
-//! operator.
+//! accept | decline | abort | retry | show` and `dmdeleg devices import` reach the running
+//! engine. Without it an engine run as a service could neither start a delegation nor decide
+//! a request that waits for an operator, and devices enrolled into its database behind its
+//! back stayed unknown to it until a restart (and their updated credentials were overwritten
+//! by its next save).
 //!
 //! The protocol is one JSON object per line: a client connects, writes one
 //! [`ControlRequest`] and reads one [`ControlReply`]. Only the engine's own user (and root)
@@ -116,6 +118,12 @@ pub enum ControlRequest {
         /// The DelegationID of the failed attempt.
         id: String,
     },
+    /// Enrol devices (from an import file) in the running engine; see
+    /// [`crate::engine::dm_server::DmServer::import`].
+    Import {
+        /// The devices.
+        devices: Vec<crate::store::devices::Enrolment>,
+    },
     /// Where a delegation stands; with `wait_secs`, once it has ended (or that time passed).
     Show {
         /// The DelegationID.
@@ -155,6 +163,9 @@ pub struct ControlReply {
     /// history has it, `dmdeleg delegations list`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delegation: Option<DelegationView>,
+    /// For an import: how many devices were new and how many were updated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enrolled: Option<(usize, usize)>,
 }
 
 /// A delegation as the control socket reports it.
@@ -407,6 +418,15 @@ pub async fn handle(engine: &Engine, req: ControlRequest) -> ControlReply {
             Ok(new) => (new, Ok(())),
             Err(e) => return refused(&e.to_string()),
         },
+        ControlRequest::Import { devices } => {
+            return match engine.dm().import(&devices).await {
+                Ok(counts) => ControlReply {
+                    enrolled: Some(counts),
+                    ..ControlReply::default()
+                },
+                Err(e) => refused(&format!("nothing was enrolled: {e}")),
+            };
+        }
         ControlRequest::Show { id, wait_secs } => {
             let summary = match wait_secs {
                 // Nothing to wait for: say so now, not after the whole wait.
@@ -426,6 +446,7 @@ pub async fn handle(engine: &Engine, req: ControlRequest) -> ControlReply {
                 }),
                 delegation: summary.as_ref().map(DelegationView::of),
                 id: Some(id),
+                enrolled: None,
             };
         }
     };
@@ -433,6 +454,7 @@ pub async fn handle(engine: &Engine, req: ControlRequest) -> ControlReply {
         error: done.err().map(|e| e.to_string()),
         delegation: engine.summary(&id).as_ref().map(DelegationView::of),
         id: Some(id),
+        enrolled: None,
     }
 }
 

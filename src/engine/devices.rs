@@ -241,6 +241,11 @@ impl Devices {
         self.records.insert(record.dev_id.clone(), record);
     }
 
+    /// Forgets a device's record (an enrolment that was not stored after all).
+    pub fn forget(&mut self, dev_id: &str) -> Option<DeviceRecord> {
+        self.records.remove(dev_id)
+    }
+
     /// Asks for the device's DevInfo and tree in its next session.
     pub fn request_inventory(&mut self, dev_id: &str) -> bool {
         match self.records.get_mut(dev_id) {

@@ -151,6 +151,65 @@ impl DmServer {
         Ok(())
     }
 
+    /// Enrols a batch from an import file while the server runs: new devices are added,
+    /// enrolled ones get the credentials and push address given and keep their nonces and
+    /// inventory (as [`crate::store::devices::import`] does to a store no engine runs on).
+    /// All or nothing: when the store refuses, the registry is as it was. Returns (added,
+    /// updated).
+    pub async fn import(
+        &self,
+        entries: &[crate::store::devices::Enrolment],
+    ) -> Result<(usize, usize), DmServerError> {
+        // The registry first, so no session in between saves a device with its old
+        // credentials after the new ones were stored; the records are then stored whole.
+        let (records, before) = {
+            let mut devices = self.lock();
+            let mut records = Vec::with_capacity(entries.len());
+            let mut before = Vec::with_capacity(entries.len());
+            for e in entries {
+                let fresh = e.to_record();
+                let old = devices.get(&e.dev_id).cloned();
+                let rec = match &old {
+                    Some(old) => DeviceRecord {
+                        client: fresh.client,
+                        server: fresh.server,
+                        push: fresh.push,
+                        ..old.clone()
+                    },
+                    None => fresh,
+                };
+                devices.enrol(rec.clone());
+                records.push(rec);
+                before.push((e.dev_id.clone(), old));
+            }
+            (records, before)
+        };
+        let updated = before.iter().filter(|(_, old)| old.is_some()).count();
+        if let Some(store) = &self.store {
+            let now = SystemTime::now();
+            let saved = store
+                .call(move |conn| {
+                    records
+                        .iter()
+                        .try_for_each(|r| crate::store::devices::upsert(conn, r, now))
+                })
+                .await;
+            if let Err(e) = saved {
+                let mut devices = self.lock();
+                for (dev_id, old) in before {
+                    match old {
+                        Some(old) => devices.enrol(old),
+                        None => {
+                            devices.forget(&dev_id);
+                        }
+                    }
+                }
+                return Err(e.into());
+            }
+        }
+        Ok((entries.len() - updated, updated))
+    }
+
     /// Makes devices known to the endpoint whose records the caller has already saved (in a
     /// transaction of its own, e.g. with the delegation transitions that enrol them).
     pub fn enrol_saved(&self, records: Vec<DeviceRecord>) {
@@ -263,5 +322,97 @@ impl DmServer {
     /// Refusal and completion counters of the device endpoint.
     pub fn stats(&self) -> EndpointStats {
         self.lock().stats
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::device_endpoint::DeviceEndpointConfig;
+    use crate::engine::notifier::HttpPush;
+    use crate::store::devices::Enrolment;
+
+    fn entry(dev_id: &str, secret: &str, push: &str) -> Enrolment {
+        Enrolment {
+            dev_id: dev_id.into(),
+            auth_type: "DIGEST".into(),
+            client_name: dev_id.into(),
+            client_secret: secret.into(),
+            server_name: "dms1.example".into(),
+            server_secret: format!("s-{secret}"),
+            push: Some(push.into()),
+        }
+    }
+
+    async fn server(store: Store) -> DmServer {
+        crate::tls::install_crypto_provider();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        DmServer::start(
+            DmServerConfig {
+                server_id: "dms1.example".into(),
+                endpoint: DeviceEndpointConfig::default(),
+            },
+            listener,
+            Some(store),
+            Arc::new(HttpPush::new(reqwest::Client::new())),
+        )
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_import_while_running_adds_and_updates_in_memory_and_in_the_store() {
+        let dir = crate::store::TempDir::new("dm-import");
+        let store = Store::start(&dir.file("store.db")).unwrap();
+        let dm = server(store.clone()).await;
+        dm.enrol(entry("IMEI:1", "old", "http://127.0.0.1:9/push/1").to_record())
+            .await
+            .unwrap();
+        let nonce = dm.device("IMEI:1").unwrap().client_nonce;
+
+        let (added, updated) = dm
+            .import(&[
+                entry("IMEI:1", "new", "http://127.0.0.1:9/push/one"),
+                entry("IMEI:2", "two", "http://127.0.0.1:9/push/2"),
+            ])
+            .await
+            .unwrap();
+        assert_eq!((added, updated), (1, 1));
+        let one = dm.device("IMEI:1").unwrap();
+        assert_eq!(one.client.secret.expose(), "new");
+        assert_eq!(one.push.as_deref(), Some("http://127.0.0.1:9/push/one"));
+        assert_eq!(one.client_nonce, nonce, "an update keeps the nonces");
+        assert!(dm.device("IMEI:2").is_some(), "known at once");
+        let stored = store.call(crate::store::devices::load_all).await.unwrap();
+        let one = stored.iter().find(|r| r.dev_id == "IMEI:1").unwrap();
+        assert_eq!(one.client.secret.expose(), "new");
+        assert_eq!(one.server.secret.expose(), "s-new");
+        assert!(stored.iter().any(|r| r.dev_id == "IMEI:2"));
+
+        // The store refuses (a trigger here): nothing changes, in memory or stored.
+        store
+            .call(|c| {
+                c.execute_batch(
+                    "CREATE TRIGGER no_more BEFORE INSERT ON devices
+                     WHEN NEW.dev_id = 'IMEI:4' BEGIN SELECT RAISE(ABORT, 'full'); END;",
+                )?;
+                Ok(())
+            })
+            .await
+            .unwrap();
+        let refused = dm
+            .import(&[
+                entry("IMEI:2", "changed", "http://127.0.0.1:9/push/2"),
+                entry("IMEI:3", "three", "http://127.0.0.1:9/push/3"),
+                entry("IMEI:4", "four", "http://127.0.0.1:9/push/4"),
+            ])
+            .await;
+        assert!(refused.is_err());
+        assert_eq!(dm.device("IMEI:2").unwrap().client.secret.expose(), "two");
+        assert!(dm.device("IMEI:3").is_none() && dm.device("IMEI:4").is_none());
+        let stored = store.call(crate::store::devices::load_all).await.unwrap();
+        assert_eq!(stored.len(), 2);
+        let two = stored.iter().find(|r| r.dev_id == "IMEI:2").unwrap();
+        assert_eq!(two.client.secret.expose(), "two");
     }
 }

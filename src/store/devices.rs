@@ -201,7 +201,7 @@ pub fn exists(conn: &Connection, dev_id: &str) -> Result<bool, StoreError> {
 }
 
 /// One device as an operator lists it for enrolment.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 pub struct Enrolment {
     /// `./DevInfo/DevId`.
     pub dev_id: String,
