@@ -53,11 +53,14 @@ fn dms2_account() -> DmAcc {
 }
 
 /// Runs device commands as `who`, the way the device would; `fail_on` makes commands on a
-/// path fail with 500 (an injected fault); `offline` answers nothing.
+/// path fail with 500 (an injected fault); `offline` answers nothing; `cramped_op` is the
+/// operation (counting from 1) it cannot take, its MaxMsgSize leaving no room for it.
 struct Device {
     tree: DmTree,
     fail_on: Option<NodeUri>,
     offline: bool,
+    cramped_op: Option<u32>,
+    ops: u32,
 }
 
 impl Device {
@@ -197,6 +200,8 @@ impl Lab {
                 tree: device(),
                 fail_on: None,
                 offline: false,
+                cramped_op: None,
+                ops: 0,
             },
             now: 0,
             drop_from: None,
@@ -289,6 +294,22 @@ impl Lab {
             }
             Action::Device { op, commands } => {
                 if self.dev.offline {
+                    return;
+                }
+                self.dev.ops += 1;
+                if self.dev.cramped_op == Some(self.dev.ops) {
+                    if let Some(m) = self.machine(role) {
+                        let why =
+                            "the device's MaxMsgSize of 1000 bytes leaves no room for a command";
+                        m.handle(
+                            now,
+                            Input::Device {
+                                op,
+                                result: DeviceResult::Unusable(why.into()),
+                            },
+                        )
+                        .unwrap();
+                    }
                     return;
                 }
                 let who = if role == Role::Delegating { DMS1 } else { DMS2 };
@@ -563,6 +584,18 @@ fn the_device_answering_500_to_the_acl_change_rolls_back() {
     let before = lab.dev.tree.clone();
     lab.drive();
     rolled_back(&mut lab, &before, ReasonCode::CLIENT_REJECTED);
+}
+
+#[test]
+fn a_device_without_room_for_the_changes_fails_as_rejected_and_rolls_back() {
+    let mut lab = Lab::new(Role::Delegating, false, false, &["./Vendor/Enterprise"]);
+    // The tree listing goes through; the changes do not fit.
+    lab.dev.cramped_op = Some(2);
+    let before = lab.dev.tree.clone();
+    lab.drive();
+    rolled_back(&mut lab, &before, ReasonCode::CLIENT_REJECTED);
+    let reason = &lab.delegating().reason.as_ref().unwrap().1;
+    assert!(reason.contains("MaxMsgSize of 1000 bytes"), "{reason}");
 }
 
 #[test]

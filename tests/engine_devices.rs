@@ -227,6 +227,39 @@ async fn hmac_and_a_tiny_max_msg_size_over_http() {
     );
 }
 
+/// A device whose MaxMsgSize leaves no room for any command: its session ends, and whoever
+/// waits for a command hears why (not merely that the session was lost).
+#[tokio::test]
+async fn a_max_msg_size_without_room_for_a_command_is_what_the_caller_hears() {
+    let (devices, ep) = engine().await;
+    enrol(&devices, "IMEI:4", AuthScheme::Md5);
+    let rx = devices
+        .lock()
+        .unwrap()
+        .enqueue(
+            "IMEI:4",
+            DeviceCommand::Get {
+                target: Target::parse("./DevInfo/Mod").unwrap(),
+            },
+        )
+        .unwrap();
+    let mut dev = sim("IMEI:4", &ep.url, AuthScheme::Md5, "client-secret");
+    dev.max_msg_size = 900;
+    let http = reqwest::Client::new();
+    let report = dev.session(&http, SRV, None, 1).await.unwrap();
+    assert!(report.messages <= 3, "{report:?}");
+    let heard = tokio::time::timeout(std::time::Duration::from_secs(5), rx)
+        .await
+        .expect("the caller hears at once")
+        .expect("an answer, not a dropped channel");
+    match heard {
+        Err(e @ dmdeleg::engine::devices::CommandError::NoRoom { max_msg_size: 900 }) => {
+            assert!(e.to_string().contains("MaxMsgSize of 900 bytes"), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[tokio::test]
 async fn unknown_devices_and_bad_media_types_are_refused() {
     let (devices, ep) = engine().await;

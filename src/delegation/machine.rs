@@ -246,6 +246,9 @@ pub enum DeviceResult {
     Done(Vec<CommandOutcome>),
     /// The device could not be reached or the session broke before it answered.
     Unreachable,
+    /// The device was reached but cannot take the commands (e.g. its MaxMsgSize leaves no
+    /// room for them); the text says why.
+    Unusable(String),
 }
 
 /// An input.
@@ -1118,7 +1121,19 @@ impl Delegation {
     fn handle_device(&mut self, now: UnixMs, result: DeviceResult) {
         let outcomes = match result {
             DeviceResult::Done(o) => o,
-            DeviceResult::Unreachable => {
+            // Changes it cannot take now are refused changes; an undo or a step 8 is still
+            // retried, as for a device out of reach (it may come back with more room).
+            DeviceResult::Unusable(why)
+                if !matches!(
+                    self.wait,
+                    Wait::Undo | Wait::Cleanup | Wait::CleanupSnapshot
+                ) =>
+            {
+                let text = format!("the device cannot take the commands: {why}");
+                self.fail(now, ReasonCode::CLIENT_REJECTED, &text, true);
+                return;
+            }
+            DeviceResult::Unreachable | DeviceResult::Unusable(_) => {
                 match self.wait {
                     Wait::Undo => self.retry_undo(now),
                     Wait::Cleanup | Wait::CleanupSnapshot => {

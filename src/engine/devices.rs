@@ -31,6 +31,13 @@ pub enum CommandError {
     /// The device is not enrolled.
     #[error("device {0} is not enrolled")]
     UnknownDevice(String),
+    /// The device's MaxMsgSize leaves no room for the command beside the message's header
+    /// and statuses; the session ended without it.
+    #[error("the device's MaxMsgSize of {max_msg_size} bytes leaves no room for a command")]
+    NoRoom {
+        /// What the device declared.
+        max_msg_size: u64,
+    },
     /// The engine is shutting down.
     #[error("the engine is shutting down")]
     Shutdown,
@@ -216,6 +223,9 @@ pub struct Devices {
     observer: Option<tokio::sync::mpsc::UnboundedSender<DeviceEvent>>,
     /// Triggers sent to each device since its last completed session.
     unanswered: HashMap<String, u32>,
+    /// Devices whose session is ending because their MaxMsgSize leaves no room for a
+    /// command (what the commands it loses are told), until that session has ended.
+    no_room: HashMap<String, u64>,
     /// Set while handling a message when a caller that will follow up got its outcome.
     follow_up_due: bool,
     /// The devices whose message is held unanswered right now, waiting for follow-up
@@ -590,6 +600,7 @@ impl Devices {
             ServerEvent::DevInfo(leaves) => record.devinfo = leaves,
             ServerEvent::AuthFailed(_) => self.stats.auth_failures += 1,
             ServerEvent::Ended { aborted } => {
+                self.no_room.remove(dev_id);
                 if !aborted {
                     self.unanswered.remove(dev_id);
                     record.last_seen = Some(SystemTime::now());
@@ -635,14 +646,21 @@ impl Devices {
             },
             ServerEvent::CommandLost { tag } => {
                 if let Some(Waiter::Caller(tx, _)) = self.waiters.remove(&tag) {
+                    let why = match self.no_room.get(dev_id) {
+                        Some(&max_msg_size) => CommandError::NoRoom { max_msg_size },
+                        None => CommandError::SessionLost,
+                    };
                     // As above: a caller that stopped waiting needs no answer.
-                    let _ = tx.send(Err(CommandError::SessionLost));
+                    let _ = tx.send(Err(why));
                 }
             }
-            ServerEvent::NoRoom { max_msg_size } => tracing::warn!(
-                "device {dev_id}: its MaxMsgSize of {max_msg_size} bytes leaves no room for \
-                 the next command; the session ended"
-            ),
+            ServerEvent::NoRoom { max_msg_size } => {
+                tracing::warn!(
+                    "device {dev_id}: its MaxMsgSize of {max_msg_size} bytes leaves no room \
+                     for the next command; the session ended"
+                );
+                self.no_room.insert(dev_id.to_owned(), max_msg_size);
+            }
             ServerEvent::Authenticated
             | ServerEvent::ServerRejected(_)
             | ServerEvent::GenericAlert(_) => {}

@@ -1485,6 +1485,7 @@ impl Driver {
         tokio::spawn(async move {
             let mut outs = Vec::new();
             let mut ok = rxs.is_some();
+            let mut unusable = None;
             if let Some(rxs) = rxs {
                 if needs_trigger {
                     let dev = dev_id.clone();
@@ -1497,6 +1498,10 @@ impl Driver {
                 for rx in rxs {
                     match rx.await {
                         Ok(Ok(o)) => outs.push(o),
+                        Ok(Err(e @ crate::engine::devices::CommandError::NoRoom { .. })) => {
+                            unusable = Some(e.to_string());
+                            break;
+                        }
                         _ => {
                             ok = false;
                             break;
@@ -1504,10 +1509,10 @@ impl Driver {
                     }
                 }
             }
-            let result = if ok {
-                DeviceResult::Done(outs)
-            } else {
-                DeviceResult::Unreachable
+            let result = match unusable {
+                Some(why) => DeviceResult::Unusable(why),
+                None if ok => DeviceResult::Done(outs),
+                None => DeviceResult::Unreachable,
             };
             let _ = tx.send(Internal::DeviceDone { id, op, result });
         });
