@@ -335,3 +335,89 @@ async fn bad_peers_are_refused_with_the_reason_in_plain_words() {
     lab.dms1.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A delegation whose peer left the configuration while the engine was stopped: resumed at
+/// the next start, it fails at once as 5001 saying so (its message to the peer can never go),
+/// instead of retrying into the void until its deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delegation_whose_peer_was_removed_fails_at_once_saying_so() {
+    let dir = scratch("peer-gone");
+    let certs = dir.join("certs");
+    dmdeleg::lab::ensure_certs(&certs).unwrap();
+    // DMS-2 never answers: the NOTIF stays unsent, retried.
+    let nowhere = dmdeleg::lab::unreachable_port().unwrap();
+    let lab_engine = dmdeleg::lab::LabEngine {
+        server_id: DMS1.into(),
+        ports: EnginePorts::free().unwrap(),
+        peer: (DMS2.into(), format!("https://{nowhere}")),
+        policy: Policy::Accept,
+        store_path: dir.join("dms1.db"),
+        certs,
+        deadlines: Deadlines {
+            peer_ms: 600_000,
+            ..Deadlines::default()
+        },
+        token_ttl_ms: 60_000,
+    };
+    let dms1 = Engine::start(lab_engine.config().unwrap()).await.unwrap();
+    let fc = dmdeleg::sim::fleet::FleetConfig::new(DMS1, dms1.dm().url(), 1);
+    let dev = fc.dev_id(0);
+    for e in fc.enrolments(None) {
+        dms1.dm().enrol(e.to_record()).await.unwrap();
+    }
+    let id = dms1
+        .start_delegation(StartRequest {
+            peer: DMS2.into(),
+            dev_id: dev.clone(),
+            role: Role::Delegating,
+            full: true,
+            paths: Vec::new(),
+            bootstrap: false,
+            lease: None,
+            device: None,
+            retry_of: None,
+        })
+        .await
+        .unwrap();
+    let s = dms1
+        .wait_for(&id, LONG, |s| s.unsent > 0 && s.state == State::Running)
+        .await
+        .unwrap();
+    assert_eq!(s.step, 1, "{s:?}");
+    dms1.stop().await;
+
+    // The operator takes DMS-2 out of the configuration and starts the engine again.
+    let mut cfg = lab_engine.config().unwrap();
+    cfg.peer.as_mut().unwrap().peers.clear();
+    let dms1 = Engine::start(cfg).await.unwrap();
+    assert_eq!(dms1.recovered(), 1);
+    let s = dms1.wait_done(&id, Duration::from_secs(10)).await.unwrap();
+    assert_eq!(s.state, State::Failed, "{s:?}");
+    let (code, text) = s.reason.clone().unwrap();
+    assert_eq!(code, 5001, "{s:?}");
+    assert!(
+        text.contains("dms2.example is no longer one of this server's peers"),
+        "{text}"
+    );
+    assert_eq!(s.unsent, 0, "nothing left to send to a peer that is gone");
+    // The device is free for another delegation.
+    let again = dms1
+        .start_delegation(StartRequest {
+            peer: DMS2.into(),
+            dev_id: dev,
+            role: Role::Delegating,
+            full: true,
+            paths: Vec::new(),
+            bootstrap: false,
+            lease: None,
+            device: None,
+            retry_of: None,
+        })
+        .await;
+    assert!(
+        matches!(&again, Err(CommandRefused::UnknownPeer(p)) if p == DMS2),
+        "{again:?}"
+    );
+    dms1.stop().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

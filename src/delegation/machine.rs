@@ -285,6 +285,9 @@ pub enum Input {
         /// The peer's explanation.
         reason: String,
     },
+    /// The peer is no longer one of this server's peers (an operator removed it, or it left
+    /// the configuration): nothing more can be sent to it, and what was unsent is dropped.
+    PeerGone,
 }
 
 /// An action for the engine.
@@ -762,6 +765,19 @@ impl Delegation {
                 // After a 409 the peer knows the delegation and hears of the failure; after
                 // 400, 403 or 404 it would refuse that too.
                 self.fail(now, ReasonCode::BAD_MESSAGE, &text, status == 409);
+                Ok(())
+            }
+            Input::PeerGone => {
+                let text = format!("{} is no longer one of this server's peers", self.peer);
+                if self.state.is_terminal() && self.wait != Wait::Lease {
+                    self.record(
+                        now,
+                        self.step,
+                        &format!("{text}; what was left to tell it is dropped"),
+                    );
+                    return Ok(());
+                }
+                self.fail(now, ReasonCode::INTERNAL, &text, false);
                 Ok(())
             }
         }

@@ -148,6 +148,11 @@ pub(crate) enum Internal {
         attempt: u32,
         why: String,
     },
+    /// The delegation's peer is not in the directory any more: its messages cannot go.
+    PeerGone {
+        id: String,
+        seq: u32,
+    },
     Device(DeviceEvent),
     Served(Served),
     Command(Command),
@@ -927,6 +932,18 @@ impl Driver {
                 }
                 self.dirty.insert(id);
             }
+            Internal::PeerGone { id, seq } => {
+                let Some(live) = self.live.get_mut(&id) else {
+                    return;
+                };
+                if live.sending != Some(seq) {
+                    return;
+                }
+                live.sending = None;
+                live.outbox.clear();
+                let _ = live.d.handle(now, Input::PeerGone);
+                self.dirty.insert(id);
+            }
             Internal::SendRetry {
                 id,
                 seq,
@@ -1531,11 +1548,19 @@ impl Driver {
         let Some(client) = self.parts.client.clone() else {
             return;
         };
+        let tx = self.internal_tx.clone();
         let Some(peer) = self.parts.peers.get(&live.d.peer) else {
+            // Removed while the delegation ran (or gone from the configuration since it was
+            // stored): the delegation hears so in the next batch, as an input that is stored
+            // with what it causes. Until then nothing else is sent.
+            live.sending = Some(msg.seq);
+            let _ = tx.send(Internal::PeerGone {
+                id: id.to_owned(),
+                seq: msg.seq,
+            });
             return;
         };
         let url = peer.base_url.clone();
-        let tx = self.internal_tx.clone();
         let id = id.to_owned();
         live.sending = Some(msg.seq);
         live.send_task = Some(tokio::spawn(async move {
