@@ -183,12 +183,21 @@ enum DelegationsAction {
         #[command(flatten)]
         wait: WaitArg,
     },
-    /// Where a running delegation stands.
+    /// One delegation from the store, running or long over: its state, its timeline and the
+    /// messages exchanged with the peer (secrets shown as ********). With --wait, the running
+    /// engine is asked to say when it has ended first.
     Show {
-        #[command(flatten)]
-        engine: EngineArg,
+        /// The data directory holding the database.
+        #[arg(long, conflicts_with = "config")]
+        data_dir: Option<PathBuf>,
+        /// Take the data directory (and the control socket) from this configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// The DelegationID.
         id: String,
+        /// Print each message's XML under its line.
+        #[arg(long)]
+        xml: bool,
         #[command(flatten)]
         wait: WaitArg,
     },
@@ -892,13 +901,13 @@ fn delegations(action: DelegationsAction) -> anyhow::Result<ExitCode> {
             Some(wait),
             "Completed",
         ),
-        DelegationsAction::Show { engine, id, wait } => {
-            let req = ControlRequest::Show {
-                id,
-                wait_secs: None,
-            };
-            (engine, req, Some(wait), "Completed")
-        }
+        DelegationsAction::Show {
+            data_dir,
+            config,
+            id,
+            xml,
+            wait,
+        } => return show_delegation(data_dir, config, &id, xml, &wait),
     };
     operate(&engine.socket()?, request, wait, wanted)
 }
@@ -978,6 +987,125 @@ fn operate(
     })
 }
 
+/// `delegations show`: the stored delegation, its timeline and its messages.
+fn show_delegation(
+    data_dir: Option<PathBuf>,
+    config: Option<PathBuf>,
+    id: &str,
+    xml: bool,
+    wait: &WaitArg,
+) -> anyhow::Result<ExitCode> {
+    use dmdeleg::engine::control::{ControlError, ControlRequest, MAX_WAIT, request};
+    let (db, socket) = match (config, data_dir) {
+        (Some(file), _) => {
+            let cfg = Config::load(&file)?;
+            (cfg.database(), cfg.control_socket())
+        }
+        (None, dir) => {
+            let dir = dir.unwrap_or_else(default_data_dir);
+            (
+                dir.join(DB_FILE),
+                dir.join(dmdeleg::engine::control::SOCKET_FILE),
+            )
+        }
+    };
+    if !db.exists() {
+        bail!(
+            "no database at {}: has `dmdeleg serve` run with this data directory?",
+            db.display()
+        );
+    }
+    if wait.wait {
+        let secs = wait.timeout.min(MAX_WAIT.as_secs());
+        let asked = ControlRequest::Show {
+            id: id.to_owned(),
+            wait_secs: Some(secs),
+        };
+        match request(&socket, &asked, Duration::from_secs(secs)) {
+            // Not held by the engine: over long ago, or never there; the store says which.
+            Ok(_) => {}
+            Err(ControlError::NotRunning(_)) => {
+                eprintln!("dmdeleg: no engine is running here; this is what the store holds now")
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let conn = store::open(&db)?;
+    let Some(mut row) = store::delegations::load(&conn, id)? else {
+        bail!("no delegation {id} in {}", db.display());
+    };
+    // The machine may hold the peer's account secrets while it runs: never shown.
+    row.machine.clear();
+    row.outbox.clear();
+    let events = store::delegations::events(&conn, id)?;
+    let messages = store::delegations::messages(&conn, id)?;
+    if wait.json {
+        let out = serde_json::json!({
+            "delegation": row,
+            "events": events,
+            "messages": messages,
+        });
+        println!("{out}");
+    } else {
+        let kind = if row.full {
+            "Full".to_owned()
+        } else {
+            format!("Partial {}", row.paths.join(" "))
+        };
+        let approach = if row.bootstrap {
+            "Bootstrap URL"
+        } else {
+            "DMAcc"
+        };
+        println!(
+            "delegation {} ({} device {} with {}; {kind}, {approach}): {}, step {}",
+            row.id, row.role, row.dev_id, row.peer, row.state, row.step
+        );
+        if let Some(code) = row.reason_code {
+            println!(
+                "reason: {code} {}",
+                row.reason_text.as_deref().unwrap_or("")
+            );
+        }
+        if let Some(first) = &row.retry_of {
+            println!("retries: {first}");
+        }
+        println!(
+            "started {} UTC, last change {} UTC",
+            utc(row.created_ms),
+            utc(row.updated_ms)
+        );
+        println!("timeline:");
+        for e in &events {
+            println!("  {}  {}  {}", utc_millis(e.at_ms), e.step, e.text);
+        }
+        println!("messages with {}:", row.peer);
+        for m in &messages {
+            let way = if m.outgoing { "sent    " } else { "received" };
+            println!(
+                "  {}  {way} {} (Seq {})",
+                utc_millis(m.at_ms),
+                m.msg_type,
+                m.msg_seq
+            );
+            if xml {
+                println!("    {}", m.xml);
+            }
+        }
+    }
+    if !wait.wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    Ok(match row.state.as_str() {
+        "Completed" => ExitCode::SUCCESS,
+        "Failed" | "Aborted" => ExitCode::FAILURE,
+        _ => {
+            eprintln!("dmdeleg: not over yet; it goes on in the engine");
+            ExitCode::from(2)
+        }
+    })
+}
+
 fn list_delegations(
     data_dir: Option<PathBuf>,
     config: Option<PathBuf>,
@@ -1054,6 +1182,12 @@ fn list_delegations(
         db.display()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `YYYY-MM-DD HH:MM:SS.mmm` (UTC) of Unix milliseconds: a delegation's steps are often
+/// milliseconds apart.
+fn utc_millis(ms: i64) -> String {
+    format!("{}.{:03}", utc(ms), ms.rem_euclid(1000))
 }
 
 /// `YYYY-MM-DD HH:MM:SS` (UTC) of Unix milliseconds.

@@ -1,5 +1,5 @@
 //! An operator runs a headless engine (`dmdeleg serve`, a real process) with the command
-//! line: `dmdeleg delegations start | show | accept | decline` reach it through its control
+//! line: `dmdeleg delegations start | accept | decline` and `devices import` reach it through its control
 //! socket. DMS-2 runs in this process; the devices are a simulated fleet speaking SyncML DM
 //! over HTTP to both.
 
@@ -210,7 +210,7 @@ async fn an_operator_runs_a_headless_engine_from_the_command_line() {
     .unwrap();
 
     // Before the engine runs, the command line says how to start it.
-    let out = operator(&config, &["show", "00000000-0000-0000-0000-000000000000"]).await;
+    let out = operator(&config, &["accept", "00000000-0000-0000-0000-000000000000"]).await;
     assert!(!out.status.success());
     assert!(
         text(&out.stderr).contains("no engine is running here"),
@@ -304,6 +304,37 @@ async fn an_operator_runs_a_headless_engine_from_the_command_line() {
     let s2 = dms2.wait_done(&id, Duration::from_secs(30)).await.unwrap();
     assert_eq!(s2.state, State::Completed, "{s2:?}");
     assert_handed_over(&fleet.tree(&d1).await.unwrap(), "accepted by the operator");
+    // Its record, from the store: the timeline and the messages, in order.
+    let out = operator(&config, &["show", &id]).await;
+    let said = text(&out.stdout);
+    assert!(out.status.success(), "{said} / {}", text(&out.stderr));
+    assert!(said.contains("Completed, step 8"), "{said}");
+    let notif = said.find("received DELEGATION_NOTIF (Seq 1)");
+    let confirm = said.find("received DELEGATION_CONFIRM");
+    assert!(
+        notif.is_some() && confirm.is_some() && notif < confirm,
+        "{said}"
+    );
+    assert!(said.contains("timeline:"), "{said}");
+    let out = operator(&config, &["show", &id, "--json", "--xml"]).await;
+    let json: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(json["delegation"]["state"], "Completed");
+    assert_eq!(
+        json["delegation"]["machine"], "",
+        "the machine is never shown"
+    );
+    assert!(json["events"].as_array().unwrap().len() > 5, "{json}");
+    let start = json["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["msg_type"] == "DELEGATION_START")
+        .expect("the account came in a START");
+    let start_xml = start["xml"].as_str().unwrap();
+    assert!(
+        start_xml.contains("********"),
+        "secrets redacted: {start_xml}"
+    );
 
     // 3. DMS-2 asks for device 2; the operator declines: nothing changes on the device.
     let d2 = fleet.dev_ids()[2].clone();

@@ -1,6 +1,6 @@
 //! The operator's control socket of a headless engine (`dmdeleg serve`): a Unix socket, by
 //! default `control.sock` in the data directory, through which `dmdeleg delegations start |
-//! accept | decline | abort | retry | show` and `dmdeleg devices import` reach the running
+//! accept | decline | abort | retry` (and `show --wait`) and `dmdeleg devices import` reach the running
 //! engine. Without it an engine run as a service could neither start a delegation nor decide
 //! a request that waits for an operator, and devices enrolled into its database behind its
 //! back stayed unknown to it until a restart (and their updated credentials were overwritten
