@@ -1,7 +1,7 @@
 //! An operator runs a headless engine (`dmdeleg serve`, a real process) with the command
-//! line: `dmdeleg delegations start | accept | decline` and `devices import` reach it through its control
-//! socket. DMS-2 runs in this process; the devices are a simulated fleet speaking SyncML DM
-//! over HTTP to both.
+//! line: `dmdeleg delegations start | accept | decline` and `dmdeleg devices import` reach it
+//! through its control socket, `dmdeleg delegations show` reads its store. DMS-2 runs in this
+//! process; the devices are a simulated fleet speaking SyncML DM over HTTP to both.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
