@@ -59,6 +59,9 @@ enum Command {
     /// Open the console (what `dmdeleg` alone does): on the lab by default, or with --config
     /// on the engine of a real deployment.
     Console(ConsoleArgs),
+    /// The audit trail: who did what, when (operators, policies, peers), oldest first; reads
+    /// the database only.
+    Audit(AuditArgs),
     /// Manage enrolled devices.
     Devices {
         #[command(subcommand)]
@@ -201,6 +204,40 @@ enum DelegationsAction {
         #[command(flatten)]
         wait: WaitArg,
     },
+}
+
+#[derive(clap::Args)]
+struct AuditArgs {
+    /// The data directory holding the database.
+    #[arg(long, conflicts_with = "config")]
+    data_dir: Option<PathBuf>,
+    /// Take the data directory from this configuration file.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Only lines about this device.
+    #[arg(long)]
+    device: Option<String>,
+    /// Only lines about this peer.
+    #[arg(long)]
+    peer: Option<String>,
+    /// Only lines with this outcome (Completed, Failed, Aborted, ...).
+    #[arg(long)]
+    outcome: Option<String>,
+    /// From this time on: YYYY-MM-DD or "YYYY-MM-DD HH:MM" (UTC).
+    #[arg(long)]
+    since: Option<String>,
+    /// Up to this time: YYYY-MM-DD or "YYYY-MM-DD HH:MM" (UTC).
+    #[arg(long)]
+    until: Option<String>,
+    /// At most this many, the newest.
+    #[arg(long)]
+    limit: Option<usize>,
+    /// CSV (with a header row) instead of a table.
+    #[arg(long, conflicts_with = "json")]
+    csv: bool,
+    /// JSON (an array) instead of a table.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Which running engine to talk to.
@@ -505,6 +542,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Some(Command::Delegations { action }) => delegations(action),
+        Some(Command::Audit(args)) => audit(args),
         Some(Command::Demo(args)) => {
             let _logs = args
                 .dir
@@ -985,6 +1023,80 @@ fn operate(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `audit`: the audit trail, filtered, as a table, CSV or JSON.
+fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
+    let db = match (&args.config, &args.data_dir) {
+        (Some(file), _) => Config::load(file)?.database(),
+        (None, dir) => dir.clone().unwrap_or_else(default_data_dir).join(DB_FILE),
+    };
+    if !db.exists() {
+        bail!(
+            "no database at {}: has `dmdeleg serve` run with this data directory?",
+            db.display()
+        );
+    }
+    let when = |flag: &str, v: &Option<String>| -> anyhow::Result<Option<i64>> {
+        match v {
+            Some(t) => {
+                dmdeleg::gui::common::parse_when(t).map_err(|e| anyhow::anyhow!("--{flag} {e}"))
+            }
+            None => Ok(None),
+        }
+    };
+    let filter = store::delegations::AuditFilter {
+        dev_id: args.device.clone(),
+        peer: args.peer.clone(),
+        outcome: args.outcome.clone(),
+        from_ms: when("since", &args.since)?,
+        // A day given alone means up to its end.
+        to_ms: when("until", &args.until)?.map(|t| {
+            if args
+                .until
+                .as_deref()
+                .is_some_and(|u| !u.trim().contains([' ', 'T']))
+            {
+                t + 86_400_000 - 1
+            } else {
+                t + 60_000 - 1
+            }
+        }),
+        limit: args.limit,
+    };
+    let conn = store::open(&db)?;
+    let rows = store::delegations::audit(&conn, &filter)?;
+    if args.csv {
+        print!("{}", store::delegations::audit_csv(&rows));
+        return Ok(ExitCode::SUCCESS);
+    }
+    if args.json {
+        println!("{}", store::delegations::audit_json(&rows));
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<19} {:<10} {:<18} {:<24} {:<16} {:<10} detail",
+        "at (UTC)", "actor", "action", "device", "peer", "outcome"
+    );
+    for r in &rows {
+        println!(
+            "{:<19} {:<10} {:<18} {:<24} {:<16} {:<10} {}",
+            utc(r.at_ms),
+            r.actor,
+            r.action,
+            r.dev_id.as_deref().unwrap_or("-"),
+            r.peer.as_deref().unwrap_or("-"),
+            r.outcome.as_deref().unwrap_or("-"),
+            r.detail
+        );
+    }
+    println!(
+        "{} line{} ({})",
+        rows.len(),
+        if rows.len() == 1 { "" } else { "s" },
+        db.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `delegations show`: the stored delegation, its timeline and its messages.

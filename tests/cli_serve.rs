@@ -114,6 +114,55 @@ fn demo_partial_bootstrap_then_the_store_lists_it() {
     ]);
     assert!(out.status.success());
     assert!(text(&out.stdout).contains("0 delegations ("));
+
+    // The audit trail: an operator started each, the engine recorded each end.
+    let dev = rows[0]["dev_id"].as_str().unwrap();
+    let out = dmdeleg(&[
+        "audit",
+        "--data-dir",
+        dms1.to_str().unwrap(),
+        "--device",
+        dev,
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let said: Vec<(&str, &str)> = lines
+        .iter()
+        .map(|l| (l["actor"].as_str().unwrap(), l["action"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        said,
+        [("operator", "start"), ("engine", "finish")],
+        "{lines:?}"
+    );
+    assert!(lines.iter().all(|l| l["dev_id"] == dev));
+    let out = dmdeleg(&[
+        "audit",
+        "--data-dir",
+        dms1.to_str().unwrap(),
+        "--until",
+        "2000-01-01",
+    ]);
+    assert!(out.status.success());
+    assert!(
+        text(&out.stdout).contains("0 lines ("),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = dmdeleg(&[
+        "audit",
+        "--data-dir",
+        dms1.to_str().unwrap(),
+        "--since",
+        "yesterday",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--since `yesterday`: write YYYY-MM-DD"),
+        "{}",
+        text(&out.stderr)
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
