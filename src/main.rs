@@ -59,6 +59,12 @@ enum Command {
     /// Open the console (what `dmdeleg` alone does): on the lab by default, or with --config
     /// on the engine of a real deployment.
     Console(ConsoleArgs),
+    /// The peers of a running engine (`dmdeleg serve`): list them, add one pinned to its
+    /// certificate, remove one that was added.
+    Peers {
+        #[command(subcommand)]
+        action: PeersAction,
+    },
     /// The audit trail: who did what, when (operators, policies, peers), oldest first; reads
     /// the database only.
     Audit(AuditArgs),
@@ -206,6 +212,44 @@ enum DelegationsAction {
     },
 }
 
+#[derive(Subcommand)]
+enum PeersAction {
+    /// List the peers, configured and added.
+    List {
+        #[command(flatten)]
+        engine: EngineArg,
+        /// One JSON object per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Add a peer while the engine runs, pinned to its certificate (no CA needed); kept in
+    /// the database, so it comes back at every start.
+    Add {
+        #[command(flatten)]
+        engine: EngineArg,
+        /// Its ServerID.
+        #[arg(long)]
+        server_id: String,
+        /// Its peer endpoint, https://host:port.
+        #[arg(long)]
+        url: String,
+        /// Its certificate (PEM; the first of a chain is pinned).
+        #[arg(long)]
+        cert: PathBuf,
+        /// What happens to its requests.
+        #[arg(long, value_enum, default_value_t = PolicyArg::Operator)]
+        policy: PolicyArg,
+    },
+    /// Remove a peer that was added (configured ones are removed from the file), once none
+    /// of its delegations is in flight.
+    Remove {
+        #[command(flatten)]
+        engine: EngineArg,
+        /// Its ServerID.
+        server_id: String,
+    },
+}
+
 #[derive(clap::Args)]
 struct AuditArgs {
     /// The data directory holding the database.
@@ -334,11 +378,26 @@ struct ConsoleArgs {
     light: bool,
 }
 
+/// What happens to a peer's requests.
 #[derive(Clone, Copy, ValueEnum)]
 enum PolicyArg {
+    /// Accepted at once.
     Accept,
+    /// Declined at once.
     Decline,
+    /// Held for an operator's decision.
     Operator,
+}
+
+impl From<PolicyArg> for dmdeleg::engine::peers::Policy {
+    fn from(p: PolicyArg) -> Self {
+        use dmdeleg::engine::peers::Policy;
+        match p {
+            PolicyArg::Accept => Policy::Accept,
+            PolicyArg::Decline => Policy::Decline,
+            PolicyArg::Operator => Policy::Operator,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Default, ValueEnum)]
@@ -543,6 +602,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Some(Command::Delegations { action }) => delegations(action),
         Some(Command::Audit(args)) => audit(args),
+        Some(Command::Peers { action }) => peers(action),
         Some(Command::Demo(args)) => {
             let _logs = args
                 .dir
@@ -592,7 +652,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Opens the console window on the lab or on a configured engine.
 fn console(args: ConsoleArgs) -> anyhow::Result<ExitCode> {
-    use dmdeleg::engine::peers::Policy;
     use dmdeleg::gui::backend::Launch;
     let (launch, title, log_dir) = match &args.config {
         Some(path) => {
@@ -617,11 +676,7 @@ fn console(args: ConsoleArgs) -> anyhow::Result<ExitCode> {
                 .unwrap_or_else(|| default_data_dir().join("lab"));
             let mut opts = dmdeleg::lab::LabOptions::new(&dir, args.devices.unwrap_or(20));
             if let Some(p) = args.dms2_policy {
-                opts.dms2_policy = match p {
-                    PolicyArg::Accept => Policy::Accept,
-                    PolicyArg::Decline => Policy::Decline,
-                    PolicyArg::Operator => Policy::Operator,
-                };
+                opts.dms2_policy = p.into();
             }
             (
                 Launch::Lab(opts),
@@ -1023,6 +1078,71 @@ fn operate(
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// `peers`: through the running engine's control socket.
+fn peers(action: PeersAction) -> anyhow::Result<ExitCode> {
+    use dmdeleg::engine::control::{ControlRequest, request};
+    let (engine, req, json) = match action {
+        PeersAction::List { engine, json } => (engine, ControlRequest::Peers, json),
+        PeersAction::Add {
+            engine,
+            server_id,
+            url,
+            cert,
+            policy,
+        } => {
+            // Read here, as the operator: the engine's user may not be able to.
+            let pem = std::fs::read_to_string(&cert)
+                .with_context(|| format!("cannot read the certificate {}", cert.display()))?;
+            let req = ControlRequest::AddPeer {
+                server_id,
+                url,
+                cert_file: cert,
+                cert_pem: pem,
+                policy: policy.into(),
+            };
+            (engine, req, false)
+        }
+        PeersAction::Remove { engine, server_id } => {
+            (engine, ControlRequest::RemovePeer { server_id }, false)
+        }
+    };
+    let reply = request(&engine.socket()?, &req, Duration::ZERO)?;
+    if let Some(e) = reply.error {
+        bail!("{e}");
+    }
+    let list = reply.peers.unwrap_or_default();
+    if json {
+        for p in &list {
+            println!("{}", serde_json::to_string(p)?);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<20} {:<32} {:<9} {:<11} recognised by",
+        "peer", "url", "policy", "origin"
+    );
+    for p in &list {
+        let origin = match p.expires_ms {
+            Some(ms) => format!("added (certificate until {} UTC)", utc(ms)),
+            None => "configured".to_owned(),
+        };
+        let auth = match &p.fingerprint {
+            Some(fp) => format!("{} SHA-256 {fp}", p.auth),
+            None => p.auth.clone(),
+        };
+        println!(
+            "{:<20} {:<32} {:<9} {:<11} {auth}",
+            p.server_id, p.url, p.policy, origin
+        );
+    }
+    println!(
+        "{} peer{}",
+        list.len(),
+        if list.len() == 1 { "" } else { "s" }
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `audit`: the audit trail, filtered, as a table, CSV or JSON.

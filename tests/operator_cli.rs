@@ -385,6 +385,82 @@ async fn an_operator_runs_a_headless_engine_from_the_command_line() {
     );
     assert_handed_over(&fleet.tree(&d3).await.unwrap(), "enrolled while running");
 
+    // 5. Peers, changed while the engine runs.
+    let peers = |args: &[&str]| {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("peers").args(args).arg("--config").arg(&config);
+        cmd.output().unwrap()
+    };
+    let out = peers(&["list"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("configured"),
+        "{}",
+        text(&out.stdout)
+    );
+    let pki = dir.join("dms3-pki");
+    let made = Command::new(BIN)
+        .args(["certs", "init"])
+        .arg(&pki)
+        .args(["--name", "dms3.example"])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made.stderr));
+    let cert = pki.join("dms3.example.pem");
+    let out = peers(&[
+        "add",
+        "--server-id",
+        "dms3.example",
+        "--url",
+        "https://127.0.0.1:7443",
+        "--cert",
+        cert.to_str().unwrap(),
+        "--policy",
+        "decline",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = peers(&["list", "--json"]);
+    let listed: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let three = listed
+        .iter()
+        .find(|p| p["server_id"] == "dms3.example")
+        .expect("the added peer is listed");
+    assert_eq!(three["added"], true);
+    assert_eq!(three["policy"], "decline");
+    assert_eq!(three["fingerprint"].as_str().unwrap().len(), 95, "{three}");
+    let out = peers(&["remove", DMS2]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("comes from the configuration file"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = peers(&["remove", "dms3.example"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        !text(&out.stdout).contains("dms3.example"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = peers(&[
+        "add",
+        "--server-id",
+        "dms4.example",
+        "--url",
+        "https://127.0.0.1:7443",
+        "--cert",
+        "/nonexistent/dms4.pem",
+    ]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("cannot read the certificate /nonexistent/dms4.pem"),
+        "{}",
+        text(&out.stderr)
+    );
+
     // Stopped, the engine takes its socket with it.
     let status = Command::new("kill")
         .arg("-TERM")

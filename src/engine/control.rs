@@ -1,10 +1,10 @@
 //! The operator's control socket of a headless engine (`dmdeleg serve`): a Unix socket, by
 //! default `control.sock` in the data directory, through which `dmdeleg delegations start |
-//! accept | decline | abort | retry` (and `show --wait`) and `dmdeleg devices import` reach the running
-//! engine. Without it an engine run as a service could neither start a delegation nor decide
-//! a request that waits for an operator, and devices enrolled into its database behind its
-//! back stayed unknown to it until a restart (and their updated credentials were overwritten
-//! by its next save).
+//! accept | decline | abort | retry` (and `show --wait`), `dmdeleg peers` and `dmdeleg
+//! devices import` reach the running engine. Without it an engine run as a service could
+//! neither start a delegation, decide a request that waits for an operator nor change its
+//! peers, and devices enrolled into its database behind its back stayed unknown to it until
+//! a restart (and their updated credentials could be overwritten by its next save).
 //!
 //! The protocol is one JSON object per line: a client connects, writes one
 //! [`ControlRequest`] and reads one [`ControlReply`]. Only the engine's own user (and root)
@@ -26,6 +26,7 @@ use tokio::task::JoinHandle;
 use crate::delegation::machine::Role;
 use crate::delegation::messages::DeviceInfo;
 use crate::engine::driver::{DelegationSummary, StartRequest};
+use crate::engine::peers::{NewPeer, PeerAuth, PeerEntry, PeerOrigin, Policy};
 use crate::engine::service::Engine;
 
 /// The file name of the socket in the data directory.
@@ -124,6 +125,27 @@ pub enum ControlRequest {
         /// The devices.
         devices: Vec<crate::store::devices::Enrolment>,
     },
+    /// The peers, configured and added.
+    Peers,
+    /// Add a peer, pinned to its certificate (see [`Engine::add_peer`]).
+    AddPeer {
+        /// Its ServerID.
+        server_id: String,
+        /// Its peer endpoint (`https://host:port`).
+        url: String,
+        /// The certificate file's name, for messages.
+        cert_file: PathBuf,
+        /// The certificate file's content (PEM), read by the command line.
+        cert_pem: String,
+        /// What to do with its requests.
+        #[serde(default)]
+        policy: Policy,
+    },
+    /// Remove a peer added at run time (see [`Engine::remove_peer`]).
+    RemovePeer {
+        /// Its ServerID.
+        server_id: String,
+    },
     /// Where a delegation stands; with `wait_secs`, once it has ended (or that time passed).
     Show {
         /// The DelegationID.
@@ -166,6 +188,60 @@ pub struct ControlReply {
     /// For an import: how many devices were new and how many were updated.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enrolled: Option<(usize, usize)>,
+    /// For the peer requests: the peers as they now stand.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers: Option<Vec<PeerView>>,
+}
+
+/// A peer as the control socket lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerView {
+    /// Its ServerID.
+    pub server_id: String,
+    /// Its peer endpoint.
+    pub url: String,
+    /// What happens to its requests: accept, decline or operator.
+    pub policy: String,
+    /// How its certificate is recognised, in words.
+    pub auth: String,
+    /// The pinned certificate's SHA-256 fingerprint.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// Added at run time (and removable), rather than configured.
+    pub added: bool,
+    /// When an added peer's pinned certificate expires, Unix milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_ms: Option<i64>,
+}
+
+impl PeerView {
+    fn of(e: &PeerEntry) -> PeerView {
+        let p = &e.info;
+        PeerView {
+            server_id: p.server_id.clone(),
+            url: p.base_url.clone(),
+            policy: p.policy.as_str().to_owned(),
+            auth: match &p.auth {
+                PeerAuth::Name(n) => format!("a certificate from a trusted CA that names {n}"),
+                PeerAuth::Pinned(_) => "its pinned certificate".to_owned(),
+            },
+            fingerprint: match &p.auth {
+                PeerAuth::Pinned(fp) => Some(fp.clone()),
+                PeerAuth::Name(_) => None,
+            },
+            added: matches!(e.origin, PeerOrigin::Added { .. }),
+            expires_ms: match e.origin {
+                PeerOrigin::Added { not_after_ms, .. } => Some(not_after_ms),
+                PeerOrigin::Configured => None,
+            },
+        }
+    }
+}
+
+fn peer_list(engine: &Engine) -> Vec<PeerView> {
+    let mut all: Vec<PeerView> = engine.peers().iter().map(PeerView::of).collect();
+    all.sort_by(|a, b| a.server_id.cmp(&b.server_id));
+    all
 }
 
 /// A delegation as the control socket reports it.
@@ -427,6 +503,42 @@ pub async fn handle(engine: &Engine, req: ControlRequest) -> ControlReply {
                 Err(e) => refused(&format!("nothing was enrolled: {e}")),
             };
         }
+        ControlRequest::Peers => {
+            return ControlReply {
+                peers: Some(peer_list(engine)),
+                ..ControlReply::default()
+            };
+        }
+        ControlRequest::AddPeer {
+            server_id,
+            url,
+            cert_file,
+            cert_pem,
+            policy,
+        } => {
+            let new = NewPeer {
+                server_id,
+                base_url: url,
+                cert_path: cert_file,
+                policy,
+            };
+            return match engine.add_peer_pem(new, cert_pem.as_bytes()).await {
+                Ok(_) => ControlReply {
+                    peers: Some(peer_list(engine)),
+                    ..ControlReply::default()
+                },
+                Err(e) => refused(&e.to_string()),
+            };
+        }
+        ControlRequest::RemovePeer { server_id } => {
+            return match engine.remove_peer(&server_id).await {
+                Ok(()) => ControlReply {
+                    peers: Some(peer_list(engine)),
+                    ..ControlReply::default()
+                },
+                Err(e) => refused(&e.to_string()),
+            };
+        }
         ControlRequest::Show { id, wait_secs } => {
             let summary = match wait_secs {
                 // Nothing to wait for: say so now, not after the whole wait.
@@ -446,7 +558,7 @@ pub async fn handle(engine: &Engine, req: ControlRequest) -> ControlReply {
                 }),
                 delegation: summary.as_ref().map(DelegationView::of),
                 id: Some(id),
-                enrolled: None,
+                ..ControlReply::default()
             };
         }
     };
@@ -454,7 +566,7 @@ pub async fn handle(engine: &Engine, req: ControlRequest) -> ControlReply {
         error: done.err().map(|e| e.to_string()),
         delegation: engine.summary(&id).as_ref().map(DelegationView::of),
         id: Some(id),
-        enrolled: None,
+        ..ControlReply::default()
     }
 }
 

@@ -383,8 +383,6 @@ impl Engine {
     /// endpoint accepts its client certificate and the peer client its server certificate from
     /// the next handshake on, whoever issued it. Returns the peer as listed.
     pub async fn add_peer(&self, new: NewPeer) -> Result<PeerEntry, PeerError> {
-        let trust = self.trust.clone().ok_or(PeerError::NoPeerEndpoint)?;
-        let _edit = self.peer_edits.lock().await;
         new.check_fields(&self.server_id, &self.peers)?;
         let path = new.cert_path.clone();
         let pem = tokio::task::spawn_blocking(move || std::fs::read(path))
@@ -394,8 +392,17 @@ impl Engine {
                 path: new.cert_path.clone(),
                 source,
             })?;
+        self.add_peer_pem(new, &pem).await
+    }
+
+    /// [`Engine::add_peer`] with the certificate file's content read by the caller (an
+    /// operator's command line, which may read files the engine's user cannot);
+    /// `new.cert_path` only names it in errors.
+    pub async fn add_peer_pem(&self, new: NewPeer, pem: &[u8]) -> Result<PeerEntry, PeerError> {
+        let trust = self.trust.clone().ok_or(PeerError::NoPeerEndpoint)?;
+        let _edit = self.peer_edits.lock().await;
         let now = super::driver::now_ms();
-        let checked = new.check(&self.server_id, &self.peers, &pem, now)?;
+        let checked = new.check(&self.server_id, &self.peers, pem, now)?;
         let entry = PeerEntry {
             info: Arc::new(checked.info.clone()),
             origin: PeerOrigin::Added {
