@@ -3,9 +3,8 @@
 //! nothing is applied twice. DMS-2 runs in this process; the devices are a simulated fleet
 //! speaking SyncML DM over HTTP to both.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use dmdeleg::delegation::machine::{Deadlines, Role, State};
@@ -17,13 +16,11 @@ use dmdeleg::engine::service::Engine;
 use dmdeleg::lab::{DMS1, DMS2, EnginePorts, LabEngine, ensure_certs};
 use dmdeleg::sim::fleet::{Fleet, FleetConfig};
 
-const BIN: &str = env!("CARGO_BIN_EXE_dmdeleg");
+mod common;
+use common::serve::{BIN, normalised, wait_line};
 
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dmdeleg-crash-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::serve::scratch("crash", name)
 }
 
 fn dms1_config(dir: &Path, certs: &Path, p1: EnginePorts, p2: EnginePorts) -> PathBuf {
@@ -61,42 +58,9 @@ policy = "accept"
     path
 }
 
-/// Starts DMS-1 and waits for it to listen; with `pause`, it stops at that point of the
-/// delegation (DMDELEG_TEST_PAUSE) and the returned receiver hears the line saying so.
+/// Starts DMS-1; with `pause`, it stops at that point of the delegation.
 fn start_dms1(config: &Path, pause: Option<&str>) -> (Child, std::sync::mpsc::Receiver<String>) {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["serve", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    if let Some(p) = pause {
-        cmd.env("DMDELEG_TEST_PAUSE", p);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (child, rx)
-}
-
-fn wait_line(rx: &std::sync::mpsc::Receiver<String>, needle: &str, within: Duration) -> String {
-    let end = Instant::now() + within;
-    let mut seen = Vec::new();
-    while Instant::now() < end {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
-            if line.contains(needle) {
-                return line;
-            }
-            seen.push(line);
-        }
-    }
-    panic!("no line with `{needle}` from dmdeleg serve; it said: {seen:#?}");
+    common::serve::start_serve(config, pause)
 }
 
 /// DMS-1's record of the delegation, read from its database by a separate connection.
@@ -245,18 +209,6 @@ async fn the_delegating_engine_killed_at_each_point_completes_after_restart() {
         child.kill().unwrap();
         child.wait().unwrap();
     }
-}
-
-/// The tree without the nonces every session changes.
-fn normalised(tree: &dmdeleg::dm::tree::DmTree) -> dmdeleg::dm::tree::DmTree {
-    let mut t = tree.clone();
-    for id in t.subtree(t.root()) {
-        if t.name(id) == "AAuthData" && t.is_leaf(id) {
-            let u = t.uri_of(id);
-            t.remove(&u).unwrap();
-        }
-    }
-    t
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,9 +3,8 @@
 //! through its control socket, `dmdeleg delegations show` reads its store. DMS-2 runs in this
 //! process; the devices are a simulated fleet speaking SyncML DM over HTTP to both.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use dmdeleg::delegation::machine::{Deadlines, Role, State};
@@ -18,14 +17,8 @@ use dmdeleg::engine::service::Engine;
 use dmdeleg::lab::{DMS1, DMS2, EnginePorts, LabEngine, ensure_certs};
 use dmdeleg::sim::fleet::{Fleet, FleetConfig};
 
-const BIN: &str = env!("CARGO_BIN_EXE_dmdeleg");
-
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dmdeleg-op-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+mod common;
+use common::serve::{BIN, normalised, scratch, start_serve, wait_line};
 
 /// DMS-1's configuration: requests from DMS-2 wait for an operator.
 fn dms1_config(dir: &Path, certs: &Path, p1: EnginePorts, p2: EnginePorts) -> PathBuf {
@@ -62,40 +55,6 @@ policy = "operator"
     path
 }
 
-fn start_dms1(config: &Path) -> (Child, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(BIN)
-        .args(["serve", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (child, rx)
-}
-
-fn wait_line(rx: &std::sync::mpsc::Receiver<String>, needle: &str, within: Duration) -> String {
-    let end = Instant::now() + within;
-    let mut seen = Vec::new();
-    while Instant::now() < end {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(100)) {
-            if line.contains(needle) {
-                return line;
-            }
-            seen.push(line);
-        }
-    }
-    panic!("no line with `{needle}` from dmdeleg serve; it said: {seen:#?}");
-}
-
 /// Runs `dmdeleg delegations ARGS --config CONFIG` off the async runtime's threads.
 async fn operator(config: &Path, args: &[&str]) -> Output {
     let mut cmd = Command::new(BIN);
@@ -110,18 +69,6 @@ async fn operator(config: &Path, args: &[&str]) -> Output {
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
-}
-
-/// The tree without the nonces every session changes.
-fn normalised(tree: &DmTree) -> DmTree {
-    let mut t = tree.clone();
-    for id in t.subtree(t.root()) {
-        if t.name(id) == "AAuthData" && t.is_leaf(id) {
-            let u = t.uri_of(id);
-            t.remove(&u).unwrap();
-        }
-    }
-    t
 }
 
 /// After a Full delegation: DMS-2's one account, active; DMS-1 in no account and no ACL.
@@ -161,7 +108,7 @@ fn asked(dev: &str, push: &str) -> StartRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operator_runs_a_headless_engine_from_the_command_line() {
     dmdeleg::tls::install_crypto_provider();
-    let dir = scratch("cli");
+    let dir = scratch("op", "cli");
     let certs = dir.join("certs");
     ensure_certs(&certs).unwrap();
     let (p1, p2) = (EnginePorts::free().unwrap(), EnginePorts::free().unwrap());
@@ -218,7 +165,7 @@ async fn an_operator_runs_a_headless_engine_from_the_command_line() {
         text(&out.stderr)
     );
 
-    let (mut child, lines) = start_dms1(&config);
+    let (mut child, lines) = start_serve(&config, None);
     let serving = wait_line(&lines, "delegations resumed", Duration::from_secs(20));
     let socket = dir.join("dms1").join("control.sock");
     assert!(
