@@ -290,12 +290,37 @@ impl DelegationView {
     }
 }
 
-/// The listening control socket; stop it with [`ControlServer::stop`] (dropping it stops
-/// accepting too, but leaves the file).
+/// The listening control socket; [`ControlServer::stop`] stops it and removes its file
+/// (dropping it stops accepting too, but leaves the file).
 #[derive(Debug)]
 pub struct ControlServer {
     path: PathBuf,
+    /// The socket file's identity when bound, so that stopping removes this socket's file
+    /// and never one a later engine bound at the same path.
+    file_id: Option<(u64, u64)>,
     task: JoinHandle<()>,
+}
+
+impl Drop for ControlServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// The device and inode of the file at `path`.
+fn file_id(path: &Path) -> Option<(u64, u64)> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(path)
+            .ok()
+            .map(|m| (m.dev(), m.ino()))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = path;
+        None
+    }
 }
 
 /// The control socket bound, before the engine is there to serve it: bind first, so a second
@@ -334,7 +359,12 @@ impl ControlListener {
                 });
             }
         });
-        ControlServer { path, task }
+        let file_id = file_id(&path);
+        ControlServer {
+            path,
+            file_id,
+            task,
+        }
     }
 }
 
@@ -344,10 +374,12 @@ impl ControlServer {
         &self.path
     }
 
-    /// Stops accepting and removes the socket file.
+    /// Stops accepting and removes the socket file (if it is still this socket's).
     pub fn stop(&self) {
         self.task.abort();
-        let _ = std::fs::remove_file(&self.path);
+        if self.file_id.is_some() && file_id(&self.path) == self.file_id {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
@@ -687,6 +719,36 @@ mod tests {
         // The refusal left the live socket alone.
         assert!(path.exists());
         drop(live);
+    }
+
+    #[tokio::test]
+    async fn stopping_removes_its_own_file_only() {
+        let dir = crate::store::TempDir::new("control-stop");
+        let path = dir.file(SOCKET_FILE);
+        let listener = listen(&path).await.unwrap();
+        let server = ControlServer {
+            file_id: file_id(&path),
+            path: path.clone(),
+            task: tokio::spawn(async move {
+                let _keep = listener;
+                std::future::pending::<()>().await
+            }),
+        };
+        // Another engine took the path since (the file was replaced).
+        std::fs::remove_file(&path).unwrap();
+        let other = listen(&path).await.unwrap();
+        server.stop();
+        assert!(path.exists(), "the later engine's socket stays");
+        let ours = ControlServer {
+            file_id: file_id(&path),
+            path: path.clone(),
+            task: tokio::spawn(async move {
+                let _keep = other;
+                std::future::pending::<()>().await
+            }),
+        };
+        ours.stop();
+        assert!(!path.exists(), "its own file is removed");
     }
 
     #[test]
