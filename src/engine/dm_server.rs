@@ -196,7 +196,8 @@ impl DmServer {
                 .await;
             if let Err(e) = saved {
                 let mut devices = self.lock();
-                for (dev_id, old) in before {
+                // Newest first, so a device named twice ends as it was before the first.
+                for (dev_id, old) in before.into_iter().rev() {
                     match old {
                         Some(old) => devices.enrol(old),
                         None => {
