@@ -461,6 +461,19 @@ enum DevicesAction {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Un-enrol a device (decommissioned, or handed over for good): its credentials and
+    /// cached tree leave the database; its delegation history stays. Refused while it is in
+    /// a delegation. Through the running engine when there is one.
+    Remove {
+        /// Its DevId.
+        device: String,
+        /// The data directory holding the database (default: the platform's data directory).
+        #[arg(long, conflicts_with = "config")]
+        data_dir: Option<PathBuf>,
+        /// Take the data directory and the control socket from this configuration file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// List the enrolled devices.
     List {
         /// The data directory holding the database.
@@ -807,6 +820,68 @@ fn devices(action: DevicesAction) -> anyhow::Result<ExitCode> {
                 "enrolled {added} new devices, updated {updated} ({})",
                 db.display()
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        DevicesAction::Remove {
+            device,
+            data_dir,
+            config,
+        } => {
+            use dmdeleg::engine::control::{ControlError, ControlRequest, request};
+            let (dir, socket) = match config {
+                Some(c) => {
+                    let cfg = Config::load(&c)?;
+                    (cfg.data_dir(), cfg.control_socket())
+                }
+                None => {
+                    let dir = data_dir.unwrap_or_else(default_data_dir);
+                    let socket = dir.join(dmdeleg::engine::control::SOCKET_FILE);
+                    (dir, socket)
+                }
+            };
+            let req = ControlRequest::RemoveDevice {
+                device: device.clone(),
+            };
+            match request(&socket, &req, Duration::ZERO) {
+                Ok(reply) => {
+                    if let Some(e) = reply.error {
+                        bail!("{device} was not removed: {e}");
+                    }
+                    println!("removed {device} (through the running engine)");
+                    return Ok(ExitCode::SUCCESS);
+                }
+                Err(ControlError::NotRunning(_) | ControlError::PathTooLong(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            let db = dir.join(DB_FILE);
+            if !db.exists() {
+                bail!("no database at {}", db.display());
+            }
+            let mut conn = store::open(&db)?;
+            let tx = conn.transaction()?;
+            if let Some(id) = store::delegations::live_of_device(&tx, &device)? {
+                bail!(
+                    "{device} was not removed: it is in delegation {id}, which is not over (it resumes when the engine starts)"
+                );
+            }
+            if !store::devices::remove(&tx, &device)? {
+                bail!("{device} is not enrolled ({})", db.display());
+            }
+            store::delegations::append_audit(
+                &tx,
+                &[store::delegations::AuditRow {
+                    at_ms: dmdeleg::engine::driver::now_ms(),
+                    actor: "operator".to_owned(),
+                    action: "remove device".to_owned(),
+                    delegation_id: None,
+                    dev_id: Some(device.clone()),
+                    peer: None,
+                    outcome: None,
+                    detail: format!("un-enrolled {device}: its credentials and tree are gone"),
+                }],
+            )?;
+            tx.commit()?;
+            println!("removed {device} ({})", db.display());
             Ok(ExitCode::SUCCESS)
         }
         DevicesAction::List { data_dir } => {

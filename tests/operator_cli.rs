@@ -67,6 +67,15 @@ async fn operator(config: &Path, args: &[&str]) -> Output {
         .unwrap()
 }
 
+/// Runs `dmdeleg devices ARGS --config CONFIG` off the async runtime's threads.
+async fn devices(config: &Path, args: &[&str]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("devices").args(args).arg("--config").arg(config);
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -332,7 +341,41 @@ async fn an_operator_runs_a_headless_engine_from_the_command_line() {
     );
     assert_handed_over(&fleet.tree(&d3).await.unwrap(), "enrolled while running");
 
-    // 5. Peers, changed while the engine runs.
+    // 5. Un-enrolling: refused while the device is in a delegation, done through the engine
+    //    otherwise, and the engine forgets it at once.
+    let id = dms2.start_delegation(asked(&d2, &push)).await.unwrap();
+    let end = Instant::now() + Duration::from_secs(20);
+    let out = loop {
+        let out = devices(&config, &["remove", &d2]).await;
+        if text(&out.stderr).contains("1003 Busy") || Instant::now() > end {
+            break out;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains(&format!("is already in delegation {id}")),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = operator(&config, &["decline", &id]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = devices(&config, &["remove", &d3]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("through the running engine"),
+        "{}",
+        text(&out.stdout)
+    );
+    let out = operator(&config, &["start", "--device", &d3, "--peer", DMS2]).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("is not enrolled on this server"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // 6. Peers, changed while the engine runs.
     let peers = |args: &[&str]| {
         let mut cmd = Command::new(BIN);
         cmd.arg("peers").args(args).arg("--config").arg(&config);
@@ -417,6 +460,36 @@ async fn an_operator_runs_a_headless_engine_from_the_command_line() {
     assert!(status.success());
     assert!(child.wait().unwrap().success());
     assert!(!socket.exists(), "the socket file is removed");
+    // With no engine running, a removal goes to the database; the history stays.
+    let out = devices(&config, &["remove", &d0]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let conn = dmdeleg::store::open(&dir.join("dms1").join("dmdeleg.db")).unwrap();
+    let enrolled: Vec<String> = dmdeleg::store::devices::load_all_summaries(&conn)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.dev_id)
+        .collect();
+    assert!(
+        !enrolled.contains(&d0) && !enrolled.contains(&d3),
+        "{enrolled:?}"
+    );
+    assert_eq!(enrolled.len(), 2, "{enrolled:?}");
+    let history = dmdeleg::store::delegations::history(
+        &conn,
+        &dmdeleg::store::delegations::HistoryFilter {
+            dev_id: Some(d0.clone()),
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(history.len(), 1, "its delegation is still on record");
+    let out = devices(&config, &["remove", &d0]).await;
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("is not enrolled"),
+        "{}",
+        text(&out.stderr)
+    );
     dms2.stop().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

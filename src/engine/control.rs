@@ -125,6 +125,11 @@ pub enum ControlRequest {
         /// The devices.
         devices: Vec<crate::store::devices::Enrolment>,
     },
+    /// Un-enrol a device that is in no delegation (see [`Engine::remove_device`]).
+    RemoveDevice {
+        /// Its DevId.
+        device: String,
+    },
     /// The peers, configured and added.
     Peers,
     /// Add a peer, pinned to its certificate (see [`Engine::add_peer`]).
@@ -533,6 +538,12 @@ pub async fn handle(engine: &Engine, req: ControlRequest) -> ControlReply {
                     ..ControlReply::default()
                 },
                 Err(e) => refused(&format!("nothing was enrolled: {e}")),
+            };
+        }
+        ControlRequest::RemoveDevice { device } => {
+            return match engine.remove_device(&device).await {
+                Ok(()) => ControlReply::default(),
+                Err(e) => refused(&e.to_string()),
             };
         }
         ControlRequest::Peers => {

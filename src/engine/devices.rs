@@ -251,8 +251,18 @@ impl Devices {
         self.records.insert(record.dev_id.clone(), record);
     }
 
-    /// Forgets a device's record (an enrolment that was not stored after all).
+    /// Forgets a device: its record (an enrolment that was not stored after all, or an
+    /// un-enrolled device) and what was queued for it.
     pub fn forget(&mut self, dev_id: &str) -> Option<DeviceRecord> {
+        if let Some(queue) = self.queues.remove(dev_id) {
+            for (tag, _) in queue {
+                // Dropping the waiter tells its caller the command is lost.
+                self.waiters.remove(&tag);
+            }
+        }
+        self.unanswered.remove(dev_id);
+        self.no_room.remove(dev_id);
+        self.held.remove(dev_id);
         self.records.remove(dev_id)
     }
 

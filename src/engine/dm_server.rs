@@ -211,6 +211,12 @@ impl DmServer {
         Ok((entries.len() - updated, updated))
     }
 
+    /// Forgets a device whose removal the caller has already saved: its record, and what
+    /// was queued for it (whoever waited for those commands hears the session is lost).
+    pub fn forget(&self, dev_id: &str) {
+        self.lock().forget(dev_id);
+    }
+
     /// Makes devices known to the endpoint whose records the caller has already saved (in a
     /// transaction of its own, e.g. with the delegation transitions that enrol them).
     pub fn enrol_saved(&self, records: Vec<DeviceRecord>) {

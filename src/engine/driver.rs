@@ -126,6 +126,8 @@ pub(crate) enum Command {
         OperatorAction,
         oneshot::Sender<Result<(), CommandRefused>>,
     ),
+    /// Un-enrol a device that is in no delegation.
+    RemoveDevice(String, oneshot::Sender<Result<(), CommandRefused>>),
     Stop(oneshot::Sender<()>),
 }
 
@@ -440,6 +442,11 @@ struct Effects {
         Vec<crate::syncml::session::DeviceCommand>,
     )>,
     enrol: Vec<DeviceRecord>,
+    /// Devices un-enrolled in this batch, with who asked; removed from the store with the
+    /// batch's transitions, from the registry once that committed.
+    remove: Vec<(String, oneshot::Sender<Result<(), CommandRefused>>)>,
+    /// The audit lines of those removals.
+    remove_audit: Vec<AuditRow>,
     purge: Vec<String>,
     /// The delegations this batch changed.
     touched: Vec<String>,
@@ -657,9 +664,11 @@ impl Driver {
                 })
             })
         });
-        if !transitions.is_empty() || !fx.enrol.is_empty() {
-            // The devices this batch enrols are saved in the same transaction.
+        if !transitions.is_empty() || !fx.enrol.is_empty() || !fx.remove.is_empty() {
+            // The devices this batch enrols or un-enrols are saved in the same transaction.
             let enrol = fx.enrol.clone();
+            let remove: Vec<String> = fx.remove.iter().map(|(d, _)| d.clone()).collect();
+            let remove_audit = std::mem::take(&mut fx.remove_audit);
             let at = std::time::SystemTime::now();
             let saved = self
                 .parts
@@ -669,7 +678,10 @@ impl Driver {
                     for rec in &enrol {
                         crate::store::devices::upsert(conn, rec, at)?;
                     }
-                    Ok(())
+                    for dev in &remove {
+                        crate::store::devices::remove(conn, dev)?;
+                    }
+                    crate::store::delegations::append_audit(conn, &remove_audit)
                 })
                 .await;
             if let Err(e) = saved {
@@ -678,6 +690,11 @@ impl Driver {
                 for (tx, _) in fx.started {
                     let _ = tx.send(Err(CommandRefused::Store(
                         "the delegation could not be stored".into(),
+                    )));
+                }
+                for (_, tx) in fx.remove {
+                    let _ = tx.send(Err(CommandRefused::Store(
+                        "the removal could not be stored".into(),
                     )));
                 }
                 return false;
@@ -998,8 +1015,39 @@ impl Driver {
     fn on_command(&mut self, now: UnixMs, cmd: Command, fx: &mut Effects) {
         match cmd {
             Command::Start(req, reply) => {
-                let result = self.start(now, req);
+                // A device un-enrolled earlier in this batch is gone already.
+                let result = if fx.remove.iter().any(|(d, _)| d == &req.dev_id) {
+                    Err(CommandRefused::UnknownDevice(req.dev_id))
+                } else {
+                    self.start(now, req)
+                };
                 fx.started.push((reply, result));
+            }
+            Command::RemoveDevice(dev_id, reply) => {
+                if let Some(id) = self.busy.get(&dev_id) {
+                    let _ = reply.send(Err(CommandRefused::Busy {
+                        dev_id,
+                        id: id.clone(),
+                    }));
+                    return;
+                }
+                if self.parts.dm.device(&dev_id).is_none()
+                    || fx.remove.iter().any(|(d, _)| d == &dev_id)
+                {
+                    let _ = reply.send(Err(CommandRefused::UnknownDevice(dev_id)));
+                    return;
+                }
+                fx.remove_audit.push(AuditRow {
+                    at_ms: now,
+                    actor: "operator".to_owned(),
+                    action: "remove device".to_owned(),
+                    delegation_id: None,
+                    dev_id: Some(dev_id.clone()),
+                    peer: None,
+                    outcome: None,
+                    detail: format!("un-enrolled {dev_id}: its credentials and tree are gone"),
+                });
+                fx.remove.push((dev_id, reply));
             }
             Command::Operator(id, action, reply) => {
                 let Some(live) = self.live.get_mut(&id) else {
@@ -1457,8 +1505,13 @@ impl Driver {
         for (tx, r) in fx.operator {
             let _ = tx.send(r);
         }
-        // The enrolments were saved with the batch's transitions.
+        // The enrolments and removals were saved with the batch's transitions.
         self.parts.dm.enrol_saved(fx.enrol);
+        for (dev, tx) in fx.remove {
+            self.parts.dm.forget(&dev);
+            tracing::info!(device = %dev, "device un-enrolled");
+            let _ = tx.send(Ok(()));
+        }
         for dev in fx.purge {
             self.parts.tokens_lock().revoke_device(&dev);
         }

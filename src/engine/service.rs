@@ -542,6 +542,14 @@ impl Engine {
             .await
     }
 
+    /// Un-enrols a device that is in no delegation: its credentials and tree leave the store
+    /// and the registry (the history that names it stays). Refused (1003 Busy) while a
+    /// delegation of it runs, including one whose undo is still pending.
+    pub async fn remove_device(&self, dev_id: &str) -> Result<(), CommandRefused> {
+        self.command(|tx| Command::RemoveDevice(dev_id.to_owned(), tx))
+            .await
+    }
+
     /// Starts a failed or aborted delegation again, as a new attempt linked to the old one.
     pub async fn retry(&self, id: &str) -> Result<String, CommandRefused> {
         let key = id.to_owned();

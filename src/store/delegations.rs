@@ -432,6 +432,17 @@ pub fn ended(conn: &Connection, ids: &[String]) -> Result<Vec<EndedRow>, StoreEr
     Ok(out)
 }
 
+/// The delegation of `dev_id` the engine must still act on, if any.
+pub fn live_of_device(conn: &Connection, dev_id: &str) -> Result<Option<String>, StoreError> {
+    Ok(conn
+        .query_row(
+            "SELECT id FROM delegations WHERE dev_id = ?1 AND live = 1 LIMIT 1",
+            params![dev_id],
+            |r| r.get(0),
+        )
+        .optional()?)
+}
+
 /// The delegations the engine must still act on, oldest first: what it resumes at startup.
 pub fn load_live(conn: &Connection) -> Result<Vec<DelegationRow>, StoreError> {
     let mut stmt = conn.prepare(&format!(

@@ -78,6 +78,17 @@ pub fn upsert(conn: &Connection, rec: &DeviceRecord, now: SystemTime) -> Result<
     Ok(())
 }
 
+/// Un-enrols a device: its row and its saved tree go; the delegations and the audit that
+/// name it stay. False when it was not enrolled.
+pub fn remove(conn: &Connection, dev_id: &str) -> Result<bool, StoreError> {
+    // The tree explicitly too, whatever the connection's foreign-key setting.
+    conn.execute(
+        "DELETE FROM device_trees WHERE dev_id = ?1",
+        params![dev_id],
+    )?;
+    Ok(conn.execute("DELETE FROM devices WHERE dev_id = ?1", params![dev_id])? > 0)
+}
+
 /// Records the nonces as they now stand.
 pub fn update_nonces(
     conn: &Connection,
