@@ -672,6 +672,67 @@ fn a_configured_engine_opens_as_one_server_without_the_lab() {
     );
 }
 
+/// Removing a device from the console: confirmed first, refused in plain words while the
+/// device is in a delegation, then the device leaves the list and its history stays.
+#[test]
+fn a_device_is_removed_after_confirmation_and_refused_while_busy() {
+    let dir = scratch("remove-device");
+    let mut opts = LabOptions::new(&dir, 3);
+    opts.dms2_policy = Policy::Operator;
+    let mut h = console(opts);
+    let dev = first_device(&h, 0);
+
+    // Busy: DMS-2 holds the request for its operator, so the delegation stays live.
+    select_device(&mut h, &dev);
+    let id = delegate(&mut h, None);
+    wait_state_running(&mut h, &id);
+    select_device(&mut h, &dev);
+    click(&mut h, "Remove from this server…");
+    assert!(
+        h.query_by_label_contains("Its credentials and cached tree leave this server")
+            .is_some()
+    );
+    click(&mut h, &format!("Remove {dev}"));
+    wait(&mut h, "the refusal", |app| {
+        app.notices()
+            .iter()
+            .any(|n| n.text.contains("was not removed") && n.text.contains("1003 Busy"))
+    });
+    assert_eq!(h.state().snapshot().servers[0].devices.len(), 3);
+
+    // Free again (DMS-2's operator declines), the removal goes through.
+    with_lab(&h, async |lab| {
+        lab.dms2.decline(&id, "not now").await.unwrap();
+        lab.dms1.wait_done(&id, LONG).await.unwrap();
+    });
+    click(&mut h, "Remove from this server…");
+    click(&mut h, "Cancel");
+    assert_eq!(
+        h.state().snapshot().servers[0].devices.len(),
+        3,
+        "cancelled"
+    );
+    click(&mut h, "Remove from this server…");
+    click(&mut h, &format!("Remove {dev}"));
+    wait(&mut h, "the device to leave the list", |app| {
+        app.snapshot().servers[0].devices.len() == 2
+    });
+    assert!(
+        h.query_by_label_contains("is no longer enrolled on this server")
+            .is_some()
+    );
+    assert!(h.state().snapshot().servers[0].delegation(&id).is_some());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Waits until DMS-1 shows the delegation running (DMS-2's operator has it).
+fn wait_state_running(h: &mut Harness<'_, ConsoleApp>, id: &str) {
+    let id2 = id.to_owned();
+    wait(h, "the request to wait at DMS-2", move |app| {
+        item(app, 1, &id2).is_some_and(|d| d.state == State::AwaitingOperator)
+    });
+}
+
 /// Closing the console stops both engines before it returns: each store's log is folded into
 /// its file, so the files alone hold what the lab wrote (the enrolled devices).
 #[test]

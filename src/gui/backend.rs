@@ -1058,6 +1058,25 @@ impl Core {
                     sink.send(BackendEvent::PeerAdded { server, result });
                 });
             }
+            UiCommand::RemoveDevice { server, dev_id } => {
+                tokio::spawn(async move {
+                    let Some(engine) = dep.engine(server) else {
+                        return;
+                    };
+                    match engine.remove_device(&dev_id).await {
+                        Ok(()) => sink.notice(
+                            Severity::Info,
+                            format!(
+                                "{dev_id} removed from {}: its credentials and tree are gone, its history stays",
+                                engine.server_id()
+                            ),
+                        ),
+                        Err(e) => {
+                            sink.notice(Severity::Error, format!("{dev_id} was not removed: {e}"))
+                        }
+                    }
+                });
+            }
             UiCommand::RemovePeer { server, server_id } => {
                 let Some(views) = self.servers.get(server).map(|s| s.peers.clone()) else {
                     return;

@@ -73,6 +73,8 @@ pub struct DevicesPanel {
     form_error: Option<String>,
     /// Lab devices set to refuse changes under ./Vendor.
     pub faulty: BTreeSet<String>,
+    /// The device whose removal waits for the operator's confirmation.
+    confirm_remove: Option<String>,
 }
 
 impl Default for DevicesPanel {
@@ -101,6 +103,7 @@ impl Default for DevicesPanel {
             bulk_max_failures: 5,
             form_error: None,
             faulty: BTreeSet::new(),
+            confirm_remove: None,
         }
     }
 }
@@ -542,6 +545,15 @@ impl DevicesPanel {
             return;
         };
         let row = server.devices.by_id(&dev_id);
+        if row.is_none() && !server.devices.is_empty() {
+            // Removed meanwhile (here, or from the command line).
+            ui.add_space(40.0);
+            ui.vertical_centered(|ui| {
+                ui.heading(format!("{dev_id} is no longer enrolled on this server"));
+                ui.label("Its delegations stay in the Delegations and Audit views.");
+            });
+            return;
+        }
         ui.horizontal(|ui| {
             ui.heading(RichText::new(format!("Device {dev_id}")).strong());
             if let Some(r) = row {
@@ -561,6 +573,7 @@ impl DevicesPanel {
                 }
             ));
         }
+        self.remove_ui(ui, cx, &dev_id);
         if cx.snap.lab && cx.server == 0 {
             let mut on = self.faulty.contains(&dev_id);
             if ui
@@ -601,6 +614,41 @@ impl DevicesPanel {
             .id_salt("form-scroll")
             .auto_shrink([false, false])
             .show(ui, |ui| self.form_ui(ui, cx, &dev_id, &tree));
+    }
+
+    /// "Remove from this server", confirmed before it is sent.
+    fn remove_ui(&mut self, ui: &mut Ui, cx: &mut Ctx<'_>, dev_id: &str) {
+        if self.confirm_remove.as_deref() != Some(dev_id) {
+            if ui
+                .small_button("Remove from this server…")
+                .on_hover_text("Un-enrol the device: decommissioned, or handed over for good")
+                .clicked()
+            {
+                self.confirm_remove = Some(dev_id.to_owned());
+            }
+            return;
+        }
+        ui.group(|ui| {
+            ui.colored_label(
+                ui.visuals().warn_fg_color,
+                format!(
+                    "Remove {dev_id}? Its credentials and cached tree leave this server; its \
+                     delegation history stays. It is refused while the device is in a delegation."
+                ),
+            );
+            ui.horizontal(|ui| {
+                if ui.button(format!("Remove {dev_id}")).clicked() {
+                    cx.send(UiCommand::RemoveDevice {
+                        server: cx.server,
+                        dev_id: dev_id.to_owned(),
+                    });
+                    self.confirm_remove = None;
+                }
+                if ui.button("Cancel").clicked() {
+                    self.confirm_remove = None;
+                }
+            });
+        });
     }
 
     fn tree_ui(&mut self, ui: &mut Ui, tree: &Arc<TreeModel>, height: f32) {

@@ -577,6 +577,13 @@ pub enum UiCommand {
         /// The peer.
         peer: NewPeer,
     },
+    /// Un-enrol a device that is in no delegation.
+    RemoveDevice {
+        /// The engine.
+        server: usize,
+        /// The device.
+        dev_id: String,
+    },
     /// Remove a peer added at run time.
     RemovePeer {
         /// The engine.
