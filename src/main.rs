@@ -45,9 +45,9 @@ enum Command {
         #[arg(long)]
         config: PathBuf,
     },
-    /// Look at the delegations a server has stored (`list` reads the database only), and
+    /// Look at the delegations a server has stored (`list` and `show` read the database), and
     /// operate a running `dmdeleg serve` through its control socket: start, accept, decline,
-    /// abort, retry, show.
+    /// abort, retry.
     Delegations {
         #[command(subcommand)]
         action: DelegationsAction,
@@ -59,8 +59,9 @@ enum Command {
     /// Open the console (what `dmdeleg` alone does): on the lab by default, or with --config
     /// on the engine of a real deployment.
     Console(ConsoleArgs),
-    /// The peers of a running engine (`dmdeleg serve`): list them, add one pinned to its
-    /// certificate, remove one that was added.
+    /// The peers of a running engine (`dmdeleg serve`): list them (also with no engine
+    /// running, from the configuration and the database), add one pinned to its certificate,
+    /// remove one that was added.
     Peers {
         #[command(subcommand)]
         action: PeersAction,
@@ -1157,7 +1158,7 @@ fn operate(
 
 /// `peers`: through the running engine's control socket.
 fn peers(action: PeersAction) -> anyhow::Result<ExitCode> {
-    use dmdeleg::engine::control::{ControlRequest, request};
+    use dmdeleg::engine::control::{ControlError, ControlRequest, request};
     let (engine, req, json) = match action {
         PeersAction::List { engine, json } => (engine, ControlRequest::Peers, json),
         PeersAction::Add {
@@ -1183,11 +1184,29 @@ fn peers(action: PeersAction) -> anyhow::Result<ExitCode> {
             (engine, ControlRequest::RemovePeer { server_id }, false)
         }
     };
-    let reply = request(&engine.socket()?, &req, Duration::ZERO)?;
-    if let Some(e) = reply.error {
-        bail!("{e}");
-    }
-    let list = reply.peers.unwrap_or_default();
+    let list = match request(&engine.socket()?, &req, Duration::ZERO) {
+        Ok(reply) => {
+            if let Some(e) = reply.error {
+                bail!("{e}");
+            }
+            reply.peers.unwrap_or_default()
+        }
+        // Listing needs no engine when the configuration is at hand: its peers, then those
+        // added at run time and kept in the database.
+        Err(ControlError::NotRunning(socket)) => match (&req, engine.config.as_deref()) {
+            (ControlRequest::Peers, Some(file)) => {
+                let cfg = Config::load(file)?;
+                if !json {
+                    eprintln!(
+                        "dmdeleg: no engine is running; these are the peers it would start with"
+                    );
+                }
+                offline_peers(&cfg)?
+            }
+            _ => return Err(ControlError::NotRunning(socket).into()),
+        },
+        Err(e) => return Err(e.into()),
+    };
     if json {
         for p in &list {
             println!("{}", serde_json::to_string(p)?);
@@ -1199,9 +1218,10 @@ fn peers(action: PeersAction) -> anyhow::Result<ExitCode> {
         "peer", "url", "policy", "origin"
     );
     for p in &list {
-        let origin = match p.expires_ms {
-            Some(ms) => format!("added (certificate until {} UTC)", utc(ms)),
-            None => "configured".to_owned(),
+        let origin = match (p.added, p.expires_ms) {
+            (true, Some(ms)) => format!("added (certificate until {} UTC)", utc(ms)),
+            (true, None) => "added".to_owned(),
+            (false, _) => "configured".to_owned(),
         };
         let auth = match &p.fingerprint {
             Some(fp) => format!("{} SHA-256 {fp}", p.auth),
@@ -1218,6 +1238,51 @@ fn peers(action: PeersAction) -> anyhow::Result<ExitCode> {
         if list.len() == 1 { "" } else { "s" }
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// The peers an engine would start with: the configured ones, then those added at run time
+/// and kept in its database (a configured one wins).
+fn offline_peers(cfg: &Config) -> anyhow::Result<Vec<dmdeleg::engine::control::PeerView>> {
+    use dmdeleg::engine::control::PeerView;
+    let mut list: Vec<PeerView> = cfg
+        .peers
+        .iter()
+        .map(|p| PeerView {
+            server_id: p.server_id.clone(),
+            url: p.url.clone(),
+            policy: p.policy.as_str().to_owned(),
+            auth: match (&p.cert, &p.name) {
+                (Some(c), _) => format!("the certificate in {}", c.display()),
+                (None, Some(n)) => format!("a certificate from a trusted CA that names {n}"),
+                (None, None) => {
+                    format!("a certificate from a trusted CA that names {}", p.server_id)
+                }
+            },
+            fingerprint: None,
+            added: false,
+            expires_ms: None,
+        })
+        .collect();
+    let db = cfg.database();
+    if db.exists() {
+        let conn = store::open(&db)?;
+        for row in store::peers::peers(&conn)? {
+            if list.iter().any(|p| p.server_id == row.server_id) {
+                continue;
+            }
+            list.push(PeerView {
+                server_id: row.server_id,
+                url: row.base_url,
+                policy: row.policy,
+                auth: "its pinned certificate".to_owned(),
+                fingerprint: row.cert_fingerprint,
+                added: true,
+                expires_ms: None,
+            });
+        }
+    }
+    list.sort_by(|a, b| a.server_id.cmp(&b.server_id));
+    Ok(list)
 }
 
 /// `audit`: the audit trail, filtered, as a table, CSV or JSON.

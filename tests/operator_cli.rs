@@ -460,6 +460,20 @@ async fn an_operator_runs_a_headless_engine_from_the_command_line() {
     assert!(status.success());
     assert!(child.wait().unwrap().success());
     assert!(!socket.exists(), "the socket file is removed");
+    // With no engine running, the peers it would start with still list.
+    let out = peers(&["list"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no engine is running"),
+        "{}",
+        text(&out.stderr)
+    );
+    let listed = text(&out.stdout);
+    assert!(
+        listed.contains(DMS2) && listed.contains("configured"),
+        "{listed}"
+    );
+    assert!(!listed.contains("dms3.example"), "removed before: {listed}");
     // With no engine running, a removal goes to the database; the history stays.
     let out = devices(&config, &["remove", &d0]).await;
     assert!(out.status.success(), "{}", text(&out.stderr));
