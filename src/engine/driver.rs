@@ -681,6 +681,9 @@ impl Driver {
                     for dev in &remove {
                         crate::store::devices::remove(conn, dev)?;
                     }
+                    if remove_audit.is_empty() {
+                        return Ok(());
+                    }
                     crate::store::delegations::append_audit(conn, &remove_audit)
                 })
                 .await;
