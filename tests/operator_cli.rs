@@ -327,6 +327,24 @@ async fn an_operator_runs_a_headless_engine_from_the_command_line() {
         "{}",
         text(&out.stdout)
     );
+    // A fleet's enrolment list in one go (all or nothing), through the engine too.
+    let many = dir.join("many.csv");
+    let mut csv = String::from(all.lines().next().unwrap());
+    csv.push('\n');
+    for i in 0..2_000 {
+        csv.push_str(&format!(
+            "IMEI:99{i:013},DIGEST,user{i},client-secret-{i},{DMS1},server-secret-{i},http://127.0.0.1:9/push/{i}\n"
+        ));
+    }
+    std::fs::write(&many, csv).unwrap();
+    let out = devices(&config, &["import", many.to_str().unwrap()]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout)
+            .contains("enrolled 2000 new devices, updated 0 (through the running engine"),
+        "{}",
+        text(&out.stdout)
+    );
     let d3 = fleet.dev_ids()[3].clone();
     let out = operator(
         &config,
@@ -487,7 +505,7 @@ async fn an_operator_runs_a_headless_engine_from_the_command_line() {
         !enrolled.contains(&d0) && !enrolled.contains(&d3),
         "{enrolled:?}"
     );
-    assert_eq!(enrolled.len(), 2, "{enrolled:?}");
+    assert_eq!(enrolled.len(), 2 + 2_000, "{}", enrolled.len());
     let history = dmdeleg::store::delegations::history(
         &conn,
         &dmdeleg::store::delegations::HistoryFilter {

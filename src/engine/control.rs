@@ -32,8 +32,11 @@ use crate::engine::service::Engine;
 /// The file name of the socket in the data directory.
 pub const SOCKET_FILE: &str = "control.sock";
 
-/// Longest request line the server reads.
-const MAX_REQUEST: u64 = 64 * 1024;
+/// Longest request line the server reads: an import of 100,000 devices fits.
+const MAX_REQUEST: u64 = 64 * 1024 * 1024;
+
+/// Longest answer the command line reads.
+const MAX_REPLY: u64 = 16 * 1024 * 1024;
 
 /// How long the server waits for a client to send its request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -447,20 +450,24 @@ fn trusted(stream: &UnixStream) -> bool {
 async fn serve_one(engine: &Engine, stream: UnixStream) -> std::io::Result<()> {
     let trusted = trusted(&stream);
     let (read, mut write) = stream.into_split();
-    let mut line = String::new();
-    let mut reader = tokio::io::BufReader::new(read).take(MAX_REQUEST);
-    let read = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await;
-    let reply = match read {
-        _ if !trusted => refused("only the engine's own user or root may use its control socket"),
-        Err(_) => refused("no request came within 10 seconds"),
-        Ok(Err(e)) => refused(&format!("the request could not be read: {e}")),
-        Ok(Ok(_)) if !line.ends_with('\n') => {
-            refused("the request must be one line of JSON, at most 64 KiB, ended by a newline")
+    let reply = if trusted {
+        let mut line = String::new();
+        let mut reader = tokio::io::BufReader::new(read).take(MAX_REQUEST);
+        let read = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await;
+        match read {
+            Err(_) => refused("no whole request came within 10 seconds"),
+            Ok(Err(e)) => refused(&format!("the request could not be read: {e}")),
+            Ok(Ok(_)) if !line.ends_with('\n') => {
+                refused("the request must be one line of JSON, at most 64 MiB, ended by a newline")
+            }
+            Ok(Ok(_)) => match serde_json::from_str::<ControlRequest>(&line) {
+                Ok(req) => handle(engine, req).await,
+                Err(e) => refused(&format!("not a request this engine knows: {e}")),
+            },
         }
-        Ok(Ok(_)) => match serde_json::from_str::<ControlRequest>(&line) {
-            Ok(req) => handle(engine, req).await,
-            Err(e) => refused(&format!("not a request this engine knows: {e}")),
-        },
+    } else {
+        // Nothing of a stranger's is read.
+        refused("only the engine's own user or root may use its control socket")
     };
     let mut out = serde_json::to_vec(&reply).unwrap_or_else(|_| b"{}".to_vec());
     out.push(b'\n');
@@ -642,11 +649,15 @@ pub fn request(
         .map_err(io)?;
     let mut line = serde_json::to_vec(req).map_err(|e| ControlError::BadReply(e.to_string()))?;
     line.push(b'\n');
-    stream.write_all(&line).map_err(io)?;
+    // An engine that refuses the request may answer before reading all of it and close:
+    // its answer is what to show, not the broken pipe.
+    let sent = stream.write_all(&line);
     let mut answer = String::new();
-    BufReader::new(stream.take(MAX_REQUEST * 16))
-        .read_line(&mut answer)
-        .map_err(io)?;
+    let read = BufReader::new(stream.take(MAX_REPLY)).read_line(&mut answer);
+    if answer.is_empty() {
+        sent.map_err(io)?;
+        read.map_err(io)?;
+    }
     if answer.is_empty() {
         return Err(ControlError::BadReply(
             "the engine closed the connection".into(),
