@@ -766,6 +766,66 @@ fn database(data_dir: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     Ok(dir.join(DB_FILE))
 }
 
+/// Where a server keeps its data, from its configuration file when given, else from the data
+/// directory given (or the platform's).
+struct ServerFiles {
+    /// The data directory.
+    dir: PathBuf,
+    /// Its database.
+    db: PathBuf,
+    /// The running engine's control socket.
+    socket: PathBuf,
+}
+
+impl ServerFiles {
+    fn find(config: Option<&std::path::Path>, data_dir: Option<PathBuf>) -> anyhow::Result<Self> {
+        Ok(match config {
+            Some(file) => {
+                let cfg = Config::load(file)?;
+                ServerFiles {
+                    dir: cfg.data_dir(),
+                    db: cfg.database(),
+                    socket: cfg.control_socket(),
+                }
+            }
+            None => {
+                let dir = data_dir.unwrap_or_else(default_data_dir);
+                ServerFiles {
+                    db: dir.join(DB_FILE),
+                    socket: dir.join(dmdeleg::engine::control::SOCKET_FILE),
+                    dir,
+                }
+            }
+        })
+    }
+
+    /// The database, which must exist (a reader never creates one).
+    fn stored_db(&self) -> anyhow::Result<&std::path::Path> {
+        if !self.db.exists() {
+            bail!(
+                "no database at {}: has `dmdeleg serve` run with this data directory?",
+                self.db.display()
+            );
+        }
+        Ok(&self.db)
+    }
+}
+
+/// Sends `req` to the engine running on `socket`; `None` when none runs there (no engine can
+/// listen on a path too long for a socket either), so the caller works on the database.
+fn ask_running_engine(
+    socket: &std::path::Path,
+    req: &dmdeleg::engine::control::ControlRequest,
+    wait: Duration,
+) -> anyhow::Result<Option<dmdeleg::engine::control::ControlReply>> {
+    use dmdeleg::engine::control::{ControlError, request};
+    match request(socket, req, wait) {
+        Ok(reply) => Ok(Some(reply)),
+        Err(ControlError::NotRunning(_) | ControlError::PathTooLong(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn devices(action: DevicesAction) -> anyhow::Result<ExitCode> {
     match action {
         DevicesAction::Import {
@@ -780,40 +840,24 @@ fn devices(action: DevicesAction) -> anyhow::Result<ExitCode> {
                 .is_some_and(|e| e.eq_ignore_ascii_case("toml"));
             let entries = store::devices::parse_import(&text, is_toml)
                 .with_context(|| format!("{} was not imported", file.display()))?;
-            let (data_dir, socket) = match config {
-                Some(c) => {
-                    let cfg = Config::load(&c)?;
-                    (Some(cfg.data_dir()), cfg.control_socket())
-                }
-                None => {
-                    let dir = data_dir.unwrap_or_else(default_data_dir);
-                    let socket = dir.join(dmdeleg::engine::control::SOCKET_FILE);
-                    (Some(dir), socket)
-                }
-            };
+            let files = ServerFiles::find(config.as_deref(), data_dir)?;
             // A running engine enrols them itself: it knows them at once, and none of its
             // later saves overwrites them.
-            use dmdeleg::engine::control::{ControlError, ControlRequest, request};
-            let req = ControlRequest::Import {
+            let req = dmdeleg::engine::control::ControlRequest::Import {
                 devices: entries.clone(),
             };
-            match request(&socket, &req, Duration::ZERO) {
-                Ok(reply) => {
-                    if let Some(e) = reply.error {
-                        bail!("{} was not imported: {e}", file.display());
-                    }
-                    let (added, updated) = reply.enrolled.unwrap_or_default();
-                    println!(
-                        "enrolled {added} new devices, updated {updated} (through the running engine at {})",
-                        socket.display()
-                    );
-                    return Ok(ExitCode::SUCCESS);
+            if let Some(reply) = ask_running_engine(&files.socket, &req, Duration::ZERO)? {
+                if let Some(e) = reply.error {
+                    bail!("{} was not imported: {e}", file.display());
                 }
-                // No engine could listen on a path too long for a socket either.
-                Err(ControlError::NotRunning(_) | ControlError::PathTooLong(_)) => {}
-                Err(e) => return Err(e.into()),
+                let (added, updated) = reply.enrolled.unwrap_or_default();
+                println!(
+                    "enrolled {added} new devices, updated {updated} (through the running engine at {})",
+                    files.socket.display()
+                );
+                return Ok(ExitCode::SUCCESS);
             }
-            let db = database(data_dir)?;
+            let db = database(Some(files.dir))?;
             let mut conn = store::open(&db)?;
             let (added, updated) =
                 store::devices::import(&mut conn, &entries, std::time::SystemTime::now())?;
@@ -828,37 +872,19 @@ fn devices(action: DevicesAction) -> anyhow::Result<ExitCode> {
             data_dir,
             config,
         } => {
-            use dmdeleg::engine::control::{ControlError, ControlRequest, request};
-            let (dir, socket) = match config {
-                Some(c) => {
-                    let cfg = Config::load(&c)?;
-                    (cfg.data_dir(), cfg.control_socket())
-                }
-                None => {
-                    let dir = data_dir.unwrap_or_else(default_data_dir);
-                    let socket = dir.join(dmdeleg::engine::control::SOCKET_FILE);
-                    (dir, socket)
-                }
-            };
-            let req = ControlRequest::RemoveDevice {
+            let files = ServerFiles::find(config.as_deref(), data_dir)?;
+            let req = dmdeleg::engine::control::ControlRequest::RemoveDevice {
                 device: device.clone(),
             };
-            match request(&socket, &req, Duration::ZERO) {
-                Ok(reply) => {
-                    if let Some(e) = reply.error {
-                        bail!("{device} was not removed: {e}");
-                    }
-                    println!("removed {device} (through the running engine)");
-                    return Ok(ExitCode::SUCCESS);
+            if let Some(reply) = ask_running_engine(&files.socket, &req, Duration::ZERO)? {
+                if let Some(e) = reply.error {
+                    bail!("{device} was not removed: {e}");
                 }
-                Err(ControlError::NotRunning(_) | ControlError::PathTooLong(_)) => {}
-                Err(e) => return Err(e.into()),
+                println!("removed {device} (through the running engine)");
+                return Ok(ExitCode::SUCCESS);
             }
-            let db = dir.join(DB_FILE);
-            if !db.exists() {
-                bail!("no database at {}", db.display());
-            }
-            let mut conn = store::open(&db)?;
+            let db = files.stored_db()?;
+            let mut conn = store::open(db)?;
             let tx = conn.transaction()?;
             if let Some(id) = store::delegations::live_of_device(&tx, &device)? {
                 bail!(
@@ -870,16 +896,10 @@ fn devices(action: DevicesAction) -> anyhow::Result<ExitCode> {
             }
             store::delegations::append_audit(
                 &tx,
-                &[store::delegations::AuditRow {
-                    at_ms: dmdeleg::engine::driver::now_ms(),
-                    actor: "operator".to_owned(),
-                    action: "remove device".to_owned(),
-                    delegation_id: None,
-                    dev_id: Some(device.clone()),
-                    peer: None,
-                    outcome: None,
-                    detail: format!("un-enrolled {device}: its credentials and tree are gone"),
-                }],
+                &[store::devices::removal_audit(
+                    &device,
+                    dmdeleg::engine::driver::now_ms(),
+                )],
             )?;
             tx.commit()?;
             println!("removed {device} ({})", db.display());
@@ -1244,25 +1264,24 @@ fn peers(action: PeersAction) -> anyhow::Result<ExitCode> {
 /// and kept in its database (a configured one wins).
 fn offline_peers(cfg: &Config) -> anyhow::Result<Vec<dmdeleg::engine::control::PeerView>> {
     use dmdeleg::engine::control::PeerView;
-    let mut list: Vec<PeerView> = cfg
-        .peers
-        .iter()
-        .map(|p| PeerView {
-            server_id: p.server_id.clone(),
-            url: p.url.clone(),
-            policy: p.policy.as_str().to_owned(),
-            auth: match (&p.cert, &p.name) {
-                (Some(c), _) => format!("the certificate in {}", c.display()),
-                (None, Some(n)) => format!("a certificate from a trusted CA that names {n}"),
-                (None, None) => {
-                    format!("a certificate from a trusted CA that names {}", p.server_id)
-                }
-            },
-            fingerprint: None,
-            added: false,
-            expires_ms: None,
-        })
-        .collect();
+    use dmdeleg::engine::peers::PeerAuth;
+    let mut list: Vec<PeerView> =
+        cfg.peers
+            .iter()
+            .map(|p| PeerView {
+                server_id: p.server_id.clone(),
+                url: p.url.clone(),
+                policy: p.policy.as_str().to_owned(),
+                auth: match &p.cert {
+                    Some(c) => format!("the certificate in {}", c.display()),
+                    None => PeerAuth::Name(p.name.clone().unwrap_or_else(|| p.server_id.clone()))
+                        .describe(),
+                },
+                fingerprint: None,
+                added: false,
+                expires_ms: None,
+            })
+            .collect();
     let db = cfg.database();
     if db.exists() {
         let conn = store::open(&db)?;
@@ -1274,7 +1293,7 @@ fn offline_peers(cfg: &Config) -> anyhow::Result<Vec<dmdeleg::engine::control::P
                 server_id: row.server_id,
                 url: row.base_url,
                 policy: row.policy,
-                auth: "its pinned certificate".to_owned(),
+                auth: PeerAuth::Pinned(row.cert_fingerprint.clone().unwrap_or_default()).describe(),
                 fingerprint: row.cert_fingerprint,
                 added: true,
                 expires_ms: None,
@@ -1287,16 +1306,8 @@ fn offline_peers(cfg: &Config) -> anyhow::Result<Vec<dmdeleg::engine::control::P
 
 /// `audit`: the audit trail, filtered, as a table, CSV or JSON.
 fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
-    let db = match (&args.config, &args.data_dir) {
-        (Some(file), _) => Config::load(file)?.database(),
-        (None, dir) => dir.clone().unwrap_or_else(default_data_dir).join(DB_FILE),
-    };
-    if !db.exists() {
-        bail!(
-            "no database at {}: has `dmdeleg serve` run with this data directory?",
-            db.display()
-        );
-    }
+    let files = ServerFiles::find(args.config.as_deref(), args.data_dir.clone())?;
+    let db = files.stored_db()?;
     let when = |flag: &str, v: &Option<String>| -> anyhow::Result<Option<i64>> {
         match v {
             Some(t) => {
@@ -1324,7 +1335,7 @@ fn audit(args: AuditArgs) -> anyhow::Result<ExitCode> {
         }),
         limit: args.limit,
     };
-    let conn = store::open(&db)?;
+    let conn = store::open(db)?;
     let rows = store::delegations::audit(&conn, &filter)?;
     if args.csv {
         print!("{}", store::delegations::audit_csv(&rows));
@@ -1367,42 +1378,22 @@ fn show_delegation(
     xml: bool,
     wait: &WaitArg,
 ) -> anyhow::Result<ExitCode> {
-    use dmdeleg::engine::control::{ControlError, ControlRequest, MAX_WAIT, request};
-    let (db, socket) = match (config, data_dir) {
-        (Some(file), _) => {
-            let cfg = Config::load(&file)?;
-            (cfg.database(), cfg.control_socket())
-        }
-        (None, dir) => {
-            let dir = dir.unwrap_or_else(default_data_dir);
-            (
-                dir.join(DB_FILE),
-                dir.join(dmdeleg::engine::control::SOCKET_FILE),
-            )
-        }
-    };
-    if !db.exists() {
-        bail!(
-            "no database at {}: has `dmdeleg serve` run with this data directory?",
-            db.display()
-        );
-    }
+    use dmdeleg::engine::control::{ControlRequest, MAX_WAIT};
+    let files = ServerFiles::find(config.as_deref(), data_dir)?;
+    let db = files.stored_db()?;
     if wait.wait {
         let secs = wait.timeout.min(MAX_WAIT.as_secs());
         let asked = ControlRequest::Show {
             id: id.to_owned(),
             wait_secs: Some(secs),
         };
-        match request(&socket, &asked, Duration::from_secs(secs)) {
-            // Not held by the engine: over long ago, or never there; the store says which.
-            Ok(_) => {}
-            Err(ControlError::NotRunning(_)) => {
-                eprintln!("dmdeleg: no engine is running here; this is what the store holds now")
-            }
-            Err(e) => return Err(e.into()),
+        // An answer without the delegation: over long ago, or never there; the store says
+        // which.
+        if ask_running_engine(&files.socket, &asked, Duration::from_secs(secs))?.is_none() {
+            eprintln!("dmdeleg: no engine is running here; this is what the store holds now");
         }
     }
-    let conn = store::open(&db)?;
+    let conn = store::open(db)?;
     let Some(mut row) = store::delegations::load(&conn, id)? else {
         bail!("no delegation {id} in {}", db.display());
     };
@@ -1487,16 +1478,8 @@ fn list_delegations(
     limit: Option<usize>,
     json: bool,
 ) -> anyhow::Result<ExitCode> {
-    let db = match (config, data_dir) {
-        (Some(file), _) => Config::load(&file)?.database(),
-        (None, dir) => dir.unwrap_or_else(default_data_dir).join(DB_FILE),
-    };
-    if !db.exists() {
-        bail!(
-            "no database at {}: has `dmdeleg serve` run with this data directory?",
-            db.display()
-        );
-    }
+    let files = ServerFiles::find(config.as_deref(), data_dir)?;
+    let db = files.stored_db()?;
     let filter = store::delegations::HistoryFilter {
         dev_id: device,
         peer,
@@ -1507,7 +1490,7 @@ fn list_delegations(
         limit,
         ..Default::default()
     };
-    let conn = store::open(&db)?;
+    let conn = store::open(db)?;
     let rows = store::delegations::history(&conn, &filter)?;
     if json {
         for r in &rows {

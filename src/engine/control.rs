@@ -26,7 +26,7 @@ use tokio::task::JoinHandle;
 use crate::delegation::machine::Role;
 use crate::delegation::messages::DeviceInfo;
 use crate::engine::driver::{DelegationSummary, StartRequest};
-use crate::engine::peers::{NewPeer, PeerAuth, PeerEntry, PeerOrigin, Policy};
+use crate::engine::peers::{NewPeer, PeerEntry, PeerOrigin, Policy};
 use crate::engine::service::Engine;
 
 /// The file name of the socket in the data directory.
@@ -229,19 +229,10 @@ impl PeerView {
             server_id: p.server_id.clone(),
             url: p.base_url.clone(),
             policy: p.policy.as_str().to_owned(),
-            auth: match &p.auth {
-                PeerAuth::Name(n) => format!("a certificate from a trusted CA that names {n}"),
-                PeerAuth::Pinned(_) => "its pinned certificate".to_owned(),
-            },
-            fingerprint: match &p.auth {
-                PeerAuth::Pinned(fp) => Some(fp.clone()),
-                PeerAuth::Name(_) => None,
-            },
+            auth: p.auth.describe(),
+            fingerprint: p.auth.fingerprint().map(str::to_owned),
             added: matches!(e.origin, PeerOrigin::Added { .. }),
-            expires_ms: match e.origin {
-                PeerOrigin::Added { not_after_ms, .. } => Some(not_after_ms),
-                PeerOrigin::Configured => None,
-            },
+            expires_ms: e.origin.expires_ms(),
         }
     }
 }

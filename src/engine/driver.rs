@@ -1040,16 +1040,8 @@ impl Driver {
                     let _ = reply.send(Err(CommandRefused::UnknownDevice(dev_id)));
                     return;
                 }
-                fx.remove_audit.push(AuditRow {
-                    at_ms: now,
-                    actor: "operator".to_owned(),
-                    action: "remove device".to_owned(),
-                    delegation_id: None,
-                    dev_id: Some(dev_id.clone()),
-                    peer: None,
-                    outcome: None,
-                    detail: format!("un-enrolled {dev_id}: its credentials and tree are gone"),
-                });
+                fx.remove_audit
+                    .push(crate::store::devices::removal_audit(&dev_id, now));
                 fx.remove.push((dev_id, reply));
             }
             Command::Operator(id, action, reply) => {

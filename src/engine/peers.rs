@@ -90,6 +90,35 @@ impl PeerInfo {
     }
 }
 
+impl PeerAuth {
+    /// How the certificate is recognised, in words (what the console and the command line
+    /// show).
+    pub fn describe(&self) -> String {
+        match self {
+            PeerAuth::Name(n) => format!("a certificate from a trusted CA that names {n}"),
+            PeerAuth::Pinned(_) => "its pinned certificate (exact match)".to_owned(),
+        }
+    }
+
+    /// The pinned certificate's SHA-256 fingerprint, if pinned.
+    pub fn fingerprint(&self) -> Option<&str> {
+        match self {
+            PeerAuth::Pinned(fp) => Some(fp),
+            PeerAuth::Name(_) => None,
+        }
+    }
+}
+
+impl PeerOrigin {
+    /// When an added peer's pinned certificate expires; `None` for a configured one.
+    pub fn expires_ms(self) -> Option<i64> {
+        match self {
+            PeerOrigin::Added { not_after_ms, .. } => Some(not_after_ms),
+            PeerOrigin::Configured => None,
+        }
+    }
+}
+
 /// Where a peer comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PeerOrigin {

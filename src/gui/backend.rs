@@ -29,7 +29,7 @@ use crate::dm::tree::DmTree;
 use crate::dm::uri::NodeUri;
 use crate::engine::control::{ControlListener, ControlServer};
 use crate::engine::driver::{StartRequest, now_ms};
-use crate::engine::peers::{PeerAuth, PeerEntry, PeerOrigin};
+use crate::engine::peers::{PeerEntry, PeerOrigin};
 use crate::engine::service::{Engine, EngineConfig};
 use crate::lab::{Lab, LabOptions};
 use crate::store::delegations::{self as sd, AuditFilter, AuditRow, HistoryFilter};
@@ -1043,10 +1043,7 @@ impl Core {
                             let id = entry.info.server_id.clone();
                             sync_peer_views(engine, &views);
                             probe_peers(&views, Some(&id), &dirty);
-                            let fp = match &entry.info.auth {
-                                PeerAuth::Pinned(fp) => fp.as_str(),
-                                PeerAuth::Name(_) => "",
-                            };
+                            let fp = entry.info.auth.fingerprint().unwrap_or_default();
                             sink.notice(
                                 Severity::Info,
                                 format!("Peer {id} added, pinned to the certificate SHA-256 {fp}"),
@@ -1112,26 +1109,17 @@ impl Core {
 /// How the Peers view shows a peer, before any reachability check.
 fn peer_view(e: &PeerEntry) -> PeerView {
     let p = &e.info;
-    let (expires_ms, removable) = match e.origin {
-        PeerOrigin::Added { not_after_ms, .. } => (Some(not_after_ms), true),
-        PeerOrigin::Configured => (None, false),
-    };
+    let expires_ms = e.origin.expires_ms();
     PeerView {
         server_id: p.server_id.clone(),
         url: p.base_url.clone(),
         policy: p.policy.as_str().to_owned(),
-        auth: match &p.auth {
-            PeerAuth::Name(n) => format!("a certificate from a trusted CA that names {n}"),
-            PeerAuth::Pinned(_) => "its pinned certificate (exact match)".to_owned(),
-        },
-        fingerprint: match &p.auth {
-            PeerAuth::Pinned(fp) => Some(fp.clone()),
-            PeerAuth::Name(_) => None,
-        },
+        auth: p.auth.describe(),
+        fingerprint: p.auth.fingerprint().map(str::to_owned),
         expires_ms,
         expires: expires_ms.map(time_text),
         reach: Reach::Unknown,
-        removable,
+        removable: matches!(e.origin, PeerOrigin::Added { .. }),
     }
 }
 

@@ -89,6 +89,20 @@ pub fn remove(conn: &Connection, dev_id: &str) -> Result<bool, StoreError> {
     Ok(conn.execute("DELETE FROM devices WHERE dev_id = ?1", params![dev_id])? > 0)
 }
 
+/// The audit line of an operator's [`remove`].
+pub fn removal_audit(dev_id: &str, at_ms: i64) -> super::delegations::AuditRow {
+    super::delegations::AuditRow {
+        at_ms,
+        actor: "operator".to_owned(),
+        action: "remove device".to_owned(),
+        delegation_id: None,
+        dev_id: Some(dev_id.to_owned()),
+        peer: None,
+        outcome: None,
+        detail: format!("un-enrolled {dev_id}: its credentials and tree are gone"),
+    }
+}
+
 /// Records the nonces as they now stand.
 pub fn update_nonces(
     conn: &Connection,
