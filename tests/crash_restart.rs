@@ -24,38 +24,14 @@ fn scratch(name: &str) -> PathBuf {
 }
 
 fn dms1_config(dir: &Path, certs: &Path, p1: EnginePorts, p2: EnginePorts) -> PathBuf {
-    let text = format!(
-        r#"server_id = "{DMS1}"
-data_dir = "{data}"
-
-[devices]
-listen = "{dev}"
-
-[peer_endpoint]
-listen = "{peer}"
-cert = "{certs}/{DMS1}.pem"
-key = "{certs}/{DMS1}.key"
-ca = ["{certs}/ca.pem"]
-
-[deadlines]
-peer_secs = 20
-device_secs = 5
-undo_retry_secs = 1
-
-[[peers]]
-server_id = "{DMS2}"
-url = "https://{peer2}"
-policy = "accept"
-"#,
-        data = dir.join("dms1").display(),
-        dev = p1.devices,
-        peer = p1.peer,
-        certs = certs.display(),
-        peer2 = p2.peer,
-    );
-    let path = dir.join("dms1.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    common::serve::dms1_config(
+        dir,
+        certs,
+        p1,
+        p2,
+        "accept",
+        "peer_secs = 20\ndevice_secs = 5\nundo_retry_secs = 1",
+    )
 }
 
 /// Starts DMS-1; with `pause`, it stops at that point of the delegation.

@@ -22,37 +22,14 @@ use common::serve::{BIN, normalised, scratch, start_serve, wait_line};
 
 /// DMS-1's configuration: requests from DMS-2 wait for an operator.
 fn dms1_config(dir: &Path, certs: &Path, p1: EnginePorts, p2: EnginePorts) -> PathBuf {
-    let text = format!(
-        r#"server_id = "{DMS1}"
-data_dir = "{data}"
-
-[devices]
-listen = "{dev}"
-
-[peer_endpoint]
-listen = "{peer}"
-cert = "{certs}/{DMS1}.pem"
-key = "{certs}/{DMS1}.key"
-ca = ["{certs}/ca.pem"]
-
-[deadlines]
-peer_secs = 30
-device_secs = 10
-
-[[peers]]
-server_id = "{DMS2}"
-url = "https://{peer2}"
-policy = "operator"
-"#,
-        data = dir.join("dms1").display(),
-        dev = p1.devices,
-        peer = p1.peer,
-        certs = certs.display(),
-        peer2 = p2.peer,
-    );
-    let path = dir.join("dms1.toml");
-    std::fs::write(&path, text).unwrap();
-    path
+    common::serve::dms1_config(
+        dir,
+        certs,
+        p1,
+        p2,
+        "operator",
+        "peer_secs = 30\ndevice_secs = 10",
+    )
 }
 
 /// Runs `dmdeleg delegations ARGS --config CONFIG` off the async runtime's threads.

@@ -10,6 +10,7 @@ use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use dmdeleg::dm::tree::DmTree;
+use dmdeleg::lab::{DMS1, DMS2, EnginePorts};
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_dmdeleg");
@@ -71,4 +72,47 @@ pub fn normalised(tree: &DmTree) -> DmTree {
         }
     }
     t
+}
+
+/// Writes `dir/dms1.toml`: DMS-1 on `p1` with its data in `dir/dms1`, the lab certificates in
+/// `certs`, DMS-2 at `p2` as its one peer with `policy`, and `deadlines` (the lines of the
+/// `[deadlines]` table).
+pub fn dms1_config(
+    dir: &Path,
+    certs: &Path,
+    p1: EnginePorts,
+    p2: EnginePorts,
+    policy: &str,
+    deadlines: &str,
+) -> PathBuf {
+    let text = format!(
+        r#"server_id = "{DMS1}"
+data_dir = "{data}"
+
+[devices]
+listen = "{dev}"
+
+[peer_endpoint]
+listen = "{peer}"
+cert = "{certs}/{DMS1}.pem"
+key = "{certs}/{DMS1}.key"
+ca = ["{certs}/ca.pem"]
+
+[deadlines]
+{deadlines}
+
+[[peers]]
+server_id = "{DMS2}"
+url = "https://{peer2}"
+policy = "{policy}"
+"#,
+        data = dir.join("dms1").display(),
+        dev = p1.devices,
+        peer = p1.peer,
+        certs = certs.display(),
+        peer2 = p2.peer,
+    );
+    let path = dir.join("dms1.toml");
+    std::fs::write(&path, text).unwrap();
+    path
 }
