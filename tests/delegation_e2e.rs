@@ -648,6 +648,12 @@ async fn the_peer_endpoint_refuses_strangers_and_impostors_and_ignores_replays()
         1,
         "processed once"
     );
+    // Another message under the Seq already taken is no replay: 409, and not processed.
+    let mut reused = msg.clone();
+    reused.body = Body::Prepared;
+    let (status, body) = post(&dms2, &lab, reused.to_xml()).await.unwrap();
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("Seq 1 was already used"), "{body}");
     // A message for an unknown delegation: 404.
     let mut stray = notif_from_dms2(&dev);
     stray.seq = 2;

@@ -737,3 +737,34 @@ fn the_state_survives_serialisation_at_every_step() {
     assert_eq!(back.state, State::Completed);
     assert_eq!(back.events.len(), lab.delegating().events.len());
 }
+
+/// The account a machine keeps reads the same once the machine is restored from the store
+/// (where only its XML is kept), and a changed `account_xml` is what is read, never the node
+/// kept beside the earlier XML.
+#[test]
+fn the_account_reads_the_same_after_a_restore_and_follows_its_xml() {
+    let acc = dms2_account().to_tnds_node(None);
+    let s = start(Role::Delegated, true, false, &[]);
+    let mut d = Delegation::initiate(&s, Some(&acc), 0);
+    assert_eq!(d.account().as_ref(), Some(&acc));
+    let back: Delegation = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
+    assert_eq!(back.account().as_ref(), Some(&acc));
+
+    let other = DmAcc::new_digest(
+        "other",
+        "dms3.example",
+        "http://127.0.0.1:3/dm",
+        ("dev", "c3"),
+        ("dms3.example", "s3"),
+    )
+    .to_tnds_node(None);
+    let other_xml =
+        serde_json::to_value(&Delegation::initiate(&s, Some(&other), 0)).unwrap()["account_xml"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    d.account_xml = Some(other_xml);
+    assert_eq!(d.account().as_ref(), Some(&other));
+    d.account_xml = None;
+    assert_eq!(d.account(), None);
+}

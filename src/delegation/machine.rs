@@ -455,6 +455,26 @@ pub struct Delegation {
     pub cleanup_unsure: bool,
     #[serde(skip)]
     actions: VecDeque<Action>,
+    #[serde(skip)]
+    account_cache: AccountCache,
+}
+
+/// The account of `account_xml` already parsed, so that the step that uses it (DELEGATION_START,
+/// the device plan) does not parse the XML this machine has just written. Not stored: after a
+/// restart the account is parsed from `account_xml` again. It takes no part in comparisons.
+#[derive(Clone, Default)]
+struct AccountCache(Option<(String, crate::dm::tnds::TndsNode)>);
+
+impl PartialEq for AccountCache {
+    fn eq(&self, _: &AccountCache) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for AccountCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AccountCache")
+    }
 }
 
 /// How a new delegation starts.
@@ -530,6 +550,7 @@ impl Delegation {
             end_state: None,
             cleanup_unsure: false,
             actions: VecDeque::new(),
+            account_cache: AccountCache::default(),
         }
     }
 
@@ -548,7 +569,7 @@ impl Delegation {
             "this server asked the peer to take part (DELEGATION_NOTIF)",
         );
         if let Some(acc) = account {
-            d.account_xml = Some(account_doc_xml(acc));
+            d.set_account(acc);
             d.account_name = Some(acc.name.clone());
         }
         let body = Body::Notif {
@@ -610,7 +631,7 @@ impl Delegation {
         d.seq_in = msg.seq;
         d.state = State::AwaitingOperator;
         if let Some(acc) = account {
-            d.account_xml = Some(account_doc_xml(acc));
+            d.set_account(acc);
             d.account_name = Some(acc.name.clone());
         }
         d.record(
@@ -942,12 +963,29 @@ impl Delegation {
         }
     }
 
+    /// Keeps `node` as the account (its XML for the store, the node itself for this run).
+    fn set_account(&mut self, node: &crate::dm::tnds::TndsNode) {
+        let xml = account_doc_xml(node);
+        self.account_cache = AccountCache(Some((xml.clone(), node.clone())));
+        self.account_xml = Some(xml);
+    }
+
+    /// The account as a node: the one kept by [`Delegation::set_account`] while it is still
+    /// the one `account_xml` holds, otherwise parsed from `account_xml`.
+    pub fn account(&self) -> Option<crate::dm::tnds::TndsNode> {
+        let xml = self.account_xml.as_deref()?;
+        match &self.account_cache.0 {
+            Some((kept, node)) if kept == xml => Some(node.clone()),
+            _ => account_node(xml),
+        }
+    }
+
     fn send_start(&mut self, now: UnixMs) {
-        let Some(xml) = self.account_xml.clone() else {
+        if self.account_xml.is_none() {
             self.fail(now, ReasonCode::INTERNAL, "no account to send", false);
             return;
-        };
-        let Some(node) = account_node(&xml) else {
+        }
+        let Some(node) = self.account() else {
             self.fail(
                 now,
                 ReasonCode::INTERNAL,
@@ -1043,7 +1081,7 @@ impl Delegation {
                     return Ok(());
                 }
                 self.account_name = Some(dmacc.name.clone());
-                self.account_xml = Some(account_doc_xml(&dmacc));
+                self.set_account(&dmacc);
                 self.record(
                     now,
                     Step::AccountTransfer,
@@ -1390,9 +1428,7 @@ impl Delegation {
             )
         } else {
             let node = self
-                .account_xml
-                .as_deref()
-                .and_then(account_node)
+                .account()
                 .ok_or_else(|| PlanError::BadAccount("no account received".into()))?;
             plan::prepare_dmacc(tree, &self.me, &self.peer, self.full, &paths, &node)
         }

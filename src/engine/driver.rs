@@ -774,16 +774,16 @@ impl Driver {
                     .push((reply, PeerAnswer::refused(404, "unknown delegation")));
                 return;
             }
+            let (xml, digest) = logged_and_digest(&msg);
             let row = MessageRow {
                 delegation_id: id.clone(),
                 at_ms: now,
                 outgoing: false,
                 msg_seq: msg.seq,
                 msg_type: msg.msg_type().as_str().to_owned(),
-                xml: msg.to_xml_redacted(),
+                xml,
             };
             let seq = msg.seq;
-            let digest = message_digest(&msg);
             let answer = match live.d.handle(now, Input::Peer(msg)) {
                 Ok(()) => {
                     live.messages.push(row);
@@ -836,13 +836,14 @@ impl Driver {
         };
         let dev_id = device.dev_id.clone();
         let account = (role == Role::Delegated).then(|| self.make_account(&dev_id));
+        let (xml, digest) = logged_and_digest(&msg);
         let row = MessageRow {
             delegation_id: id.clone(),
             at_ms: now,
             outgoing: false,
             msg_seq: msg.seq,
             msg_type: msg.msg_type().as_str().to_owned(),
-            xml: msg.to_xml_redacted(),
+            xml,
         };
         let mut d = match Delegation::incoming(
             &msg,
@@ -892,7 +893,7 @@ impl Driver {
             }
         }
         let mut live = Live::new(d, now, None);
-        live.seen.insert(msg.seq, message_digest(&msg));
+        live.seen.insert(msg.seq, digest);
         live.messages.push(row);
         live.audit = audit;
         self.live.insert(id.clone(), live);
@@ -1206,8 +1207,10 @@ impl Driver {
 
     /// DELEGATED: the device record the account's credentials make.
     fn record_from_account(&self, d: &Delegation) -> Option<DeviceRecord> {
-        let xml = d.account_xml.as_deref()?;
-        let doc = TndsDocument::from_xml(xml.as_bytes()).ok()?;
+        let doc = TndsDocument {
+            nodes: vec![d.account()?],
+            ..TndsDocument::default()
+        };
         let mut tree = crate::delegation::plan::empty_device_tree();
         let dmacc = NodeUri::parse("./DMAcc").ok()?;
         tree.apply_tnds(
@@ -1662,8 +1665,20 @@ impl Parts {
     }
 }
 
-fn message_digest(msg: &Message) -> [u8; 32] {
-    let d = ring::digest::digest(&ring::digest::SHA256, &msg.to_xml());
+/// A received message as the log keeps it (secrets redacted), and the digest of its whole
+/// XML that tells a resent message from another one under the same Seq. Only
+/// DELEGATION_START carries secrets; any other message is written once for both.
+fn logged_and_digest(msg: &Message) -> (String, [u8; 32]) {
+    let logged = msg.to_xml_redacted();
+    let digest = match msg.body {
+        crate::delegation::messages::Body::Start { .. } => sha256(&msg.to_xml()),
+        _ => sha256(logged.as_bytes()),
+    };
+    (logged, digest)
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, bytes);
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
     out

@@ -40,7 +40,8 @@ fn tree_text(tree: &DmTree) -> Option<String> {
 pub fn upsert(conn: &Connection, rec: &DeviceRecord, now: SystemTime) -> Result<(), StoreError> {
     let devinfo =
         serde_json::to_string(&rec.devinfo).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    conn.execute(
+    // Prepared once per connection: an enrolment or inventory saves many devices in a row.
+    conn.prepare_cached(
         "INSERT INTO devices (dev_id, auth_type, client_name, client_secret, server_name,
              server_secret, client_nonce, server_nonce, push, devinfo, last_seen_ms,
              needs_inventory, enrolled_ms)
@@ -52,22 +53,22 @@ pub fn upsert(conn: &Connection, rec: &DeviceRecord, now: SystemTime) -> Result<
              server_nonce = excluded.server_nonce, push = excluded.push,
              devinfo = excluded.devinfo,
              last_seen_ms = excluded.last_seen_ms, needs_inventory = excluded.needs_inventory",
-        params![
-            rec.dev_id,
-            rec.client.scheme.aauth_type(),
-            rec.client.name,
-            rec.client.secret.expose(),
-            rec.server.name,
-            rec.server.secret.expose(),
-            rec.client_nonce.as_bytes(),
-            rec.server_nonce.as_bytes(),
-            rec.push,
-            devinfo,
-            rec.last_seen.map(ms),
-            rec.needs_inventory,
-            ms(now),
-        ],
-    )?;
+    )?
+    .execute(params![
+        rec.dev_id,
+        rec.client.scheme.aauth_type(),
+        rec.client.name,
+        rec.client.secret.expose(),
+        rec.server.name,
+        rec.server.secret.expose(),
+        rec.client_nonce.as_bytes(),
+        rec.server_nonce.as_bytes(),
+        rec.push,
+        devinfo,
+        rec.last_seen.map(ms),
+        rec.needs_inventory,
+        ms(now),
+    ])?;
     if let Some(text) = rec.tree.as_ref().and_then(tree_text) {
         conn.prepare_cached(
             "INSERT INTO device_trees (dev_id, tree_tnds) VALUES (?1, ?2)
