@@ -759,7 +759,7 @@ fn the_account_reads_the_same_after_a_restore_and_follows_its_xml() {
     )
     .to_tnds_node(None);
     let other_xml =
-        serde_json::to_value(&Delegation::initiate(&s, Some(&other), 0)).unwrap()["account_xml"]
+        serde_json::to_value(Delegation::initiate(&s, Some(&other), 0)).unwrap()["account_xml"]
             .as_str()
             .unwrap()
             .to_owned();
