@@ -46,6 +46,12 @@ pub(crate) fn take_trimmed(text: &mut String) -> String {
     }
 }
 
+/// `bytes` as text without a copy when they are UTF-8 (the usual case), with U+FFFD for
+/// each bad sequence otherwise.
+pub(crate) fn into_text(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 /// At most 64 characters of `s`, with `…` when cut.
 pub(crate) fn shorten(s: &str) -> String {
     const MAX: usize = 64;

@@ -206,7 +206,7 @@ fn now_stamp(now: Option<i64>) -> Option<String> {
 }
 
 impl DmTree {
-    fn check_uri(&self, uri: &NodeUri) -> Result<(), OpError> {
+    pub(crate) fn check_uri(&self, uri: &NodeUri) -> Result<(), OpError> {
         self.limits()
             .uri
             .check(uri)
@@ -263,6 +263,41 @@ impl DmTree {
             });
         }
         let (ancestor, missing) = self.nearest_existing(uri);
+        self.create_below(who, ancestor, missing, uri, data, now)
+    }
+
+    /// Add of `uri`, whose URI is already checked, when the caller knows `parent`, the node
+    /// it names without its last segment (a TNDS document adds each node under the one
+    /// created before it): the same checks and outcome as [`DmTree::add`], without looking
+    /// the path up from the root twice.
+    pub(crate) fn add_child(
+        &mut self,
+        who: Principal<'_>,
+        parent: NodeId,
+        uri: &NodeUri,
+        data: &NodeData,
+        now: Option<i64>,
+    ) -> Result<NodeId, OpError> {
+        let name = uri.segments().last().map(String::as_str).unwrap_or_default();
+        if self.child(parent, name).is_some() {
+            return Err(OpError::AlreadyExists {
+                uri: uri.to_string(),
+            });
+        }
+        self.create_below(who, parent, 1, uri, data, now)
+    }
+
+    /// The creating half of Add: the last `missing` segments of `uri` below `ancestor`, the
+    /// nearest existing node of `uri`.
+    fn create_below(
+        &mut self,
+        who: Principal<'_>,
+        ancestor: NodeId,
+        missing: usize,
+        uri: &NodeUri,
+        data: &NodeData,
+        now: Option<i64>,
+    ) -> Result<NodeId, OpError> {
         if self.is_leaf(ancestor) {
             return Err(not_allowed("Add", uri, "the parent is a leaf node"));
         }

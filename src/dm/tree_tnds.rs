@@ -292,8 +292,10 @@ impl DmTree {
         base: &NodeUri,
         node: &TndsNode,
     ) -> Result<(), OpError> {
-        let mut stack: Vec<(NodeUri, &TndsNode)> = vec![(base.clone(), node)];
-        while let Some((parent, node)) = stack.pop() {
+        // Each entry: where the node goes, and the node there when it is one this call made
+        // (its children are added under it without looking it up again).
+        let mut stack: Vec<(NodeUri, Option<NodeId>, &TndsNode)> = vec![(base.clone(), None, node)];
+        while let Some((parent, parent_id, node)) = stack.pop() {
             let name = if node.name.is_empty() {
                 if ctx.skip_unnamed {
                     continue;
@@ -311,10 +313,16 @@ impl DmTree {
                 ty: shape.ty,
                 value: shape.value,
             };
-            let id = self.add(ctx.who, &Target::from(uri.clone()), &data, ctx.now)?;
+            let id = match parent_id {
+                Some(parent_id) => {
+                    self.check_uri(&uri)?;
+                    self.add_child(ctx.who, parent_id, &uri, &data, ctx.now)?
+                }
+                None => self.add(ctx.who, &Target::from(uri.clone()), &data, ctx.now)?,
+            };
             self.set_tnds_props(ctx, id, &uri, node);
             for child in node.children.iter().rev() {
-                stack.push((uri.clone(), child));
+                stack.push((uri.clone(), Some(id), child));
             }
         }
         Ok(())

@@ -1455,7 +1455,7 @@ impl Driver {
         let outbox: Vec<String> = live
             .outbox
             .iter()
-            .map(|m| String::from_utf8_lossy(&m.to_xml()).into_owned())
+            .map(|m| crate::xmltext::into_text(m.to_xml()))
             .collect();
         let live_flag = live.needs_engine();
         let d = &live.d;

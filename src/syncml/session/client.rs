@@ -718,12 +718,12 @@ fn status_for(msg: &SyncMl, cmd: &Command, code: StatusCode) -> Command {
     Command::Status(st)
 }
 
-fn result_item(r: ResultItem) -> Item {
+fn result_item(mut r: ResultItem) -> Item {
     let data = match r.format {
         Format::B64 | Format::Bin => {
             Data::Text(base64::engine::general_purpose::STANDARD.encode(&r.data))
         }
-        _ => Data::Text(String::from_utf8_lossy(&r.data).into_owned()),
+        _ => Data::Text(crate::xmltext::into_text(std::mem::take(&mut r.data))),
     };
     let format = if r.format == Format::Bin {
         Format::B64
