@@ -1647,7 +1647,9 @@ impl Delegation {
     }
 }
 
-/// A Get of the whole tree with what planning needs: ACLs, formats, types and values.
+/// A Get of the whole tree with what planning needs: ACLs, formats (leaf or interior) and
+/// values (the accounts' ServerIDs, the bootstrap entries). Types are left out: no plan and
+/// no undo depends on them, and they are a quarter of the listing.
 fn tree_listing() -> DeviceCommand {
     DeviceCommand::Get {
         target: Target {
@@ -1655,7 +1657,6 @@ fn tree_listing() -> DeviceCommand {
             query: Some(Query::List(crate::dm::uri::ListKind::Tnds(TndsSelection {
                 acl: true,
                 format: true,
-                ty: true,
                 value: true,
                 ..TndsSelection::NONE
             }))),

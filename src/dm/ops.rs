@@ -278,7 +278,11 @@ impl DmTree {
         data: &NodeData,
         now: Option<i64>,
     ) -> Result<NodeId, OpError> {
-        let name = uri.segments().last().map(String::as_str).unwrap_or_default();
+        let name = uri
+            .segments()
+            .last()
+            .map(String::as_str)
+            .unwrap_or_default();
         if self.child(parent, name).is_some() {
             return Err(OpError::AlreadyExists {
                 uri: uri.to_string(),
