@@ -38,7 +38,7 @@
 
 use quick_xml::events::attributes::AttrError;
 use quick_xml::events::{BytesCData, BytesRef, BytesStart, BytesText, Event};
-use quick_xml::name::{NamespaceError, NamespaceResolver, ResolveResult};
+use quick_xml::name::{NamespaceError, NamespaceResolver, QName, ResolveResult};
 use quick_xml::reader::Reader;
 
 pub use crate::dm::tnds::Position;
@@ -311,6 +311,7 @@ pub fn encode_pretty(msg: &SyncMl) -> String {
 // ---------------------------------------------------------------------------------------------
 
 /// The namespace an element resolved to, reduced to what the checks need.
+#[derive(Clone)]
 enum Ns {
     Unbound,
     SyncMl(SyncMlVersion),
@@ -360,6 +361,9 @@ struct Scopes {
     resolver: NamespaceResolver,
     /// The depths (the root is 1) of the open elements that opened a scope, innermost last.
     opened: Vec<usize>,
+    /// What an element without a prefix resolves to in each opened scope, innermost last
+    /// (nearly every element of a message: they are resolved without a lookup).
+    defaults: Vec<Ns>,
 }
 
 impl Scopes {
@@ -374,6 +378,8 @@ impl Scopes {
         if !attrs.is_empty() && attrs.contains("xmlns") {
             self.resolver.push(e)?;
             self.opened.push(depth);
+            let default = Ns::of(&self.resolver.resolve_element(QName("x")).0);
+            self.defaults.push(default);
         }
         Ok(())
     }
@@ -382,13 +388,18 @@ impl Scopes {
     fn leave(&mut self, depth: usize) {
         if self.opened.last() == Some(&depth) {
             self.opened.pop();
+            self.defaults.pop();
             self.resolver.pop();
         }
     }
 
     /// The namespace of element `e` (its scope entered).
     fn resolve(&self, e: &BytesStart<'_>) -> Ns {
-        Ns::of(&self.resolver.resolve_element(e.name()).0)
+        let name = e.name();
+        if name.prefix().is_none() {
+            return self.defaults.last().cloned().unwrap_or(Ns::Unbound);
+        }
+        Ns::of(&self.resolver.resolve_element(name).0)
     }
 }
 
@@ -585,6 +596,10 @@ impl<'a> Parser<'a> {
     }
 
     fn check_attributes(&self, e: &BytesStart<'_>, at: usize) -> Result<(), CodecError> {
+        if e.attributes_raw().bytes().all(is_xml_ws) {
+            // No attribute at all (most elements): nothing to check.
+            return Ok(());
+        }
         for attr in e.attributes() {
             if let Err(err) = attr {
                 return Err(self.attr_error(err, at));
@@ -1259,6 +1274,14 @@ mod tests {
                 ..Meta::format_type("chr", "a")
             })
         );
+        // A default namespace declared on an element ends with it: the Item after the Meta
+        // is in the SyncML namespace again.
+        let m = parse(&with_body(
+            "<Get><CmdID>1</CmdID><Meta><Type xmlns='syncml:metinf'>a</Type></Meta>\
+             <Item><Target><LocURI>./x</LocURI></Target></Item></Get>",
+        ))
+        .unwrap();
+        assert_eq!(m.body.commands.len(), 1);
         // Wrong root namespace, metinf on a command, an unknown namespace, an undeclared prefix.
         let e = parse(&format!(
             "<SyncML xmlns='SYNCML:SYNCML2.0'>{HDR}<SyncBody/></SyncML>"
