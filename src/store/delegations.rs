@@ -282,16 +282,37 @@ fn insert_audit(conn: &Connection, rows: &[AuditRow]) -> Result<(), StoreError> 
 /// update sets only what moves, so the indexes on the fixed columns are left alone.
 fn save_one(conn: &Connection, t: &Transition) -> Result<(), StoreError> {
     let d = &t.row;
+    // Most transitions move a stored delegation: a plain update finds it by its key once.
+    let updated = conn
+        .prepare_cached(
+            "UPDATE delegations SET state = ?2, step = ?3, live = ?4, updated_ms = ?5,
+                 reason_code = ?6, reason_text = ?7, machine = ?8, outbox = ?9
+             WHERE id = ?1",
+        )?
+        .execute(params![
+            d.id,
+            d.state,
+            d.step,
+            d.live,
+            d.updated_ms,
+            d.reason_code,
+            d.reason_text,
+            d.machine,
+            d.outbox,
+        ])?;
+    if updated == 0 {
+        insert_delegation(conn, d)?;
+    }
+    save_records(conn, t)
+}
+
+/// A delegation's first row.
+fn insert_delegation(conn: &Connection, d: &DelegationRow) -> Result<(), StoreError> {
     conn.prepare_cached(
         "INSERT INTO delegations (id, role, initiator, peer, dev_id, full, bootstrap, paths,
              state, step, live, created_ms, updated_ms, reason_code, reason_text, retry_of,
              machine, outbox)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)
-         ON CONFLICT(id) DO UPDATE SET
-             state = excluded.state, step = excluded.step,
-             live = excluded.live, updated_ms = excluded.updated_ms,
-             reason_code = excluded.reason_code, reason_text = excluded.reason_text,
-             machine = excluded.machine, outbox = excluded.outbox",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
     )?
     .execute(params![
         d.id,
@@ -313,7 +334,12 @@ fn save_one(conn: &Connection, t: &Transition) -> Result<(), StoreError> {
         d.machine,
         d.outbox,
     ])?;
+    Ok(())
+}
 
+/// What a transition adds beside its row: events, messages, the journal, audit lines.
+fn save_records(conn: &Connection, t: &Transition) -> Result<(), StoreError> {
+    let d = &t.row;
     if !t.events.is_empty() {
         let mut stmt = conn.prepare_cached(
             "INSERT INTO events (delegation_id, at_ms, step, text) VALUES (?1, ?2, ?3, ?4)",

@@ -140,6 +140,8 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // Savepoint journals (one per job in a group) stay in memory, not in temporary files.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // Room for every statement the writer runs (about twenty), so none is compiled again.
+    conn.set_prepared_statement_cache_capacity(64);
     Ok(())
 }
 
