@@ -72,6 +72,32 @@ async fn full_dmacc_initiated_by_the_delegating_server() {
         "DMS-1's sessions with the device"
     );
     assert_eq!(lab.fleet.counts().triggers_ignored, 0);
+    // Both sides log every message; the account's secrets only as `********`, on the side
+    // that sent DELEGATION_START as on the side that received it.
+    for (engine, outgoing) in [(&lab.dms2, true), (&lab.dms1, false)] {
+        let key = id.clone();
+        let rows = engine
+            .store()
+            .call(move |c| dmdeleg::store::delegations::messages(c, &key))
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 5, "{rows:?}");
+        let start = rows
+            .iter()
+            .find(|r| r.msg_type == "DELEGATION_START")
+            .unwrap();
+        assert_eq!(start.outgoing, outgoing);
+        assert!(
+            start.xml.contains("<Value>********</Value>"),
+            "{}",
+            start.xml
+        );
+        let prepared = rows
+            .iter()
+            .find(|r| r.msg_type == "DELEGATION_PREPARED")
+            .unwrap();
+        assert!(prepared.xml.starts_with("<MgmtTree"), "{}", prepared.xml);
+    }
 }
 
 use dmdeleg::delegation::messages::DeviceInfo;

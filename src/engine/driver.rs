@@ -313,10 +313,34 @@ pub fn waiting_words(wait: &Wait) -> &'static str {
     }
 }
 
+/// A message waiting to go to the peer, with its XML: written once, it is the body sent
+/// (each attempt), what the store keeps of the unsent message, and (but for
+/// DELEGATION_START, whose secrets the log does not keep) the logged copy.
+#[derive(Clone)]
+struct Outgoing {
+    msg: Message,
+    xml: String,
+}
+
+impl Outgoing {
+    fn new(msg: Message) -> Outgoing {
+        let xml = crate::xmltext::into_text(msg.to_xml());
+        Outgoing { msg, xml }
+    }
+
+    /// The message as the log keeps it.
+    fn logged(&self) -> String {
+        match self.msg.body {
+            crate::delegation::messages::Body::Start { .. } => self.msg.to_xml_redacted(),
+            _ => self.xml.clone(),
+        }
+    }
+}
+
 /// One live delegation in the driver.
 struct Live {
     d: Delegation,
-    outbox: VecDeque<Message>,
+    outbox: VecDeque<Outgoing>,
     sending: Option<u32>,
     send_task: Option<tokio::task::JoinHandle<()>>,
     device_tags: Vec<u64>,
@@ -537,7 +561,7 @@ impl Driver {
             live.begin_logged = true;
             for xml in outbox {
                 match Message::from_xml(xml.as_bytes()) {
-                    Ok(m) => live.outbox.push_back(m),
+                    Ok(msg) => live.outbox.push_back(Outgoing { msg, xml }),
                     Err(e) => live.extra_events.push(EventRow {
                         delegation_id: row.id.clone(),
                         at_ms: now,
@@ -938,7 +962,7 @@ impl Driver {
                 }
                 live.sending = None;
                 live.send_task = None;
-                if live.outbox.front().is_some_and(|m| m.seq == seq) {
+                if live.outbox.front().is_some_and(|o| o.msg.seq == seq) {
                     live.outbox.pop_front();
                 }
                 if let Attempt::Refused { status, reason } = attempt {
@@ -1286,15 +1310,16 @@ impl Driver {
                 while let Some(action) = live.d.poll_action() {
                     match action {
                         Action::SendPeer(msg) => {
+                            let out = Outgoing::new(msg);
                             live.messages.push(MessageRow {
                                 delegation_id: id.clone(),
                                 at_ms: now,
                                 outgoing: true,
-                                msg_seq: msg.seq,
-                                msg_type: msg.msg_type().as_str().to_owned(),
-                                xml: msg.to_xml_redacted(),
+                                msg_seq: out.msg.seq,
+                                msg_type: out.msg.msg_type().as_str().to_owned(),
+                                xml: out.logged(),
                             });
-                            live.outbox.push_back(msg);
+                            live.outbox.push_back(out);
                         }
                         Action::Device { op, commands } => {
                             fx.device
@@ -1452,11 +1477,7 @@ impl Driver {
             j
         });
         live.journal_sig = sig;
-        let outbox: Vec<String> = live
-            .outbox
-            .iter()
-            .map(|m| crate::xmltext::into_text(m.to_xml()))
-            .collect();
+        let outbox: Vec<&str> = live.outbox.iter().map(|o| o.xml.as_str()).collect();
         let live_flag = live.needs_engine();
         let d = &live.d;
         Transition {
@@ -1593,7 +1614,7 @@ impl Driver {
         if live.sending.is_some() {
             return;
         }
-        let Some(msg) = live.outbox.front().cloned() else {
+        let Some(Outgoing { msg, xml }) = live.outbox.front().cloned() else {
             return;
         };
         let Some(client) = self.parts.client.clone() else {
@@ -1619,7 +1640,7 @@ impl Driver {
             let retry_tx = tx.clone();
             let retry_id = id.clone();
             let attempt = client
-                .deliver(&url, &msg, |n, why| {
+                .deliver(&url, xml.into_bytes(), |n, why| {
                     let _ = retry_tx.send(Internal::SendRetry {
                         id: retry_id.clone(),
                         seq,

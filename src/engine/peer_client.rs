@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use crate::delegation::messages::{MEDIA_TYPE, Message};
+use crate::delegation::messages::MEDIA_TYPE;
 
 /// The path peers accept messages on.
 pub const MESSAGES_PATH: &str = "/dm-delegation/v1/messages";
@@ -79,16 +79,15 @@ impl PeerClient {
         }
     }
 
-    /// Delivers `msg`, retrying with backoff (1 s doubling to 60 s, each delay varied by
+    /// Delivers a message (its XML, `body`), retrying with backoff (1 s doubling to 60 s, each delay varied by
     /// ±20 %) until it is accepted or refused. Cancel by dropping the future (the caller's
     /// deadline). `on_retry` hears of each failed attempt.
     pub async fn deliver(
         &self,
         base_url: &str,
-        msg: &Message,
+        body: Vec<u8>,
         mut on_retry: impl FnMut(u32, &str),
     ) -> Attempt {
-        let body = msg.to_xml();
         let mut delay = FIRST_BACKOFF;
         let mut attempt = 0u32;
         loop {
