@@ -32,6 +32,9 @@ pub enum DmServerError {
     /// The notification failed.
     #[error(transparent)]
     Notify(#[from] NotifyError),
+    /// A device list to enrol has an invalid entry (nothing was enrolled).
+    #[error(transparent)]
+    Invalid(#[from] crate::store::devices::ImportError),
 }
 
 /// Settings of one DM server.
@@ -154,12 +157,14 @@ impl DmServer {
     /// Enrols a batch from an import file while the server runs: new devices are added,
     /// enrolled ones get the credentials and push address given and keep their nonces and
     /// inventory (as [`crate::store::devices::import`] does to a store no engine runs on).
-    /// All or nothing: when the store refuses, the registry is as it was. Returns (added,
-    /// updated).
+    /// The list is checked as an import file is ([`crate::store::devices::check_entries`]).
+    /// All or nothing: when the list is refused or the store refuses, the registry is as it
+    /// was. Returns (added, updated).
     pub async fn import(
         &self,
         entries: &[crate::store::devices::Enrolment],
     ) -> Result<(usize, usize), DmServerError> {
+        crate::store::devices::check_entries(entries)?;
         // The registry first, so no session in between saves a device with its old
         // credentials after the new ones were stored; the records are then stored whole.
         let (records, before) = {
@@ -196,8 +201,7 @@ impl DmServer {
                 .await;
             if let Err(e) = saved {
                 let mut devices = self.lock();
-                // Newest first, so a device named twice ends as it was before the first.
-                for (dev_id, old) in before.into_iter().rev() {
+                for (dev_id, old) in before {
                     match old {
                         Some(old) => devices.enrol(old),
                         None => {
@@ -421,5 +425,39 @@ mod tests {
         assert_eq!(stored.len(), 2);
         let two = stored.iter().find(|r| r.dev_id == "IMEI:2").unwrap();
         assert_eq!(two.client.secret.expose(), "two");
+    }
+
+    /// A list that reaches the running engine (the control socket) is checked as an import
+    /// file is: a DevId named twice, or an entry an import file could not hold, enrols
+    /// nothing and says which entry is wrong.
+    #[tokio::test]
+    async fn an_import_while_running_refuses_what_an_import_file_may_not_hold() {
+        let dir = crate::store::TempDir::new("dm-import-checked");
+        let store = Store::start(&dir.file("store.db")).unwrap();
+        let dm = server(store.clone()).await;
+        let twice = dm
+            .import(&[
+                entry("IMEI:1", "one", "http://127.0.0.1:9/push/1"),
+                entry("IMEI:1", "again", "http://127.0.0.1:9/push/1"),
+            ])
+            .await
+            .unwrap_err();
+        assert_eq!(
+            twice.to_string(),
+            "device 2 (IMEI:1): the DevId appears twice in the list"
+        );
+        let mut same = entry("IMEI:2", "two", "http://127.0.0.1:9/push/2");
+        same.server_secret = same.client_secret.clone();
+        let err = dm
+            .import(&[entry("IMEI:3", "three", "http://127.0.0.1:9/push/3"), same])
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("device 2 (IMEI:2): the client and server secrets")
+        );
+        assert!(dm.device("IMEI:1").is_none() && dm.device("IMEI:3").is_none());
+        let stored = store.call(crate::store::devices::load_all).await.unwrap();
+        assert!(stored.is_empty());
     }
 }

@@ -289,6 +289,14 @@ pub fn parse_import(text: &str, toml: bool) -> Result<Vec<Enrolment>, ImportErro
         }
         v
     };
+    check_entries(&entries)?;
+    Ok(entries)
+}
+
+/// Checks a device list as an import file's is checked: each entry complete and valid, no
+/// DevId twice. Whoever enrols a list checks it first: [`parse_import`] does, and so does the
+/// running engine for a list that reaches it by other ways (the control socket).
+pub fn check_entries(entries: &[Enrolment]) -> Result<(), ImportError> {
     let mut seen = std::collections::HashSet::new();
     for (i, e) in entries.iter().enumerate() {
         let bad = |reason: &str| ImportError::Invalid {
@@ -325,11 +333,11 @@ pub fn parse_import(text: &str, toml: bool) -> Result<Vec<Enrolment>, ImportErro
         {
             return Err(bad("push is not a valid URL"));
         }
-        if !seen.insert(e.dev_id.clone()) {
-            return Err(bad("the DevId appears twice in the file"));
+        if !seen.insert(e.dev_id.as_str()) {
+            return Err(bad("the DevId appears twice in the list"));
         }
     }
-    Ok(entries)
+    Ok(())
 }
 
 impl Enrolment {
