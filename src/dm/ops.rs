@@ -206,7 +206,7 @@ fn now_stamp(now: Option<i64>) -> Option<String> {
 }
 
 impl DmTree {
-    pub(crate) fn check_uri(&self, uri: &NodeUri) -> Result<(), OpError> {
+    fn check_uri(&self, uri: &NodeUri) -> Result<(), OpError> {
         self.limits()
             .uri
             .check(uri)
@@ -266,10 +266,9 @@ impl DmTree {
         self.create_below(who, ancestor, missing, uri, data, now)
     }
 
-    /// Add of `uri`, whose URI is already checked, when the caller knows `parent`, the node
-    /// it names without its last segment (a TNDS document adds each node under the one
-    /// created before it): the same checks and outcome as [`DmTree::add`], without looking
-    /// the path up from the root twice.
+    /// Add of `uri` when the caller knows `parent`, the node `uri` names without its last
+    /// segment (a TNDS document adds each node under the one created before it): the same
+    /// checks and outcome as [`DmTree::add`], without looking the path up from the root twice.
     pub(crate) fn add_child(
         &mut self,
         who: Principal<'_>,
@@ -278,6 +277,7 @@ impl DmTree {
         data: &NodeData,
         now: Option<i64>,
     ) -> Result<NodeId, OpError> {
+        self.check_uri(uri)?;
         let name = uri
             .segments()
             .last()

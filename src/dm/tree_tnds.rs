@@ -314,10 +314,7 @@ impl DmTree {
                 value: shape.value,
             };
             let id = match parent_id {
-                Some(parent_id) => {
-                    self.check_uri(&uri)?;
-                    self.add_child(ctx.who, parent_id, &uri, &data, ctx.now)?
-                }
+                Some(parent_id) => self.add_child(ctx.who, parent_id, &uri, &data, ctx.now)?,
                 None => self.add(ctx.who, &Target::from(uri.clone()), &data, ctx.now)?,
             };
             self.set_tnds_props(ctx, id, &uri, node);

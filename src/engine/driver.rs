@@ -330,10 +330,16 @@ impl Outgoing {
 
     /// The message as the log keeps it.
     fn logged(&self) -> String {
-        match self.msg.body {
-            crate::delegation::messages::Body::Start { .. } => self.msg.to_xml_redacted(),
-            _ => self.xml.clone(),
-        }
+        logged_copy(&self.msg, &self.xml)
+    }
+}
+
+/// What the log keeps of a message whose XML is `xml`: the XML itself, but for
+/// DELEGATION_START, the only message that carries secrets, which is written again redacted.
+fn logged_copy(msg: &Message, xml: &str) -> String {
+    match msg.body {
+        crate::delegation::messages::Body::Start { .. } => msg.to_xml_redacted(),
+        _ => xml.to_owned(),
     }
 }
 
@@ -1686,16 +1692,13 @@ impl Parts {
     }
 }
 
-/// A received message as the log keeps it (secrets redacted), and the digest of its whole
-/// XML that tells a resent message from another one under the same Seq. Only
-/// DELEGATION_START carries secrets; any other message is written once for both.
+/// A received message as the log keeps it ([`logged_copy`]), and the digest of its whole XML
+/// that tells a resent message from another one under the same Seq: the XML is written once
+/// for both.
 fn logged_and_digest(msg: &Message) -> (String, [u8; 32]) {
-    let logged = msg.to_xml_redacted();
-    let digest = match msg.body {
-        crate::delegation::messages::Body::Start { .. } => sha256(&msg.to_xml()),
-        _ => sha256(logged.as_bytes()),
-    };
-    (logged, digest)
+    let xml = crate::xmltext::into_text(msg.to_xml());
+    let digest = sha256(xml.as_bytes());
+    (logged_copy(msg, &xml), digest)
 }
 
 fn sha256(bytes: &[u8]) -> [u8; 32] {
