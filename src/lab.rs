@@ -79,6 +79,12 @@ impl EnginePorts {
     }
 }
 
+/// Forgets the ports of earlier runs, so the next plan picks new ones.
+fn forget_ports(opts: &LabOptions) {
+    // Without the file the plan picks free ports anyway.
+    let _ = std::fs::remove_file(opts.dir.join("lab-ports.json"));
+}
+
 /// A loopback address with a port free right now.
 pub fn free_port() -> Result<SocketAddr, LabError> {
     let l = std::net::TcpListener::bind("127.0.0.1:0").map_err(io(Path::new("127.0.0.1:0")))?;
@@ -299,14 +305,36 @@ impl Lab {
     /// Starts both engines and the fleet, enrols every device to DMS-1 and runs one session
     /// per device so DMS-1 knows its DevInfo and tree.
     pub async fn start(opts: &LabOptions) -> Result<Lab, LabError> {
-        let engines = Lab::plan(opts)?;
-        for e in &engines {
-            if let Some(parent) = e.store_path.parent() {
-                std::fs::create_dir_all(parent).map_err(io(parent))?;
+        // The engines' ports are picked free and bound a moment later, so a test or process
+        // running alongside can take one in between (for a connection of its own). An engine
+        // that cannot listen therefore makes the lab start again on new ports, a few times.
+        const ATTEMPTS: usize = 3;
+        let mut attempt = 0;
+        let (engines, dms1, dms2) = loop {
+            attempt += 1;
+            let engines = Lab::plan(opts)?;
+            for e in &engines {
+                if let Some(parent) = e.store_path.parent() {
+                    std::fs::create_dir_all(parent).map_err(io(parent))?;
+                }
             }
-        }
-        let dms1 = Engine::start(engines[0].config()?).await?;
-        let dms2 = Engine::start(engines[1].config()?).await?;
+            let retry =
+                |e: &EngineError| attempt < ATTEMPTS && matches!(e, EngineError::Listen { .. });
+            let dms1 = match Engine::start(engines[0].config()?).await {
+                Err(e) if retry(&e) => {
+                    forget_ports(opts);
+                    continue;
+                }
+                started => started?,
+            };
+            match Engine::start(engines[1].config()?).await {
+                Err(e) if retry(&e) => {
+                    dms1.stop().await;
+                    forget_ports(opts);
+                }
+                started => break (engines, dms1, started?),
+            }
+        };
         let mut fc = FleetConfig::new(DMS1, dms1.dm().url(), opts.devices);
         if opts.persist_devices {
             let d = opts.dir.join("devices");
