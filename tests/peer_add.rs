@@ -365,19 +365,7 @@ async fn a_delegation_whose_peer_was_removed_fails_at_once_saying_so() {
     for e in fc.enrolments(None) {
         dms1.dm().enrol(e.to_record()).await.unwrap();
     }
-    // Full, DMAcc, to DMS-2.
-    let full = || StartRequest {
-        peer: DMS2.into(),
-        dev_id: dev.clone(),
-        role: Role::Delegating,
-        full: true,
-        paths: Vec::new(),
-        bootstrap: false,
-        lease: None,
-        device: None,
-        retry_of: None,
-    };
-    let id = dms1.start_delegation(full()).await.unwrap();
+    let id = dms1.start_delegation(full_to(DMS2, &dev)).await.unwrap();
     let s = dms1
         .wait_for(&id, LONG, |s| s.unsent > 0 && s.state == State::Running)
         .await
@@ -400,7 +388,7 @@ async fn a_delegation_whose_peer_was_removed_fails_at_once_saying_so() {
     );
     assert_eq!(s.unsent, 0, "nothing left to send to a peer that is gone");
     // The device is free for another delegation.
-    let again = dms1.start_delegation(full()).await;
+    let again = dms1.start_delegation(full_to(DMS2, &dev)).await;
     assert!(
         matches!(&again, Err(CommandRefused::UnknownPeer(p)) if p == DMS2),
         "{again:?}"
