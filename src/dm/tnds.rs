@@ -759,7 +759,7 @@ impl<'a> Parser<'a> {
 
     fn start(&mut self, e: &BytesStart<'_>, at: usize) -> Result<(), TndsError> {
         let qname = e.name();
-        let local = qname.local_name().into_inner();
+        let local = crate::xmltext::local_name(&qname);
         let el = match self.stack.last() {
             None => {
                 if self.root_done {

@@ -218,7 +218,7 @@ static SHARED_PROPS: LazyLock<Mutex<SharedProps>> = LazyLock::new(Mutex::default
 
 #[derive(Default)]
 struct SharedProps {
-    sets: HashMap<NodeProps, Weak<NodeProps>>,
+    sets: HashMap<NodeProps, Weak<NodeProps>, foldhash::fast::RandomState>,
     /// Entries left by the last sweep.
     swept: usize,
 }

@@ -640,7 +640,7 @@ impl<'a> Parser<'a> {
         after: usize,
     ) -> Result<(), CodecError> {
         let qname = e.name();
-        let local = qname.local_name().into_inner();
+        let local = crate::xmltext::local_name(&qname);
         let el = match self.b.parent() {
             None => {
                 if self.b.root_done() {
