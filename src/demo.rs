@@ -162,6 +162,11 @@ pub struct DemoReport {
     pub wall: Duration,
     /// Peak resident memory of this process, MB (VmHWM).
     pub peak_rss_mb: u64,
+    /// CPU time the process (both engines, the devices, the demo) used during the
+    /// delegation phase.
+    pub cpu: CpuTime,
+    /// The cores this process may run on.
+    pub cores: usize,
     /// What the devices did during the delegation phase.
     pub traffic: FleetCounts,
     /// The first problems, word for word.
@@ -199,6 +204,22 @@ impl DemoReport {
         )
     }
 
+    /// CPU time per delegation started, and how many cores the phase kept busy: a steadier
+    /// measure than delegations per second on a machine whose speed drifts.
+    pub fn cpu_line(&self) -> String {
+        let started = (self.devices - self.unfinished).max(1) as f64;
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0 / started;
+        let total = self.cpu.user + self.cpu.system;
+        format!(
+            "cpu, per delegation: {:.2} ms (user {:.2}, system {:.2}); the process kept {:.2} of {} cores busy",
+            ms(total),
+            ms(self.cpu.user),
+            ms(self.cpu.system),
+            total.as_secs_f64() / self.wall.as_secs_f64().max(1e-9),
+            self.cores
+        )
+    }
+
     /// The report's last line:
     /// `demo: N delegated, F failed, R rolled back; X delegations/s; peak RSS M MB`.
     pub fn summary_line(&self) -> String {
@@ -210,6 +231,46 @@ impl DemoReport {
             self.per_second(),
             self.peak_rss_mb
         )
+    }
+}
+
+/// CPU time a process used: in user space and in the kernel on its behalf.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CpuTime {
+    /// In user space.
+    pub user: Duration,
+    /// In the kernel.
+    pub system: Duration,
+}
+
+impl CpuTime {
+    /// What was used between `earlier` and `self` (zero where a reading went backwards).
+    pub fn since(self, earlier: CpuTime) -> CpuTime {
+        CpuTime {
+            user: self.user.saturating_sub(earlier.user),
+            system: self.system.saturating_sub(earlier.system),
+        }
+    }
+}
+
+/// The CPU time this process (all its threads) has used so far; zero where unknown.
+pub fn cpu_time() -> CpuTime {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage only writes the struct it is given, which lives for the call; a
+    // zeroed rusage is a valid value of it (plain integers).
+    let ok = unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } == 0;
+    if !ok {
+        return CpuTime::default();
+    }
+    // SAFETY: zeroed, then filled by a successful getrusage.
+    let usage = unsafe { usage.assume_init() };
+    let time = |t: libc::timeval| {
+        Duration::from_secs(u64::try_from(t.tv_sec).unwrap_or(0))
+            + Duration::from_micros(u64::try_from(t.tv_usec).unwrap_or(0))
+    };
+    CpuTime {
+        user: time(usage.ru_utime),
+        system: time(usage.ru_stime),
     }
 }
 
@@ -585,6 +646,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
     let opts = Arc::new(opts);
     let since_ms = now_ms() - 1_000;
     let phase = Instant::now();
+    let cpu_before = cpu_time();
     let traffic_before = lab.fleet.counts();
     let permits = Arc::new(Semaphore::new(concurrency));
     let mut tasks = tokio::task::JoinSet::new();
@@ -607,6 +669,7 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         }
     }
     let wall = phase.elapsed();
+    let cpu = cpu_time().since(cpu_before);
     let traffic = traffic_between(traffic_before, lab.fleet.counts());
     // An engine shows a transition on its board a moment before the batch holding it is
     // committed, so a delegation can look over while its last events are not yet stored. The
@@ -632,6 +695,8 @@ pub async fn run(opts: DemoOptions) -> Result<DemoReport, DemoError> {
         rolled_back: 0,
         wall,
         peak_rss_mb: 0,
+        cpu,
+        cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         traffic,
         problems: Vec::new(),
     };
@@ -805,6 +870,11 @@ mod tests {
             rolled_back: 1,
             wall: Duration::from_millis(5000),
             peak_rss_mb: 42,
+            cpu: CpuTime {
+                user: Duration::from_millis(8_000),
+                system: Duration::from_millis(2_500),
+            },
+            cores: 2,
             traffic: FleetCounts {
                 sessions_ok: 30,
                 triggers_ok: 30,
@@ -823,7 +893,29 @@ mod tests {
             r.traffic_line(),
             "devices, per delegation: 3.0 DM sessions, 3.0 pushes, 8.0 messages, 31.0 KB sent, 15.1 KB received"
         );
+        assert_eq!(
+            r.cpu_line(),
+            "cpu, per delegation: 1050.00 ms (user 800.00, system 250.00); the process kept 2.10 of 2 cores busy"
+        );
         assert!(peak_rss_mb() > 0);
+    }
+
+    #[test]
+    fn cpu_time_grows_with_work_and_differences_do_not_go_negative() {
+        let before = cpu_time();
+        let mut x = 0u64;
+        // Busy until the reading shows 30 ms more (or 10 s have passed: a reading stuck at
+        // zero fails below).
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while cpu_time().since(before).user < Duration::from_millis(30) && Instant::now() < give_up
+        {
+            for _ in 0..10_000 {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+        }
+        let used = cpu_time().since(before);
+        assert!(used.user >= Duration::from_millis(30), "{used:?}");
+        assert_eq!(before.since(cpu_time()), CpuTime::default());
     }
 
     #[test]

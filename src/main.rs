@@ -1645,6 +1645,7 @@ fn print_demo(r: &DemoReport, what: &str) {
         r.completed, r.violations, r.failed, r.aborted, r.unfinished, r.rolled_back
     );
     println!("{}", r.traffic_line());
+    println!("{}", r.cpu_line());
     for p in &r.problems {
         eprintln!(
             "demo: {} {}: {}",

@@ -63,6 +63,16 @@ fn demo_delegates_three_devices_and_says_so_last() {
         stdout.contains("devices, per delegation: 3.0 DM sessions, 3.0 pushes, "),
         "{stdout}"
     );
+    let cpu = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("cpu, per delegation: "))
+        .expect(&stdout);
+    let ms: f64 = cpu
+        .split(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect(cpu);
+    assert!(ms > 0.0 && cpu.contains(" cores busy"), "{cpu}");
 }
 
 #[test]
