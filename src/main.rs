@@ -1399,6 +1399,7 @@ fn show_delegation(
     };
     // The machine may hold the peer's account secrets while it runs: never shown.
     row.machine.clear();
+    row.account = None;
     row.outbox.clear();
     let events = store::delegations::events(&conn, id)?;
     let messages = store::delegations::messages(&conn, id)?;

@@ -356,6 +356,12 @@ struct Live {
     messages: Vec<MessageRow>,
     audit: Vec<AuditRow>,
     journal_sig: (usize, usize),
+    /// The Seqs of the outbox's messages as last saved: the stored outbox is rewritten only
+    /// when a message was queued or sent since (`None`: the stored one may differ).
+    saved_outbox: Option<Vec<u32>>,
+    /// The account as last saved in its own column (written when it changes, not with the
+    /// machine's JSON at every transition).
+    saved_account: Option<String>,
     drain_until: Option<UnixMs>,
     /// Digests of the peer's accepted messages by Seq, so a reused Seq with other content
     /// is told from a plain duplicate.
@@ -379,6 +385,9 @@ impl Live {
             messages: Vec::new(),
             audit: Vec::new(),
             journal_sig: (0, 0),
+            // What a new row starts with.
+            saved_outbox: Some(Vec::new()),
+            saved_account: None,
             drain_until: None,
             seen: HashMap::new(),
             begin_logged: false,
@@ -565,20 +574,31 @@ impl Driver {
             let outbox: Vec<String> = serde_json::from_str(&row.outbox).unwrap_or_default();
             let mut live = Live::new(d.clone(), row.created_ms, row.retry_of.clone());
             live.begin_logged = true;
+            let mut all_read = true;
             for xml in outbox {
                 match Message::from_xml(xml.as_bytes()) {
                     Ok(msg) => live.outbox.push_back(Outgoing { msg, xml }),
-                    Err(e) => live.extra_events.push(EventRow {
-                        delegation_id: row.id.clone(),
-                        at_ms: now,
-                        step: d.step as u8,
-                        text: format!("a stored message could not be read again: {e}"),
-                    }),
+                    Err(e) => {
+                        all_read = false;
+                        live.extra_events.push(EventRow {
+                            delegation_id: row.id.clone(),
+                            at_ms: now,
+                            step: d.step as u8,
+                            text: format!("a stored message could not be read again: {e}"),
+                        });
+                    }
                 }
+            }
+            // A row written before the account had a column of its own keeps it in the
+            // machine's JSON; then the next save moves it to the column.
+            if row.account.is_some() {
+                d.account_xml = row.account.clone();
             }
             d.resume(now);
             live.d = d;
             live.journal_sig = (live.d.changes.len(), live.d.undo.len());
+            live.saved_outbox = all_read.then(|| live.outbox.iter().map(|o| o.msg.seq).collect());
+            live.saved_account = row.account.clone();
             if live.d.role == Role::Delegated
                 && live.d.wait == Wait::DeviceSession
                 && let (Some(url), Some(xml)) = (&live.d.bootstrap_url, &live.d.account_xml)
@@ -1483,7 +1503,23 @@ impl Driver {
             j
         });
         live.journal_sig = sig;
-        let outbox: Vec<&str> = live.outbox.iter().map(|o| o.xml.as_str()).collect();
+        let seqs: Vec<u32> = live.outbox.iter().map(|o| o.msg.seq).collect();
+        let outbox_unchanged = live.saved_outbox.as_ref() == Some(&seqs);
+        let outbox = if outbox_unchanged {
+            String::new()
+        } else {
+            let xml: Vec<&str> = live.outbox.iter().map(|o| o.xml.as_str()).collect();
+            serde_json::to_string(&xml).unwrap_or_default()
+        };
+        live.saved_outbox = Some(seqs);
+        let account_unchanged = live.d.account_xml == live.saved_account;
+        if !account_unchanged {
+            live.saved_account.clone_from(&live.d.account_xml);
+        }
+        // The machine's JSON leaves the account out: it has a column of its own.
+        let account_xml = live.d.account_xml.take();
+        let machine = serde_json::to_string(&live.d).unwrap_or_default();
+        live.d.account_xml = account_xml;
         let live_flag = live.needs_engine();
         let d = &live.d;
         Transition {
@@ -1504,13 +1540,20 @@ impl Driver {
                 reason_code: d.reason.as_ref().map(|r| r.0),
                 reason_text: d.reason.as_ref().map(|r| r.1.clone()),
                 retry_of: live.retry_of.clone(),
-                machine: serde_json::to_string(d).unwrap_or_default(),
-                outbox: serde_json::to_string(&outbox).unwrap_or_default(),
+                machine,
+                outbox,
+                account: if account_unchanged {
+                    None
+                } else {
+                    d.account_xml.clone()
+                },
             },
             events,
             messages: std::mem::take(&mut live.messages),
             journal,
             audit: std::mem::take(&mut live.audit),
+            outbox_unchanged,
+            account_unchanged,
         }
     }
 

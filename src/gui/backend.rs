@@ -1828,6 +1828,7 @@ mod tests {
             retry_of: None,
             machine: String::new(),
             outbox: String::new(),
+            account: None,
         };
         let h = vec![
             row("a", "Completed", 0),

@@ -1,7 +1,8 @@
-//! Delegation history in the store (schema version 2): one row per delegation holding its
-//! serialised state machine and unsent messages, the append-only timeline (`events`) and audit
-//! log (`audit`), the SyncML messages exchanged with the peer, the journal of device changes
-//! (and their undo). The peer servers added at run time are in [`super::peers`].
+//! Delegation history in the store (schema versions 2 and 5): one row per delegation holding
+//! its serialised state machine, its unsent messages and, apart, the account it carries
+//! (written when it changes, not at every transition), the append-only timeline (`events`)
+//! and audit log (`audit`), the SyncML messages exchanged with the peer, the journal of
+//! device changes (and their undo). The peer servers added at run time are in [`super::peers`].
 //!
 //! The engine writes everything one transition produces through [`save_transitions`], in one
 //! savepoint, before it performs any effect (DESIGN.md section 5: persist before any effect).
@@ -58,6 +59,12 @@ pub struct DelegationRow {
     pub machine: String,
     /// JSON of the messages not sent yet (empty in rows returned by [`history`]).
     pub outbox: String,
+    /// The account the delegation carries (TNDS XML, secrets included) while it needs it,
+    /// kept apart from `machine` so that it is written once, not at every transition. Never
+    /// shown (never serialised); `None` in rows returned by [`history`], and once the
+    /// delegation has purged it.
+    #[serde(skip)]
+    pub account: Option<String>,
 }
 
 /// One entry of a delegation's timeline.
@@ -163,6 +170,11 @@ pub struct Transition {
     pub journal: Option<Vec<JournalEntry>>,
     /// Audit lines to append, in order.
     pub audit: Vec<AuditRow>,
+    /// The stored outbox is already `row.outbox` (which is then not written): the engine
+    /// says so when no message was queued or sent since its last save.
+    pub outbox_unchanged: bool,
+    /// The stored account is already `row.account` (which is then not written).
+    pub account_unchanged: bool,
 }
 
 /// Which delegations [`history`] returns. The default returns them all.
@@ -201,11 +213,12 @@ pub struct AuditFilter {
 
 /// The delegation columns, in the order [`delegation_row`] reads them.
 const DELEGATION_COLUMNS: &str = "id, role, initiator, peer, dev_id, full, bootstrap, paths, \
-     state, step, live, created_ms, updated_ms, reason_code, reason_text, retry_of, machine, outbox";
+     state, step, live, created_ms, updated_ms, reason_code, reason_text, retry_of, machine, outbox, \
+     account";
 
 /// The same columns with the two large ones left out (read back as empty strings).
 const SUMMARY_COLUMNS: &str = "id, role, initiator, peer, dev_id, full, bootstrap, paths, \
-     state, step, live, created_ms, updated_ms, reason_code, reason_text, retry_of, '', ''";
+     state, step, live, created_ms, updated_ms, reason_code, reason_text, retry_of, '', '', NULL";
 
 fn delegation_row(r: &Row<'_>) -> rusqlite::Result<DelegationRow> {
     let paths: String = r.get(7)?;
@@ -228,6 +241,7 @@ fn delegation_row(r: &Row<'_>) -> rusqlite::Result<DelegationRow> {
         retry_of: r.get(15)?,
         machine: r.get(16)?,
         outbox: r.get(17)?,
+        account: r.get(18)?,
     })
 }
 
@@ -283,10 +297,13 @@ fn insert_audit(conn: &Connection, rows: &[AuditRow]) -> Result<(), StoreError> 
 fn save_one(conn: &Connection, t: &Transition) -> Result<(), StoreError> {
     let d = &t.row;
     // Most transitions move a stored delegation: a plain update finds it by its key once.
+    // The outbox and the account are rewritten only when they changed.
     let updated = conn
         .prepare_cached(
             "UPDATE delegations SET state = ?2, step = ?3, live = ?4, updated_ms = ?5,
-                 reason_code = ?6, reason_text = ?7, machine = ?8, outbox = ?9
+                 reason_code = ?6, reason_text = ?7, machine = ?8,
+                 outbox = CASE WHEN ?10 THEN outbox ELSE ?9 END,
+                 account = CASE WHEN ?12 THEN account ELSE ?11 END
              WHERE id = ?1",
         )?
         .execute(params![
@@ -299,20 +316,32 @@ fn save_one(conn: &Connection, t: &Transition) -> Result<(), StoreError> {
             d.reason_text,
             d.machine,
             d.outbox,
+            t.outbox_unchanged,
+            d.account,
+            t.account_unchanged,
         ])?;
     if updated == 0 {
-        insert_delegation(conn, d)?;
+        insert_delegation(conn, t)?;
     }
     save_records(conn, t)
 }
 
-/// A delegation's first row.
-fn insert_delegation(conn: &Connection, d: &DelegationRow) -> Result<(), StoreError> {
+/// A delegation's first row. An outbox or account said to be unchanged is the one a new
+/// row starts with: no message, no account.
+fn insert_delegation(conn: &Connection, t: &Transition) -> Result<(), StoreError> {
+    let d = &t.row;
+    let outbox = if t.outbox_unchanged { "[]" } else { &d.outbox };
+    let account = if t.account_unchanged {
+        None
+    } else {
+        d.account.as_deref()
+    };
     conn.prepare_cached(
         "INSERT INTO delegations (id, role, initiator, peer, dev_id, full, bootstrap, paths,
              state, step, live, created_ms, updated_ms, reason_code, reason_text, retry_of,
-             machine, outbox)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+             machine, outbox, account)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18,
+             ?19)",
     )?
     .execute(params![
         d.id,
@@ -332,7 +361,8 @@ fn insert_delegation(conn: &Connection, d: &DelegationRow) -> Result<(), StoreEr
         d.reason_text,
         d.retry_of,
         d.machine,
-        d.outbox,
+        outbox,
+        account,
     ])?;
     Ok(())
 }
@@ -887,6 +917,7 @@ mod tests {
             retry_of: None,
             machine: format!("{{\"id\":\"{id}\"}}"),
             outbox: "[]".into(),
+            account: None,
         }
     }
 
@@ -897,6 +928,8 @@ mod tests {
             messages: Vec::new(),
             journal: None,
             audit: Vec::new(),
+            outbox_unchanged: false,
+            account_unchanged: false,
         }
     }
 
@@ -1056,6 +1089,8 @@ mod tests {
                 je(0, JournalKind::Undo, "delete A"),
             ]),
             audit: vec![audit_line(1000, "IMEI:1", "dms2", None, "started")],
+            outbox_unchanged: false,
+            account_unchanged: false,
         };
         save_transitions(&conn, &[first]).unwrap();
         let second = Transition {
@@ -1068,6 +1103,8 @@ mod tests {
             messages: vec![msg(2, false)],
             journal: None,
             audit: Vec::new(),
+            outbox_unchanged: false,
+            account_unchanged: false,
         };
         save_transitions(&conn, &[second]).unwrap();
         let texts: Vec<String> = events(&conn, "d1")
@@ -1108,6 +1145,57 @@ mod tests {
         .unwrap();
         assert!(journal(&conn, "d1").unwrap().is_empty());
         assert_eq!(audit(&conn, &AuditFilter::default()).unwrap().len(), 1);
+    }
+
+    /// A transition that says its outbox or account did not change leaves the stored one (a
+    /// new row then starts with neither); one that changed is written, a purged account too.
+    #[test]
+    fn an_unchanged_outbox_or_account_is_kept_and_a_changed_one_written() {
+        let dir = TempDir::new("kept");
+        let conn = dir.open();
+        let save = |row: DelegationRow, outbox_unchanged: bool, account_unchanged: bool| {
+            let t = Transition {
+                outbox_unchanged,
+                account_unchanged,
+                ..only(row)
+            };
+            save_transitions(&conn, &[t]).unwrap();
+            load(&conn, "d1").unwrap().unwrap()
+        };
+        let mut r = row("d1", "IMEI:1", "dms2", "AwaitResp", 1000, 1000);
+        r.outbox = "[\"not written\"]".into();
+        r.account = Some("not written".into());
+        let got = save(r.clone(), true, true);
+        assert_eq!((got.outbox.as_str(), got.account), ("[]", None));
+
+        r.outbox = "[\"<MgmtTree/>\"]".into();
+        r.account = Some("<MgmtTree><Node/></MgmtTree>".into());
+        let got = save(r.clone(), false, false);
+        assert_eq!(got, r);
+
+        let next = DelegationRow {
+            step: 3,
+            machine: "{\"v\":3}".into(),
+            outbox: String::new(),
+            account: None,
+            ..r.clone()
+        };
+        let got = save(next, true, true);
+        assert_eq!((got.step, got.machine.as_str()), (3, "{\"v\":3}"));
+        assert_eq!(got.outbox, r.outbox);
+        assert_eq!(got.account, r.account);
+        let listed = history(&conn, &HistoryFilter::default()).unwrap();
+        assert_eq!(listed[0].account, None, "history never reads the account");
+
+        let got = save(
+            DelegationRow {
+                account: None,
+                ..r.clone()
+            },
+            true,
+            false,
+        );
+        assert_eq!((got.outbox, got.account), (r.outbox, None));
     }
 
     #[test]

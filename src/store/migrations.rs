@@ -117,6 +117,10 @@ pub const MIGRATIONS: &[&str] = &[
     INSERT INTO device_trees (dev_id, tree_tnds)
         SELECT dev_id, tree_tnds FROM devices WHERE tree_tnds IS NOT NULL;
     ALTER TABLE devices DROP COLUMN tree_tnds;",
+    // 5: the account a delegation carries (TNDS XML, with its secrets) in a column of its
+    // own, written when it changes instead of inside the machine's JSON at every transition.
+    // A row written before keeps its account in the machine's JSON, which is still read.
+    "ALTER TABLE delegations ADD COLUMN account TEXT;",
 ];
 
 /// The newest schema version this build knows.
