@@ -216,7 +216,8 @@ const DELEGATION_COLUMNS: &str = "id, role, initiator, peer, dev_id, full, boots
      state, step, live, created_ms, updated_ms, reason_code, reason_text, retry_of, machine, outbox, \
      account";
 
-/// The same columns with the two large ones left out (read back as empty strings).
+/// The same columns with the three large ones left out (machine and outbox read back as empty
+/// strings, the account as `None`).
 const SUMMARY_COLUMNS: &str = "id, role, initiator, peer, dev_id, full, bootstrap, paths, \
      state, step, live, created_ms, updated_ms, reason_code, reason_text, retry_of, '', '', NULL";
 
