@@ -16,4 +16,5 @@ pub mod sim;
 pub mod store;
 pub mod syncml;
 pub mod tls;
+mod xmlpull;
 mod xmltext;

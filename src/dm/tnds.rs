@@ -21,7 +21,7 @@
 //!
 //! Text is trimmed of XML whitespace except in `Value`, which is kept exactly (after entity and
 //! character-reference resolution; CDATA is taken literally). The parser is a streaming,
-//! iterative state machine over quick-xml events: nesting is bounded by [`TndsLimits`], never by
+//! iterative state machine over the events of [`crate::xmlpull`]: nesting is bounded by [`TndsLimits`], never by
 //! the call stack, and every text value is size-checked before it is copied.
 //!
 //! The writer escapes `&`, `<`, `>` and writes `\r` and other control characters as character
@@ -30,16 +30,16 @@
 
 use std::fmt;
 
+use crate::xmlpull::Tokenizer;
 use quick_xml::XmlVersion;
 use quick_xml::events::{BytesCData, BytesRef, BytesStart, BytesText, Event};
-use quick_xml::reader::Reader;
 
 use super::acl::{Acl, AclError};
 use super::props::{AccessKind, AccessSet, CaseSense, Format, NodeType, Occurrence, Scope};
 use super::uri::{NodeUri, UriError};
 use crate::xmltext::{
-    Escaper, Sink, XmlWriter, configure_reader, escape_into, is_xml_ws, leading_ws_len, offset,
-    resolve_reference, shorten, take_trimmed, trim_xml, unclosed_message,
+    Escaper, Sink, XmlWriter, escape_into, is_xml_ws, leading_ws_len, resolve_reference, shorten,
+    take_trimmed, trim_xml, unclosed_message,
 };
 
 /// The only `VerDTD` this codec reads and writes.
@@ -723,13 +723,12 @@ impl<'a> Parser<'a> {
     }
 
     fn run(mut self) -> Result<TndsDocument, TndsError> {
-        let mut reader = Reader::from_reader(self.input);
-        configure_reader(reader.config_mut());
+        let mut tokens = Tokenizer::new(self.input).map_err(|e| self.xml_err(e.at, e.message))?;
         loop {
-            let at = offset(reader.buffer_position());
-            let event = match reader.read_event() {
+            let at = tokens.position();
+            let event = match tokens.next_event() {
                 Ok(event) => event,
-                Err(e) => return Err(self.xml_err(offset(reader.error_position()), e.to_string())),
+                Err(e) => return Err(self.xml_err(e.at, e.message)),
             };
             match event {
                 Event::Start(e) => self.start(&e, at)?,

@@ -25,7 +25,7 @@
 //! * Numbers (`CmdID`, `MsgID`, `MsgRef`, `CmdRef`, `Size`, `MaxMsgSize`, `MaxObjSize`, the
 //!   `Status` code) are unsigned decimal digits, else [`CodecError::BadValue`].
 //!
-//! The decoder is an iterative state machine over quick-xml events with an explicit stack:
+//! The decoder is an iterative state machine over the events of [`crate::xmlpull`] with an explicit stack:
 //! nesting (including `Atomic`/`Sequence` and inline XML) is bounded by
 //! [`DecodeLimits::max_depth`], never by the call stack, and input size, text size and command
 //! count are bounded too. Every error says what and where (`line L, column C`).
@@ -39,13 +39,14 @@
 use quick_xml::events::attributes::AttrError;
 use quick_xml::events::{BytesCData, BytesRef, BytesStart, BytesText, Event};
 use quick_xml::name::{NamespaceError, NamespaceResolver, QName, ResolveResult};
-use quick_xml::reader::Reader;
 
 pub use crate::dm::tnds::Position;
 use crate::xmltext::{
-    Sink, XmlWriter, configure_reader, escape_into, is_xml_ws, leading_ws_len, offset, put_number,
-    resolve_reference, shorten, trim_xml, unclosed_message,
+    Sink, XmlWriter, escape_into, is_xml_ws, leading_ws_len, put_number, resolve_reference,
+    shorten, trim_xml, unclosed_message,
 };
+
+use crate::xmlpull::Tokenizer;
 
 use super::build::{BuildError, Builder, Content, El, child_of};
 use super::message::{
@@ -482,21 +483,18 @@ impl<'a> Parser<'a> {
     }
 
     fn run(mut self) -> Result<SyncMl, CodecError> {
-        let mut reader = Reader::from_reader(self.input);
-        configure_reader(reader.config_mut());
+        let mut tokens = Tokenizer::new(self.input).map_err(|e| self.xml_err(e.at, e.message))?;
         loop {
-            let at = offset(reader.buffer_position());
-            let event = match reader.read_event() {
+            let at = tokens.position();
+            let event = match tokens.next_event() {
                 Ok(event) => event,
-                Err(e) => {
-                    return Err(self.xml_err(offset(reader.error_position()), e.to_string()));
-                }
+                Err(e) => return Err(self.xml_err(e.at, e.message)),
             };
-            let after = offset(reader.buffer_position());
+            let after = tokens.position();
             match event {
                 Event::Start(e) => {
                     let depth = self.open_depth().saturating_add(1);
-                    self.enter_scope(&e, depth, &reader)?;
+                    self.enter_scope(&e, depth, at)?;
                     if let Some(raw) = self.raw.as_mut() {
                         raw.depth += 1;
                         raw.has_elements = true;
@@ -508,7 +506,7 @@ impl<'a> Parser<'a> {
                 }
                 Event::Empty(e) => {
                     let depth = self.open_depth().saturating_add(1);
-                    self.enter_scope(&e, depth, &reader)?;
+                    self.enter_scope(&e, depth, at)?;
                     if let Some(raw) = self.raw.as_mut() {
                         raw.has_elements = true;
                         self.check_raw_child(&e, at, depth)?;
@@ -562,21 +560,18 @@ impl<'a> Parser<'a> {
         self.b.depth().saturating_add(raw)
     }
 
-    /// Opens the namespace scope of `e`, the element at `depth` (the root is 1). A namespace
-    /// error is reported as quick-xml's `NsReader` reports it (its message, at the reader's
-    /// error position), so the errors are those of a namespace-resolving reader.
+    /// Opens the namespace scope of `e`, the element at `depth` (the root is 1) whose tag
+    /// starts at `at`. A namespace error has quick-xml's `NsReader`'s message, placed at the
+    /// tag.
     fn enter_scope(
         &mut self,
         e: &BytesStart<'_>,
         depth: usize,
-        reader: &Reader<&[u8]>,
+        at: usize,
     ) -> Result<(), CodecError> {
-        self.scopes.enter(e, depth).map_err(|err| {
-            self.xml_err(
-                offset(reader.error_position()),
-                quick_xml::Error::Namespace(err).to_string(),
-            )
-        })
+        self.scopes
+            .enter(e, depth)
+            .map_err(|err| self.xml_err(at, quick_xml::Error::Namespace(err).to_string()))
     }
 
     /// Checks an element inside `Item/Data` (inline XML): depth and attribute syntax only.
