@@ -1597,6 +1597,25 @@ mod tests {
         assert_eq!(doc.nodes[0].value.as_deref(), Some("x & y"));
     }
 
+    /// After a BOM, inline XML is still cut from the input at its own tags, and an error is
+    /// placed where it is in the input (quick-xml's reader counted offsets from after the BOM).
+    #[test]
+    fn a_bom_does_not_shift_inline_xml_or_error_positions() {
+        let body =
+            "<Add><CmdID>1</CmdID><Item><Data><MgmtTree><Node/></MgmtTree></Data></Item></Add>";
+        let m = parse(&format!("\u{FEFF}{}", with_body(body))).unwrap();
+        assert_eq!(
+            m.body.commands[0].items()[0].data,
+            Some(Data::Xml("<MgmtTree><Node/></MgmtTree>".into()))
+        );
+        let e = parse("\u{FEFF}<SyncML><Get></SyncML>").unwrap_err();
+        assert_eq!(
+            e.position().map(|p| (p.line, p.column)),
+            Some((1, 10)),
+            "{e}"
+        );
+    }
+
     #[test]
     fn message_helpers() {
         let m = sample();
