@@ -12,6 +12,7 @@ pub mod engine;
 pub mod gui;
 pub mod lab;
 pub mod logging;
+pub mod random;
 pub mod sim;
 pub mod store;
 pub mod syncml;

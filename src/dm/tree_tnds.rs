@@ -6,6 +6,8 @@
 //! target. On nested nodes `Path` is ignored (DDF files repeat it). One status covers the whole
 //! document: on any failure the tree is left exactly as it was.
 
+use std::rc::Rc;
+
 use base64::Engine as _;
 
 use super::acl::{Acl, AclCmd};
@@ -293,8 +295,10 @@ impl DmTree {
         node: &TndsNode,
     ) -> Result<(), OpError> {
         // Each entry: where the node goes, and the node there when it is one this call made
-        // (its children are added under it without looking it up again).
-        let mut stack: Vec<(NodeUri, Option<NodeId>, &TndsNode)> = vec![(base.clone(), None, node)];
+        // (its children are added under it without looking it up again). Siblings share
+        // their parent's URI instead of a copy each.
+        let mut stack: Vec<(Rc<NodeUri>, Option<NodeId>, &TndsNode)> =
+            vec![(Rc::new(base.clone()), None, node)];
         while let Some((parent, parent_id, node)) = stack.pop() {
             let name = if node.name.is_empty() {
                 if ctx.skip_unnamed {
@@ -304,9 +308,10 @@ impl DmTree {
             } else {
                 node.name.clone()
             };
-            let uri = parent
-                .join(&name)
-                .map_err(|e| bad(format!("NodeName `{name}`: {e}")))?;
+            let mut uri = NodeUri::clone(&parent);
+            // (An assigned name is always valid: a failure names the document's.)
+            uri.push(name)
+                .map_err(|e| bad(format!("NodeName `{}`: {e}", node.name)))?;
             let shape = shape(node)?;
             let data = NodeData {
                 format: Some(shape.format),
@@ -318,8 +323,11 @@ impl DmTree {
                 None => self.add(ctx.who, &Target::from(uri.clone()), &data, ctx.now)?,
             };
             self.set_tnds_props(ctx, id, &uri, node);
-            for child in node.children.iter().rev() {
-                stack.push((uri.clone(), Some(id), child));
+            if !node.children.is_empty() {
+                let uri = Rc::new(uri);
+                for child in node.children.iter().rev() {
+                    stack.push((Rc::clone(&uri), Some(id), child));
+                }
             }
         }
         Ok(())

@@ -248,7 +248,7 @@ fn random16() -> [u8; 16] {
     let mut b = [0u8; 16];
     // The OS generator does not fail on supported platforms; a zero nonce would only weaken
     // one challenge, and the next one is fresh again.
-    let _ = getrandom::fill(&mut b);
+    let _ = crate::random::fill(&mut b);
     b
 }
 

@@ -320,7 +320,7 @@ impl DmServer {
             let address = record.push.clone().ok_or(NotifyError::NoAddress)?;
             let mut sid = [0u8; 2];
             // Any session id will do; a failed generator just gives session 0.
-            let _ = getrandom::fill(&mut sid);
+            let _ = crate::random::fill(&mut sid);
             let bytes = devices
                 .trigger(dev_id, &self.cfg.server_id, u16::from_be_bytes(sid))
                 .map_err(|e| NotifyError::Transport(e.to_string()))?;

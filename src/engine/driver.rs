@@ -525,7 +525,7 @@ fn random_hex(n: usize) -> String {
     let mut b = vec![0u8; n];
     // A failing OS generator is not survivable for secrets; fall back to the clock so the
     // engine keeps running, and the secrets are still unique.
-    if getrandom::fill(&mut b).is_err() {
+    if crate::random::fill(&mut b).is_err() {
         let t = now_ms().to_le_bytes();
         for (i, x) in b.iter_mut().enumerate() {
             *x = t[i % 8] ^ (i as u8);
@@ -537,7 +537,7 @@ fn random_hex(n: usize) -> String {
 /// A fresh DelegationID: a time-ordered UUID (version 7), unique by its 74 random bits.
 pub fn new_delegation_id() -> DelegationId {
     let mut b = [0u8; 10];
-    let _ = getrandom::fill(&mut b);
+    let _ = crate::random::fill(&mut b);
     DelegationId::time_ordered(now_ms().max(0) as u64, b)
 }
 
@@ -1415,7 +1415,7 @@ impl Driver {
         let xml = d.account_xml.as_deref()?;
         let served = self.bootstrap_account(d, xml);
         let mut random = [0u8; 32];
-        getrandom::fill(&mut random).ok()?;
+        crate::random::fill(&mut random).ok()?;
         let ttl = self
             .parts
             .token_ttl_ms

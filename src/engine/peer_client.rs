@@ -118,7 +118,7 @@ fn http_reason(status: u16) -> &'static str {
 fn jitter(d: Duration) -> Duration {
     let mut b = [0u8; 2];
     // Without randomness the delay is simply not varied.
-    let _ = getrandom::fill(&mut b);
+    let _ = crate::random::fill(&mut b);
     let r = f64::from(u16::from_le_bytes(b)) / f64::from(u16::MAX); // 0..=1
     d.mul_f64(0.8 + 0.4 * r)
 }

@@ -413,7 +413,7 @@ impl SimDevice {
             report.bytes_received += body.len();
             let mut fresh = [0u8; 16];
             // A failed OS generator only weakens this one nonce.
-            let _ = getrandom::fill(&mut fresh);
+            let _ = crate::random::fill(&mut fresh);
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map(|d| d.as_secs() as i64)
