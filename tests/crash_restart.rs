@@ -147,6 +147,15 @@ async fn the_delegating_engine_killed_at_each_point_completes_after_restart() {
         child.wait().unwrap();
         let stored = dms1_row(&db, &id).unwrap_or_else(|| panic!("{point}: nothing stored"));
         assert!(stored.live, "{point}: stored as {}", stored.state);
+        if point.ends_with(":Changes") {
+            // The plan and its undo are stored once, in the journal; the restart reads them
+            // from there.
+            assert!(stored.machine.contains("\"changes\":[]"), "{point}");
+            assert!(stored.machine.contains("\"undo\":[]"), "{point}");
+            let conn = dmdeleg::store::open(&db).unwrap();
+            let journal = dmdeleg::store::delegations::journal(&conn, &id).unwrap();
+            assert!(journal.len() >= 2, "{point}: {journal:?}");
+        }
 
         let (mut child, lines) = start_dms1(&config, None);
         wait_line(&lines, "resumed", Duration::from_secs(20));

@@ -564,13 +564,34 @@ impl Driver {
         let rows = self
             .parts
             .store
-            .call(crate::store::delegations::load_live)
+            .call(|conn| {
+                let rows = crate::store::delegations::load_live(conn)?;
+                let mut out = Vec::with_capacity(rows.len());
+                for row in rows {
+                    let journal = crate::store::delegations::journal(conn, &row.id)?;
+                    out.push((row, journal));
+                }
+                Ok(out)
+            })
             .await?;
         let now = now_ms();
         let n = rows.len();
-        for row in rows {
+        for (row, journal) in rows {
             let mut d: Delegation = serde_json::from_str(&row.machine)
                 .map_err(|e| StoreError::Corrupt(format!("delegation {}: {e}", row.id)))?;
+            // The device changes and their undo are in the journal; a row written before
+            // they left the machine's JSON has them there as well.
+            if d.changes.is_empty() && d.undo.is_empty() {
+                for entry in journal {
+                    let command = serde_json::from_str(&entry.command).map_err(|e| {
+                        StoreError::Corrupt(format!("delegation {}: journal: {e}", row.id))
+                    })?;
+                    match entry.kind {
+                        JournalKind::Change => d.changes.push(command),
+                        JournalKind::Undo => d.undo.push(command),
+                    }
+                }
+            }
             let outbox: Vec<String> = serde_json::from_str(&row.outbox).unwrap_or_default();
             let mut live = Live::new(d.clone(), row.created_ms, row.retry_of.clone());
             live.begin_logged = true;
@@ -1516,10 +1537,16 @@ impl Driver {
         if !account_unchanged {
             live.saved_account.clone_from(&live.d.account_xml);
         }
-        // The machine's JSON leaves the account out: it has a column of its own.
+        // The machine's JSON leaves out the account, which has a column of its own, and the
+        // device changes and their undo, which the journal holds (written above whenever
+        // their lengths move: the machine sets them whole, clears them or appends to them).
         let account_xml = live.d.account_xml.take();
+        let changes = std::mem::take(&mut live.d.changes);
+        let undo = std::mem::take(&mut live.d.undo);
         let machine = serde_json::to_string(&live.d).unwrap_or_default();
         live.d.account_xml = account_xml;
+        live.d.changes = changes;
+        live.d.undo = undo;
         let live_flag = live.needs_engine();
         let d = &live.d;
         Transition {
