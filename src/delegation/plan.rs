@@ -136,11 +136,9 @@ fn grant_acls(
                 ));
             }
             let mut after = acl.clone();
-            for c in cmds {
-                after
-                    .grant(c, peer)
-                    .map_err(|e| PlanError::BadAccount(e.to_string()))?;
-            }
+            after
+                .grant_all(&cmds, peer)
+                .map_err(|e| PlanError::BadAccount(e.to_string()))?;
             if after == acl {
                 continue;
             }

@@ -449,16 +449,25 @@ impl Acl {
 
     /// Grants `cmd` to `server` (no change when already held, by name or by `*`).
     pub fn grant(&mut self, cmd: AclCmd, server: &str) -> Result<(), AclError> {
+        self.grant_all(&[cmd], server)
+    }
+
+    /// Grants each of `cmds` to `server`, as [`Acl::grant`] one by one would, with the ACL
+    /// read and rewritten once.
+    pub fn grant_all(&mut self, cmds: &[AclCmd], server: &str) -> Result<(), AclError> {
         if !is_valid_server_id(server) {
             return Err(AclError::InvalidServerId {
                 id: server.chars().take(64).collect(),
             });
         }
-        if self.allows(cmd, server) {
+        let missing = cmds.iter().filter(|&&c| !self.allows(c, server));
+        if missing.clone().next().is_none() {
             return Ok(());
         }
         let mut entries = self.entries();
-        add_id(&mut entries, cmd, server);
+        for &cmd in missing {
+            add_id(&mut entries, cmd, server);
+        }
         *self = Acl::from_entries(&entries);
         Ok(())
     }
@@ -691,6 +700,22 @@ mod tests {
         acl.set(AclCmd::Add, None);
         assert!(acl.is_empty());
         assert_eq!(acl, Acl::empty());
+    }
+
+    #[test]
+    fn granting_several_commands_at_once_is_granting_them_one_by_one() {
+        for text in ["", "Get=*", "Add=a+b&Get=b", "Delete=b&Exec=a&Replace=*"] {
+            let base = Acl::parse(text).unwrap();
+            let cmds = [AclCmd::Add, AclCmd::Get, AclCmd::Replace];
+            let mut one_by_one = base.clone();
+            for c in cmds {
+                one_by_one.grant(c, "b").unwrap();
+            }
+            let mut at_once = base.clone();
+            at_once.grant_all(&cmds, "b").unwrap();
+            assert_eq!(at_once.to_string(), one_by_one.to_string(), "{text}");
+        }
+        assert!(Acl::default().grant_all(&[AclCmd::Get], "a b").is_err());
     }
 
     #[test]

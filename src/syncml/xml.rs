@@ -325,21 +325,59 @@ impl Ns {
     fn of(r: &ResolveResult<'_>) -> Ns {
         match r {
             ResolveResult::Unbound => Ns::Unbound,
-            ResolveResult::Bound(ns) => {
-                let ns: &str = ns.0;
-                if ns.is_empty() {
-                    Ns::Unbound
-                } else if let Some(v) = SyncMlVersion::from_namespace(ns) {
-                    Ns::SyncMl(v)
-                } else if ns.eq_ignore_ascii_case(NS_METINF) {
-                    Ns::MetInf
-                } else {
-                    Ns::Other(shorten(ns))
-                }
-            }
+            ResolveResult::Bound(ns) => Ns::named(ns.0),
             ResolveResult::Unknown(p) => Ns::UnknownPrefix(shorten(p)),
         }
     }
+
+    /// The namespace `ns` (a bound name: empty is none).
+    fn named(ns: &str) -> Ns {
+        if ns.is_empty() {
+            Ns::Unbound
+        } else if let Some(v) = SyncMlVersion::from_namespace(ns) {
+            Ns::SyncMl(v)
+        } else if ns.eq_ignore_ascii_case(NS_METINF) {
+            Ns::MetInf
+        } else {
+            Ns::Other(shorten(ns))
+        }
+    }
+}
+
+/// The namespace of a tag whose only attribute is a default namespace declaration written
+/// plainly (`xmlns="syncml:metinf"`, as on every meta element of a message), when binding it
+/// needs none of the resolver's checks: no reference to resolve, not a reserved namespace.
+/// `None` for any other attribute list.
+fn plain_default_ns(attrs: &str) -> Option<&str> {
+    let bytes = attrs.as_bytes();
+    let skip_ws = |mut i: usize| {
+        while bytes.get(i).is_some_and(|&b| is_xml_ws(b)) {
+            i += 1;
+        }
+        i
+    };
+    let mut i = skip_ws(0);
+    if !bytes.get(i..)?.starts_with(b"xmlns") {
+        return None;
+    }
+    i = skip_ws(i + 5);
+    if bytes.get(i) != Some(&b'=') {
+        return None;
+    }
+    i = skip_ws(i + 1);
+    let quote = *bytes.get(i).filter(|&&q| q == b'"' || q == b'\'')?;
+    let start = i + 1;
+    let len = bytes
+        .get(start..)?
+        .iter()
+        .position(|&b| b == quote || b == b'&' || b == b'<')?;
+    let end = start + len;
+    if bytes.get(end) != Some(&quote) || skip_ws(end + 1) != bytes.len() {
+        return None;
+    }
+    let value = attrs.get(start..end)?;
+    (value != "http://www.w3.org/XML/1998/namespace" && value != "http://www.w3.org/2000/xmlns/")
+        .then_some(value)
 }
 
 /// State of an open `Item/Data`.
@@ -360,8 +398,10 @@ struct Raw {
 #[derive(Default)]
 struct Scopes {
     resolver: NamespaceResolver,
-    /// The depths (the root is 1) of the open elements that opened a scope, innermost last.
-    opened: Vec<usize>,
+    /// The depths (the root is 1) of the open elements that opened a scope, innermost last,
+    /// and whether the resolver holds that scope (a plain default declaration is kept in
+    /// `defaults` only: it binds no prefix).
+    opened: Vec<(usize, bool)>,
     /// What an element without a prefix resolves to in each opened scope, innermost last
     /// (nearly every element of a message: they are resolved without a lookup).
     defaults: Vec<Ns>,
@@ -377,9 +417,28 @@ impl Scopes {
         }
         let attrs = e.attributes_raw();
         if !attrs.is_empty() && attrs.contains("xmlns") {
+            // The resolver's own limit on bindings in scope, counted for plain ones too.
+            if let Some(ns) = plain_default_ns(attrs)
+                && self.opened.len() < quick_xml::name::DEFAULT_MAX_NAMESPACE_BINDINGS
+            {
+                self.opened.push((depth, false));
+                self.defaults.push(Ns::named(ns));
+                return Ok(());
+            }
             self.resolver.push(e)?;
-            self.opened.push(depth);
-            let default = Ns::of(&self.resolver.resolve_element(QName("x")).0);
+            self.opened.push((depth, true));
+            // The resolver knows the defaults it was given; one declared plainly further out
+            // is in `defaults` only, and holds here unless this element declares its own.
+            let declares_default = e
+                .attributes()
+                .with_checks(false)
+                .flatten()
+                .any(|a| a.key.into_inner() == "xmlns");
+            let default = if declares_default {
+                Ns::of(&self.resolver.resolve_element(QName("x")).0)
+            } else {
+                self.defaults.last().cloned().unwrap_or(Ns::Unbound)
+            };
             self.defaults.push(default);
         }
         Ok(())
@@ -387,10 +446,14 @@ impl Scopes {
 
     /// Closes the scope of the element at `depth`, if it opened one.
     fn leave(&mut self, depth: usize) {
-        if self.opened.last() == Some(&depth) {
+        if let Some(&(open, in_resolver)) = self.opened.last()
+            && open == depth
+        {
             self.opened.pop();
             self.defaults.pop();
-            self.resolver.pop();
+            if in_resolver {
+                self.resolver.pop();
+            }
         }
     }
 
@@ -591,8 +654,10 @@ impl<'a> Parser<'a> {
     }
 
     fn check_attributes(&self, e: &BytesStart<'_>, at: usize) -> Result<(), CodecError> {
-        if e.attributes_raw().bytes().all(is_xml_ws) {
-            // No attribute at all (most elements): nothing to check.
+        let attrs = e.attributes_raw();
+        if attrs.bytes().all(is_xml_ws) || plain_default_ns(attrs).is_some() {
+            // No attribute at all (most elements), or one plain namespace declaration (the
+            // meta elements): nothing to check.
             return Ok(());
         }
         for attr in e.attributes() {
@@ -1235,6 +1300,27 @@ mod tests {
     }
 
     #[test]
+    fn plain_default_declarations() {
+        for (attrs, ns) in [
+            (" xmlns=\"syncml:metinf\"", Some("syncml:metinf")),
+            (" xmlns = 'a' \n", Some("a")),
+            (" xmlns=''", Some("")),
+            (" xmlns:m='a'", None),
+            (" xmlnsx='a'", None),
+            (" xmlns='a' b='c'", None),
+            (" xmlns='a&amp;'", None),
+            (" xmlns='a", None),
+            (" xmlns=a", None),
+            (" xmlns='a\"", None),
+            (" xmlns='http://www.w3.org/2000/xmlns/'", None),
+            (" xmlns='http://www.w3.org/XML/1998/namespace'", None),
+            ("", None),
+        ] {
+            assert_eq!(plain_default_ns(attrs), ns, "{attrs:?}");
+        }
+    }
+
+    #[test]
     fn namespaces() {
         // No namespace: VerDTD gives the version.
         let s = format!(
@@ -1277,6 +1363,40 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(m.body.commands.len(), 1);
+        // A plain default declaration further out holds inside an element that binds only a
+        // prefix; one declared beside another attribute is read by the resolver.
+        let m = parse(&with_body(
+            "<Get xmlns:m='syncml:metinf'><CmdID>1</CmdID><Meta><m:Type>a</m:Type>\
+             <Format xmlns = \"syncml:metinf\" >chr</Format>\
+             <Size xmlns='syncml:metinf' xmlns:q='urn:q'>7</Size></Meta></Get>",
+        ))
+        .unwrap();
+        let Command::Get(get) = &m.body.commands[0] else {
+            panic!("Get")
+        };
+        assert_eq!(
+            get.meta,
+            Some(Meta {
+                size: Some(7),
+                ..Meta::format_type("chr", "a")
+            })
+        );
+        let e = parse(&with_body(
+            "<Get><CmdID>1</CmdID><Meta><Type xmlns='syncml:metinf' a='1' a='2'>x</Type></Meta></Get>",
+        ))
+        .unwrap_err();
+        assert!(
+            matches!(&e, CodecError::Xml { message, .. } if message.contains("duplicated")),
+            "{e}"
+        );
+        let e = parse(&with_body(
+            "<Get><CmdID>1</CmdID><Meta><Type xmlns='http://www.w3.org/2000/xmlns/'>x</Type></Meta></Get>",
+        ))
+        .unwrap_err();
+        assert!(
+            matches!(&e, CodecError::UnknownNamespace { ns, .. } if ns.starts_with("http://www.w3.org/2000/xmlns")),
+            "{e}"
+        );
         // Wrong root namespace, metinf on a command, an unknown namespace, an undeclared prefix.
         let e = parse(&format!(
             "<SyncML xmlns='SYNCML:SYNCML2.0'>{HDR}<SyncBody/></SyncML>"
