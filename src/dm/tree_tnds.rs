@@ -308,9 +308,9 @@ impl DmTree {
             } else {
                 node.name.clone()
             };
-            let mut uri = NodeUri::clone(&parent);
             // (An assigned name is always valid: a failure names the document's.)
-            uri.push(name)
+            let uri = parent
+                .child(name)
                 .map_err(|e| bad(format!("NodeName `{}`: {e}", node.name)))?;
             let shape = shape(node)?;
             let data = NodeData {

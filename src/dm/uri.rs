@@ -317,8 +317,16 @@ impl NodeUri {
 
     /// The child named `name`; `name` must be one valid segment.
     pub fn join(&self, name: &str) -> Result<NodeUri, UriError> {
-        let mut uri = self.clone();
-        uri.push(name.to_owned())?;
+        self.child(name.to_owned())
+    }
+
+    /// The child named `name`, taking the name; `name` must be one valid segment. The
+    /// segments are copied once, with room for the new one.
+    pub fn child(&self, name: String) -> Result<NodeUri, UriError> {
+        let mut segments = Vec::with_capacity(self.segments.len() + 1);
+        segments.extend(self.segments.iter().cloned());
+        let mut uri = NodeUri { segments };
+        uri.push(name)?;
         Ok(uri)
     }
 
