@@ -21,8 +21,9 @@
 //!
 //! Text is trimmed of XML whitespace except in `Value`, which is kept exactly (after entity and
 //! character-reference resolution; CDATA is taken literally). The parser is a streaming,
-//! iterative state machine over the events of [`crate::xmlpull`]: nesting is bounded by [`TndsLimits`], never by
-//! the call stack, and every text value is size-checked before it is copied.
+//! iterative state machine over the events of the crate's tokenizer (`xmlpull`): nesting is
+//! bounded by [`TndsLimits`], never by the call stack, and every text value is size-checked
+//! before it is copied.
 //!
 //! The writer escapes `&`, `<`, `>` and writes `\r` and other control characters as character
 //! references, so any value without NUL survives a write/read round trip unchanged.

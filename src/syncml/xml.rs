@@ -25,10 +25,10 @@
 //! * Numbers (`CmdID`, `MsgID`, `MsgRef`, `CmdRef`, `Size`, `MaxMsgSize`, `MaxObjSize`, the
 //!   `Status` code) are unsigned decimal digits, else [`CodecError::BadValue`].
 //!
-//! The decoder is an iterative state machine over the events of [`crate::xmlpull`] with an explicit stack:
-//! nesting (including `Atomic`/`Sequence` and inline XML) is bounded by
-//! [`DecodeLimits::max_depth`], never by the call stack, and input size, text size and command
-//! count are bounded too. Every error says what and where (`line L, column C`).
+//! The decoder is an iterative state machine over the events of the crate's tokenizer
+//! (`xmlpull`) with an explicit stack: nesting (including `Atomic`/`Sequence` and inline XML)
+//! is bounded by [`DecodeLimits::max_depth`], never by the call stack, and input size, text
+//! size and command count are bounded too. Every error says what and where (`line L, column C`).
 //!
 //! Encoding writes the DM element order of the RepPro DTD, `xmlns="syncml:metinf"` on each meta
 //! element, escapes `&`, `<`, `>` and writes control characters as character references, so
@@ -432,7 +432,7 @@ impl Scopes {
             let declares_default = e
                 .attributes()
                 .with_checks(false)
-                .flatten()
+                .map_while(Result::ok)
                 .any(|a| a.key.into_inner() == "xmlns");
             let default = if declares_default {
                 Ns::of(&self.resolver.resolve_element(QName("x")).0)
