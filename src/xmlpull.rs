@@ -147,38 +147,12 @@ impl<'a> Tokenizer<'a> {
                 }
             }
             Some(b'!') if rest.starts_with(b"<![CDATA[") => {
-                let content = start + 9;
-                match memchr::memmem::find(rest.get(9..).unwrap_or_default(), b"]]>") {
-                    Some(len) => {
-                        self.pos = content + len + 3;
-                        Ok(Event::CData(BytesCData::new(slice(
-                            src,
-                            content,
-                            content + len,
-                        ))))
-                    }
-                    None => {
-                        self.pos = bytes.len();
-                        Err(XmlError::new(start, SyntaxError::UnclosedCData))
-                    }
-                }
+                let content = self.section(start, 9, b"]]>", SyntaxError::UnclosedCData)?;
+                Ok(Event::CData(BytesCData::new(content)))
             }
             Some(b'!') if rest.starts_with(b"<!--") => {
-                let content = start + 4;
-                match memchr::memmem::find(rest.get(4..).unwrap_or_default(), b"-->") {
-                    Some(len) => {
-                        self.pos = content + len + 3;
-                        Ok(Event::Comment(BytesText::from_escaped(slice(
-                            src,
-                            content,
-                            content + len,
-                        ))))
-                    }
-                    None => {
-                        self.pos = bytes.len();
-                        Err(XmlError::new(start, SyntaxError::UnclosedComment))
-                    }
-                }
+                let content = self.section(start, 4, b"-->", SyntaxError::UnclosedComment)?;
+                Ok(Event::Comment(BytesText::from_escaped(content)))
             }
             Some(b'!' | b'?') => self.by_quick_xml(start),
             Some(_) => {
@@ -196,6 +170,30 @@ impl<'a> Tokenizer<'a> {
                         Ok(Event::Start(BytesStart::from_content(inner, n)))
                     }
                 }
+            }
+        }
+    }
+
+    /// The content of the section (CDATA or comment) that opens at `start` with `open` bytes
+    /// and ends at the first `close` after them; `unclosed` when the input ends first.
+    fn section(
+        &mut self,
+        start: usize,
+        open: usize,
+        close: &[u8],
+        unclosed: SyntaxError,
+    ) -> Result<&'a str, XmlError> {
+        let src = self.src;
+        let content = start + open;
+        let rest = src.as_bytes().get(content..).unwrap_or_default();
+        match memchr::memmem::find(rest, close) {
+            Some(len) => {
+                self.pos = content + len + close.len();
+                Ok(slice(src, content, content + len))
+            }
+            None => {
+                self.pos = src.len();
+                Err(XmlError::new(start, unclosed))
             }
         }
     }
