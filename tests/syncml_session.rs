@@ -349,6 +349,97 @@ fn a_full_session_runs_every_command_and_reports_every_status() {
     ));
 }
 
+/// The DMAcc DDF gives `AAuthSecret` and `AAuthData` no Get: a device applies that to an
+/// account a server added (as TNDS, or a secret written leaf by leaf), not only to one it
+/// installed itself; the device itself still reads them.
+#[test]
+fn an_account_a_server_adds_keeps_its_secrets_from_every_get() {
+    let secret = "./DMAcc/DelegatedSrv/AppAuth/ServerSide/AAuthSecret";
+    let nonce = "./DMAcc/DelegatedSrv/AppAuth/ClientSide/AAuthData";
+    let mut p = Pair::new(Setup::default());
+    // The account's ACL lets this server read and replace it: only the DDF stands in the way.
+    let xml = String::from_utf8(include_bytes!("data/tnds-dmacc-delegated.xml").to_vec())
+        .unwrap()
+        .replace(
+            "Get=srv.delegated.example&amp;Replace=srv.delegated.example",
+            &format!("Get=srv.delegated.example+{SRV}&amp;Replace=srv.delegated.example+{SRV}"),
+        );
+    p.server.enqueue(
+        1,
+        DeviceCommand::AddTnds {
+            target: uri("./DMAcc"),
+            doc: TndsDocument::from_xml(xml.as_bytes()).unwrap(),
+        },
+    );
+    p.server.enqueue(
+        2,
+        DeviceCommand::Get {
+            target: Target::parse(secret).unwrap(),
+        },
+    );
+    p.server.enqueue(
+        3,
+        DeviceCommand::Get {
+            target: Target::parse(nonce).unwrap(),
+        },
+    );
+    p.server.enqueue(
+        4,
+        DeviceCommand::Get {
+            target: Target::parse("./DMAcc?list=TNDS+Value").unwrap(),
+        },
+    );
+    p.server.enqueue(
+        5,
+        DeviceCommand::Get {
+            target: Target::parse("./DMAcc/DelegatedSrv?list=StructData").unwrap(),
+        },
+    );
+    // A secret replaced leaf by leaf is no more readable than one added in a TNDS.
+    p.server
+        .enqueue(6, DeviceCommand::replace_text(&uri(secret), "newSecret"));
+    p.server.enqueue(
+        7,
+        DeviceCommand::Get {
+            target: Target::parse(secret).unwrap(),
+        },
+    );
+    p.drive();
+    assert!(p.server.is_done() && p.client.is_done());
+    assert_eq!(p.outcome(1).0, StatusCode::OK);
+    assert_eq!(p.outcome(2).0, StatusCode::COMMAND_NOT_ALLOWED);
+    assert_eq!(p.outcome(3).0, StatusCode::COMMAND_NOT_ALLOWED);
+    let (st, results) = p.outcome(4);
+    assert_eq!(st, StatusCode::OK);
+    let listing = String::from_utf8(results[0].data.clone()).unwrap();
+    assert!(listing.contains("srv.delegated.example"), "{listing}");
+    for hidden in ["serverSecret", "clientSecret", "AAAAAA=="] {
+        assert!(!listing.contains(hidden), "{hidden} in {listing}");
+    }
+    let (st, results) = p.outcome(5);
+    assert_eq!(st, StatusCode::OK);
+    assert!(
+        results
+            .iter()
+            .filter(|r| r.source.ends_with("/AAuthSecret") || r.source.ends_with("/AAuthData"))
+            .all(|r| r.data.is_empty()),
+        "{results:?}"
+    );
+    assert_eq!(p.outcome(6).0, StatusCode::OK);
+    assert_eq!(p.outcome(7).0, StatusCode::COMMAND_NOT_ALLOWED);
+    // The device still reads its account whole.
+    let acc = DmAcc::read(&p.tree, "DelegatedSrv").unwrap();
+    let server_side = acc
+        .app_auth
+        .iter()
+        .find(|a| a.name == "ServerSide")
+        .unwrap();
+    assert_eq!(
+        server_side.secret.as_ref().map(|s| s.expose().to_owned()),
+        Some("newSecret".to_owned())
+    );
+}
+
 #[test]
 fn outside_its_acl_the_server_gets_425_and_the_tree_is_unchanged() {
     let mut p = Pair::new(Setup::default());

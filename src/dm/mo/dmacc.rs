@@ -554,6 +554,20 @@ impl DmAcc {
         }
     }
 
+    /// [`DmAcc::protect_secrets`] for every account under `./DMAcc`: what a device's DM
+    /// client does after a server's command wrote there, however the nodes came (a TNDS Add,
+    /// leaf by leaf, a Copy). A DDF's access type belongs to the node's definition, not to
+    /// the command that made it.
+    pub fn protect_all_secrets(tree: &mut DmTree) {
+        let Some(root) = NodeUri::parse(DMACC_ROOT).ok().and_then(|r| tree.find(&r)) else {
+            return;
+        };
+        let names: Vec<String> = tree.children(root).map(|(n, _)| n.to_owned()).collect();
+        for name in names {
+            DmAcc::protect_secrets(tree, &name);
+        }
+    }
+
     /// Stores a new nonce in the account's AppAuth entry of `level` (the device's own change).
     pub fn store_nonce(
         tree: &mut DmTree,

@@ -11,13 +11,14 @@ use base64::Engine as _;
 use super::creds::{Credentials, Verdict, chal_nonce};
 use super::packer::{self, Chunked, Outgoing, Reassembler};
 use super::{SessionError, VER_DTD, VER_PROTO};
-use crate::dm::mo::DevInfo;
+use crate::dm::mo::dmacc::DMACC_ROOT;
+use crate::dm::mo::{DevInfo, DmAcc};
 use crate::dm::ops::{NodeData, OpError, ResultItem, status_of};
 use crate::dm::props::Format;
 use crate::dm::tnds::TndsDocument;
 use crate::dm::tree::{DmTree, Principal};
 use crate::dm::tree_tnds::{TNDS_XML_MIME, TndsMode};
-use crate::dm::uri::{Target, UriLimits};
+use crate::dm::uri::{NodeUri, Target, UriLimits};
 use crate::syncml::StatusCode;
 use crate::syncml::auth::Nonce;
 use crate::syncml::message::{
@@ -738,8 +739,37 @@ fn result_item(mut r: ResultItem) -> Item {
     }
 }
 
-/// Runs one item of an Add, Replace, Delete, Get or Copy on the tree.
+/// Runs one item of an Add, Replace, Delete, Get or Copy on the tree. After a write under
+/// `./DMAcc`, the DMAcc DDF's access types apply to what it made: no server may Get an
+/// account's `AAuthSecret` or `AAuthData`, whoever added the account and however.
 fn run_item(
+    tree: &mut DmTree,
+    who: Principal<'_>,
+    cmd: &Command,
+    cmd_meta: Option<&Meta>,
+    item: &Item,
+    limits: &UriLimits,
+    now: Option<i64>,
+) -> Result<Vec<ResultItem>, OpError> {
+    let results = run_item_unchecked(tree, who, cmd, cmd_meta, item, limits, now)?;
+    let wrote_accounts = matches!(
+        cmd,
+        Command::Add(_) | Command::Replace(_) | Command::Copy(_)
+    ) && item
+        .target_uri()
+        .and_then(|t| Target::parse_with(t, limits).ok())
+        .is_some_and(|t| {
+            NodeUri::parse(DMACC_ROOT)
+                .is_ok_and(|root| root.contains(&t.uri) || t.uri.contains(&root))
+        });
+    if wrote_accounts {
+        DmAcc::protect_all_secrets(tree);
+    }
+    Ok(results)
+}
+
+/// [`run_item`] without the DDF's access types.
+fn run_item_unchecked(
     tree: &mut DmTree,
     who: Principal<'_>,
     cmd: &Command,
