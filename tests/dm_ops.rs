@@ -2081,3 +2081,101 @@ proptest! {
         prop_assert_eq!(&reread, &exported);
     }
 }
+
+/// The selection a list of ten flags makes.
+fn selection(f: [bool; 10]) -> TndsSelection {
+    TndsSelection {
+        acl: f[0],
+        format: f[1],
+        ty: f[2],
+        value: f[3],
+        name: f[4],
+        size: f[5],
+        title: f[6],
+        tstamp: f[7],
+        verno: f[8],
+        description: f[9],
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// A listing written straight from the tree is the text of the document the tree exports:
+    /// for any tree, selection, reader, node and base, errors included.
+    #[test]
+    fn a_direct_tnds_export_writes_the_exported_documents_xml(
+        top in random_subtree(),
+        flags in any::<[bool; 10]>(),
+        reader in prop_oneof![
+            Just(None),
+            server_id().prop_map(Some),
+            Just(Some("srv.delegated.example".to_owned())),
+        ],
+        pick in any::<prop::sample::Index>(),
+        marks in prop::collection::vec(0u8..4, 0..48),
+        base in 0u8..3,
+    ) {
+        let mut tree = DmTree::new();
+        tree.apply_tnds(DEV, &NodeUri::root(), &doc(vec![top]), TndsMode::Add, None).unwrap();
+        // Some nodes get what a device gives them: a secret's access type, a permanent
+        // scope, a stamp from a write.
+        let ids = tree.subtree(tree.root());
+        for (id, mark) in ids.iter().zip(&marks) {
+            let props = tree.props_mut(*id);
+            match mark {
+                1 => props.access = AccessSet::ALL.without(AccessKind::Get),
+                2 => props.scope = dmdeleg::dm::props::Scope::Permanent,
+                3 => {
+                    props.tstamp = Some("20261207T101010Z".to_owned());
+                    props.verno = 7;
+                }
+                _ => {}
+            }
+        }
+        let who = match &reader {
+            None => Principal::Device,
+            Some(s) => Principal::Server(s),
+        };
+        let id = *pick.get(&ids);
+        let uri = tree.uri_of(id);
+        let relative_to = match base {
+            0 => NodeUri::root(),
+            1 => uri.parent().unwrap_or_default(),
+            _ => NodeUri::parse("./Elsewhere").unwrap(),
+        };
+        let sel = selection(flags);
+        let via_document = tree.export_tnds(who, &uri, &relative_to, &sel).map(|d| d.to_xml());
+        let direct = tree.export_tnds_xml(who, &uri, &relative_to, &sel);
+        prop_assert_eq!(direct, via_document);
+    }
+}
+
+#[test]
+fn a_direct_tnds_export_refuses_what_the_document_export_refuses() {
+    let mut tree = DmTree::new();
+    let mut deep = String::from(".");
+    for i in 0..70 {
+        deep.push_str(&format!("/N{i}"));
+    }
+    tree.ensure_interior(&NodeUri::parse(&deep).unwrap(), NodeProps::interior())
+        .unwrap();
+    tree.set_acl(&NodeUri::root(), acl("Get=s1")).unwrap();
+    for (who, uri) in [
+        (DEV, "./N0"),
+        (S1, "./N0/N1/N2"),
+        (S1, "./Missing"),
+        (S2, "./N0"),
+    ] {
+        let uri = NodeUri::parse(uri).unwrap();
+        let sel = TndsSelection::ALL;
+        let via_document = tree
+            .export_tnds(who, &uri, &NodeUri::root(), &sel)
+            .map(|d| d.to_xml());
+        assert!(via_document.is_err(), "{uri}");
+        assert_eq!(
+            tree.export_tnds_xml(who, &uri, &NodeUri::root(), &sel),
+            via_document
+        );
+    }
+}

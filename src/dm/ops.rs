@@ -596,12 +596,12 @@ impl DmTree {
             Some(Query::List(ListKind::Struct)) => Ok(self.struct_items(who, id, false)),
             Some(Query::List(ListKind::StructData)) => Ok(self.struct_items(who, id, true)),
             Some(Query::List(ListKind::Tnds(sel))) => {
-                let doc = self.export_tnds(who, uri, &NodeUri::root(), sel)?;
+                let xml = self.export_tnds_xml(who, uri, &NodeUri::root(), sel)?;
                 Ok(vec![ResultItem {
                     source: target.to_string(),
                     format: Format::Xml,
                     ty: super::tree_tnds::TNDS_XML_MIME.to_owned(),
-                    data: doc.to_xml().into_bytes(),
+                    data: xml.into_bytes(),
                 }])
             }
         }

@@ -39,8 +39,8 @@ use super::acl::{Acl, AclError};
 use super::props::{AccessKind, AccessSet, CaseSense, Format, NodeType, Occurrence, Scope};
 use super::uri::{NodeUri, UriError};
 use crate::xmltext::{
-    Escaper, Sink, XmlWriter, escape_into, is_xml_ws, leading_ws_len, resolve_reference, shorten,
-    take_trimmed, trim_xml, unclosed_message,
+    Escaper, Sink, XmlWriter, escape_into, is_xml_ws, leading_ws_len, put_number,
+    resolve_reference, shorten, take_trimmed, trim_xml, unclosed_message,
 };
 
 /// The only `VerDTD` this codec reads and writes.
@@ -145,6 +145,59 @@ pub struct RtProperties {
     pub ty: Option<NodeType>,
     /// `VerNo` (decimal text, not checked here).
     pub verno: Option<String>,
+}
+
+/// A number or a text, as `Size` and `VerNo` come: counted from a tree, or read from a
+/// document (where they are not checked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NumText<'a> {
+    /// Written in decimal.
+    Num(u64),
+    /// Written as it is (escaped).
+    Text(&'a str),
+}
+
+/// `RTProperties`, borrowed: what the document writer and a tree's direct export
+/// (`DmTree::export_tnds_xml`) write through the same code.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct RtView<'a> {
+    pub(crate) acl: Option<&'a Acl>,
+    pub(crate) format: Option<Format>,
+    pub(crate) name: Option<&'a str>,
+    pub(crate) size: Option<NumText<'a>>,
+    pub(crate) title: Option<&'a str>,
+    pub(crate) tstamp: Option<&'a str>,
+    pub(crate) ty: Option<&'a NodeType>,
+    pub(crate) verno: Option<NumText<'a>>,
+}
+
+impl RtView<'_> {
+    /// Whether no property is there (the node then has no `RTProperties` element).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.acl.is_none()
+            && self.format.is_none()
+            && self.name.is_none()
+            && self.size.is_none()
+            && self.title.is_none()
+            && self.tstamp.is_none()
+            && self.ty.is_none()
+            && self.verno.is_none()
+    }
+}
+
+impl<'a> From<&'a RtProperties> for RtView<'a> {
+    fn from(rt: &'a RtProperties) -> RtView<'a> {
+        RtView {
+            acl: rt.acl.as_ref(),
+            format: rt.format,
+            name: rt.name.as_deref(),
+            size: rt.size.as_deref().map(NumText::Text),
+            title: rt.title.as_deref(),
+            tstamp: rt.tstamp.as_deref(),
+            ty: rt.ty.as_ref(),
+            verno: rt.verno.as_deref().map(NumText::Text),
+        }
+    }
 }
 
 /// `DFProperties`: the description-framework properties of a node (DDF documents).
@@ -1284,15 +1337,25 @@ impl<O: Sink> XmlWriter<'_, O> {
     }
 
     fn document(&mut self, doc: &TndsDocument) {
-        self.out.put("<MgmtTree xmlns=\"");
-        self.out.put(NAMESPACE);
-        self.out.put("\">");
-        self.text_el(1, "VerDTD", &doc.ver_dtd);
-        self.opt_text_el(1, "Man", &doc.man);
-        self.opt_text_el(1, "Mod", &doc.model);
+        self.document_start(&doc.ver_dtd, doc.man.as_deref(), doc.model.as_deref());
         for node in &doc.nodes {
             self.node(1, node);
         }
+        self.document_end();
+    }
+
+    /// `<MgmtTree>` and the elements before the first `Node`.
+    pub(crate) fn document_start(&mut self, ver_dtd: &str, man: Option<&str>, model: Option<&str>) {
+        self.out.put("<MgmtTree xmlns=\"");
+        self.out.put(NAMESPACE);
+        self.out.put("\">");
+        self.text_el(1, "VerDTD", ver_dtd);
+        self.text_el_if(1, "Man", man);
+        self.text_el_if(1, "Mod", model);
+    }
+
+    /// `</MgmtTree>`.
+    pub(crate) fn document_end(&mut self) {
         self.close(0, "MgmtTree");
         if self.pretty {
             self.out.put("\n");
@@ -1300,27 +1363,69 @@ impl<O: Sink> XmlWriter<'_, O> {
     }
 
     fn node(&mut self, depth: usize, node: &TndsNode) {
+        let rt = node.rt.as_ref().map(RtView::from);
+        self.node_start(
+            depth,
+            &node.name,
+            node.path.as_deref(),
+            rt.as_ref(),
+            node.df.as_ref(),
+        );
+        for child in &node.children {
+            self.node(depth + 1, child);
+        }
+        self.node_end(depth, node.value.as_deref());
+    }
+
+    /// A `Node` up to its children: `NodeName`, `Path`, `RTProperties`, `DFProperties`.
+    pub(crate) fn node_start(
+        &mut self,
+        depth: usize,
+        name: &str,
+        path: Option<&str>,
+        rt: Option<&RtView<'_>>,
+        df: Option<&DfProperties>,
+    ) {
         self.open(depth, "Node");
         let d = depth + 1;
-        self.text_el(d, "NodeName", &node.name);
-        self.opt_text_el(d, "Path", &node.path);
-        if let Some(rt) = &node.rt {
+        self.text_el(d, "NodeName", name);
+        self.text_el_if(d, "Path", path);
+        if let Some(rt) = rt {
             self.rt(d, rt);
         }
-        if let Some(df) = &node.df {
+        if let Some(df) = df {
             self.df(d, df);
         }
-        for child in &node.children {
-            self.node(d, child);
-        }
-        self.opt_text_el(d, "Value", &node.value);
+    }
+
+    /// The rest of a `Node` after its children: its `Value` and `</Node>`.
+    pub(crate) fn node_end(&mut self, depth: usize, value: Option<&str>) {
+        self.text_el_if(depth + 1, "Value", value);
         self.close(depth, "Node");
     }
 
-    fn rt(&mut self, depth: usize, rt: &RtProperties) {
+    fn text_el_if(&mut self, depth: usize, tag: &str, text: Option<&str>) {
+        if let Some(text) = text {
+            self.text_el(depth, tag, text);
+        }
+    }
+
+    fn num_text_el(&mut self, depth: usize, tag: &str, value: Option<NumText<'_>>) {
+        match value {
+            Some(NumText::Text(t)) => self.text_el(depth, tag, t),
+            Some(NumText::Num(n)) => {
+                self.open(depth, tag);
+                put_number(self.out, n);
+                self.end_tag(tag);
+            }
+            None => {}
+        }
+    }
+
+    fn rt(&mut self, depth: usize, rt: &RtView<'_>) {
         self.open(depth, "RTProperties");
         let d = depth + 1;
-        if let Some(acl) = &rt.acl {
+        if let Some(acl) = rt.acl {
             self.open(d, "ACL");
             // Writing into an escaping sink cannot fail.
             let _ = fmt::write(&mut Escaper(&mut *self.out), format_args!("{acl}"));
@@ -1329,14 +1434,14 @@ impl<O: Sink> XmlWriter<'_, O> {
         if let Some(f) = rt.format {
             self.choice_el(d, "Format", f.as_str());
         }
-        self.opt_text_el(d, "Name", &rt.name);
-        self.opt_text_el(d, "Size", &rt.size);
-        self.opt_text_el(d, "Title", &rt.title);
-        self.opt_text_el(d, "TStamp", &rt.tstamp);
-        if let Some(ty) = &rt.ty {
+        self.text_el_if(d, "Name", rt.name);
+        self.num_text_el(d, "Size", rt.size);
+        self.text_el_if(d, "Title", rt.title);
+        self.text_el_if(d, "TStamp", rt.tstamp);
+        if let Some(ty) = rt.ty {
             self.type_el(d, "Type", ty);
         }
-        self.opt_text_el(d, "VerNo", &rt.verno);
+        self.num_text_el(d, "VerNo", rt.verno);
         self.close(depth, "RTProperties");
     }
 

@@ -6,6 +6,7 @@
 //! target. On nested nodes `Path` is ignored (DDF files repeat it). One status covers the whole
 //! document: on any failure the tree is left exactly as it was.
 
+use std::borrow::Cow;
 use std::rc::Rc;
 
 use base64::Engine as _;
@@ -13,9 +14,10 @@ use base64::Engine as _;
 use super::acl::{Acl, AclCmd};
 use super::ops::{NodeData, OpError};
 use super::props::{AccessSet, Format, NodeType, Scope};
-use super::tnds::{DfProperties, RtProperties, TndsDocument, TndsNode};
+use super::tnds::{DfProperties, NumText, RtProperties, RtView, TndsDocument, TndsNode};
 use super::tree::{DmTree, NodeId, Principal, TreeLimits};
 use super::uri::{NodeUri, Target, TndsSelection};
+use crate::xmltext::XmlWriter;
 
 /// Media type of TNDS in XML.
 pub const TNDS_XML_MIME: &str = "application/vnd.syncml.dmtnds+xml";
@@ -24,6 +26,13 @@ pub const TNDS_WBXML_MIME: &str = "application/vnd.syncml.dmtnds+wbxml";
 
 /// Deepest subtree an export writes (real trees stay far below it).
 pub const MAX_EXPORT_DEPTH: usize = 64;
+
+/// The error for a subtree deeper than [`MAX_EXPORT_DEPTH`].
+fn too_deep() -> OpError {
+    OpError::NotSupported {
+        what: format!("exporting a subtree deeper than {MAX_EXPORT_DEPTH} levels"),
+    }
+}
 
 /// Which command carries the TNDS document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -424,6 +433,83 @@ impl DmTree {
         relative_to: &NodeUri,
         sel: &TndsSelection,
     ) -> Result<TndsDocument, OpError> {
+        let (tops, path) = self.export_tops(who, uri, relative_to)?;
+        let mut doc = TndsDocument::default();
+        for top in tops {
+            let mut node = self.export_node(who, top, sel)?;
+            node.path = path.clone();
+            doc.nodes.push(node);
+        }
+        Ok(doc)
+    }
+
+    /// [`DmTree::export_tnds`] written straight to compact XML: the same text as
+    /// `export_tnds(..)?.to_xml()`, without building the document first (a device's listing
+    /// answers a Get this way).
+    pub fn export_tnds_xml(
+        &self,
+        who: Principal<'_>,
+        uri: &NodeUri,
+        relative_to: &NodeUri,
+        sel: &TndsSelection,
+    ) -> Result<String, OpError> {
+        enum Walk {
+            Open(NodeId, usize),
+            Close(NodeId, usize),
+        }
+        let (tops, path) = self.export_tops(who, uri, relative_to)?;
+        let mut out = String::with_capacity(4096);
+        let mut w = XmlWriter {
+            out: &mut out,
+            pretty: false,
+        };
+        w.document_start(super::tnds::VER_DTD, None, None);
+        let mut stack = Vec::new();
+        for top in tops {
+            stack.push(Walk::Open(top, 1));
+            while let Some(step) = stack.pop() {
+                match step {
+                    Walk::Open(id, depth) => {
+                        if depth > MAX_EXPORT_DEPTH {
+                            return Err(too_deep());
+                        }
+                        let (rt, df, _) = self.node_parts(who, id, sel, false);
+                        let node_path = if id == top { path.as_deref() } else { None };
+                        w.node_start(
+                            depth,
+                            self.name(id),
+                            node_path,
+                            (!rt.is_empty()).then_some(&rt),
+                            df.as_ref(),
+                        );
+                        stack.push(Walk::Close(id, depth));
+                        let first = stack.len();
+                        stack.extend(
+                            self.child_ids(id)
+                                .filter(|c| self.allowed(who, *c, AclCmd::Get))
+                                .map(|c| Walk::Open(c, depth + 1)),
+                        );
+                        stack[first..].reverse();
+                    }
+                    Walk::Close(id, depth) => {
+                        let (_, _, value) = self.node_parts(who, id, sel, true);
+                        w.node_end(depth, value.as_deref());
+                    }
+                }
+            }
+        }
+        w.document_end();
+        Ok(out)
+    }
+
+    /// What an export of `uri` starts from: the nodes at the top of the document (the root's
+    /// children for the root), those `who` may Get, and the `Path` the first level carries.
+    fn export_tops(
+        &self,
+        who: Principal<'_>,
+        uri: &NodeUri,
+        relative_to: &NodeUri,
+    ) -> Result<(Vec<NodeId>, Option<String>), OpError> {
         let id = self.find(uri).ok_or_else(|| OpError::NotFound {
             uri: uri.to_string(),
         })?;
@@ -438,7 +524,9 @@ impl DmTree {
             });
         }
         let tops: Vec<NodeId> = if id == self.root() {
-            self.child_ids(id).collect()
+            self.child_ids(id)
+                .filter(|c| self.allowed(who, *c, AclCmd::Get))
+                .collect()
         } else {
             vec![id]
         };
@@ -451,16 +539,7 @@ impl DmTree {
                 .ok_or_else(|| bad(format!("{relative_to} is not an ancestor of {uri}")))?;
             (!rel.is_root()).then(|| rel.to_relative_string())
         };
-        let mut doc = TndsDocument::default();
-        for top in tops {
-            if !self.allowed(who, top, AclCmd::Get) {
-                continue;
-            }
-            let mut node = self.export_node(who, top, sel)?;
-            node.path = path.clone();
-            doc.nodes.push(node);
-        }
-        Ok(doc)
+        Ok((tops, path))
     }
 
     /// Builds the TNDS node for `id` and its visible subtree without recursion: nodes are
@@ -475,9 +554,7 @@ impl DmTree {
         let mut stack = vec![(id, None::<usize>, 1usize)];
         while let Some((cur, parent_index, depth)) = stack.pop() {
             if depth > MAX_EXPORT_DEPTH {
-                return Err(OpError::NotSupported {
-                    what: format!("exporting a subtree deeper than {MAX_EXPORT_DEPTH} levels"),
-                });
+                return Err(too_deep());
             }
             let index = order.len();
             order.push((cur, parent_index, depth));
@@ -513,31 +590,73 @@ impl DmTree {
     }
 
     fn tnds_node_of(&self, who: Principal<'_>, id: NodeId, sel: &TndsSelection) -> TndsNode {
+        let (rt, df, value) = self.node_parts(who, id, sel, true);
+        let text = |n: Option<NumText<'_>>| {
+            n.map(|n| match n {
+                NumText::Num(n) => n.to_string(),
+                NumText::Text(t) => t.to_owned(),
+            })
+        };
+        let rt = RtProperties {
+            acl: rt.acl.cloned(),
+            format: rt.format,
+            name: rt.name.map(str::to_owned),
+            size: text(rt.size),
+            title: rt.title.map(str::to_owned),
+            tstamp: rt.tstamp.map(str::to_owned),
+            ty: rt.ty.cloned(),
+            verno: text(rt.verno),
+        };
+        TndsNode {
+            name: self.name(id).to_owned(),
+            path: None,
+            rt: (rt != RtProperties::default()).then_some(rt),
+            df,
+            children: Vec::new(),
+            value: value.map(Cow::into_owned),
+        }
+    }
+
+    /// What an export writes of one node: its `RTProperties` as `sel` asks, its
+    /// `DFProperties` (when `sel` asks for descriptions and the node has any worth writing),
+    /// and, with `with_value`, its value as text (base64 for binary formats), left out when
+    /// `who` may not read it.
+    fn node_parts(
+        &self,
+        who: Principal<'_>,
+        id: NodeId,
+        sel: &TndsSelection,
+        with_value: bool,
+    ) -> (RtView<'_>, Option<DfProperties>, Option<Cow<'_, str>>) {
         let props = self.props(id);
         let value = self.value(id);
-        let rt = RtProperties {
-            acl: (sel.acl && !props.acl.is_empty()).then(|| props.acl.clone()),
+        let rt = RtView {
+            acl: (sel.acl && !props.acl.is_empty()).then_some(&props.acl),
             format: sel.format.then_some(props.format),
-            name: sel.name.then(|| self.name(id).to_owned()),
+            name: sel.name.then(|| self.name(id)),
             size: match value {
-                Some(v) if sel.size => Some(v.len().to_string()),
+                Some(v) if sel.size => Some(NumText::Num(v.len() as u64)),
                 _ => None,
             },
-            title: if sel.title { props.title.clone() } else { None },
-            tstamp: if sel.tstamp {
-                props.tstamp.clone()
+            title: if sel.title {
+                props.title.as_deref()
             } else {
                 None
             },
-            ty: sel.ty.then(|| props.ty.clone()),
-            verno: sel.verno.then(|| props.verno.to_string()),
+            tstamp: if sel.tstamp {
+                props.tstamp.as_deref()
+            } else {
+                None
+            },
+            ty: sel.ty.then_some(&props.ty),
+            verno: sel.verno.then_some(NumText::Num(u64::from(props.verno))),
         };
         let may_read =
             who == Principal::Device || props.access.contains(super::props::AccessKind::Get);
         let value = match value {
-            Some(v) if sel.value && may_read => Some(match props.format {
-                Format::B64 => base64::engine::general_purpose::STANDARD.encode(v),
-                _ => String::from_utf8_lossy(v).into_owned(),
+            Some(v) if with_value && sel.value && may_read => Some(match props.format {
+                Format::B64 => Cow::Owned(base64::engine::general_purpose::STANDARD.encode(v)),
+                _ => String::from_utf8_lossy(v),
             }),
             _ => None,
         };
@@ -548,13 +667,6 @@ impl DmTree {
                 scope: Some(props.scope),
                 ..DfProperties::default()
             });
-        TndsNode {
-            name: self.name(id).to_owned(),
-            path: None,
-            rt: (rt != RtProperties::default()).then_some(rt),
-            df,
-            children: Vec::new(),
-            value,
-        }
+        (rt, df, value)
     }
 }

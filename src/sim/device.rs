@@ -518,9 +518,9 @@ impl SimDevice {
     /// Writes the device (its whole tree, secrets included: it is the device's own storage) to
     /// `path` as TNDS.
     pub fn save(&self, path: &std::path::Path) -> Result<(), SimError> {
-        let doc = self
+        let xml = self
             .tree
-            .export_tnds(
+            .export_tnds_xml(
                 crate::dm::tree::Principal::Device,
                 &NodeUri::root(),
                 &NodeUri::root(),
@@ -531,7 +531,7 @@ impl SimDevice {
                 reason: e.to_string(),
             })?;
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, doc.to_xml())
+        std::fs::write(&tmp, xml)
             .and_then(|()| std::fs::rename(&tmp, path))
             .map_err(|e| SimError::State {
                 path: path.display().to_string(),

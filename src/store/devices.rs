@@ -24,15 +24,15 @@ fn ms(t: SystemTime) -> i64 {
 }
 
 fn tree_text(tree: &DmTree) -> Option<String> {
-    tree.export_tnds(
+    // A tree of the root alone is no tree to keep.
+    tree.child_ids(tree.root()).next()?;
+    tree.export_tnds_xml(
         Principal::Device,
         &NodeUri::root(),
         &NodeUri::root(),
         &TndsSelection::ALL,
     )
     .ok()
-    .filter(|d| !d.nodes.is_empty())
-    .map(|d| d.to_xml())
 }
 
 /// Writes (inserts or replaces) a device's whole record. A record without a tree keeps the
