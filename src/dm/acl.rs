@@ -136,8 +136,48 @@ pub fn is_valid_server_id(id: &str) -> bool {
 }
 
 fn first_invalid_id_char(id: &str) -> Option<char> {
-    id.chars()
-        .find(|c| matches!(c, '=' | '&' | '*' | '+') || c.is_whitespace() || c.is_control())
+    let bad = |c: char| matches!(c, '=' | '&' | '*' | '+') || c.is_whitespace() || c.is_control();
+    if id.is_ascii() {
+        // The same test on bytes: an ASCII character is whitespace or a control exactly when
+        // it is one of these.
+        return id
+            .bytes()
+            .find(|&b| b <= b' ' || b == 0x7F || matches!(b, b'=' | b'&' | b'*' | b'+'))
+            .map(char::from);
+    }
+    id.chars().find(|&c| bad(c))
+}
+
+/// True when `text` is a valid ACL already in its canonical form (what [`Acl::parse`] would
+/// write back): commands in [`AclCmd::ALL`] order, each once, with `*` alone or distinct valid
+/// ids. Listings written by devices (and by this crate) are in this form, so parsing them
+/// need not rebuild the text.
+fn is_canonical(text: &str) -> bool {
+    let mut next_cmd = 0;
+    for entry in text.split('&') {
+        let Some((cmd_text, ids_text)) = entry.split_once('=') else {
+            return false;
+        };
+        let Some(pos) = AclCmd::ALL[next_cmd..]
+            .iter()
+            .position(|c| c.as_str() == cmd_text)
+        else {
+            return false;
+        };
+        next_cmd += pos + 1;
+        if ids_text == "*" {
+            continue;
+        }
+        for (seen, id) in ids_text.split('+').enumerate() {
+            if id.is_empty()
+                || first_invalid_id_char(id).is_some()
+                || ids_text.split('+').take(seen).any(|earlier| earlier == id)
+            {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// Who holds one command: any server, or a list of named servers.
@@ -337,10 +377,19 @@ impl Acl {
     /// Parses ACL text; the empty string is the empty ACL. Repeated commands are merged,
     /// repeated ids dropped, and a `*` among ids makes the command `Any`.
     pub fn parse(text: &str) -> Result<Acl, AclError> {
-        let mut entries = Entries::default();
         if text.is_empty() {
             return Ok(Acl::empty());
         }
+        if is_canonical(text) {
+            return Ok(Acl::from_canonical(text));
+        }
+        Acl::parse_any(text)
+    }
+
+    /// [`Acl::parse`] for any text but the empty one: each entry read into the structured
+    /// form, which then writes the canonical text.
+    fn parse_any(text: &str) -> Result<Acl, AclError> {
+        let mut entries = Entries::default();
         let mut offset = 0;
         for entry in text.split('&') {
             let entry_offset = offset;
@@ -727,5 +776,69 @@ mod tests {
         assert!(acl.grant(AclCmd::Get, "bad id").is_err());
         assert!(acl.revoke(AclCmd::Get, "dms2"));
         assert!(acl.is_empty());
+    }
+
+    mod canonical {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        /// ACL-like text: real and unknown commands in any order and number, ids with
+        /// duplicates, `*`, empty pieces, ASCII and Unicode whitespace and controls.
+        fn acl_like() -> impl Strategy<Value = String> {
+            let id = prop_oneof![
+                6 => prop::sample::select(vec!["dms1", "dms2", "srv.example", "a", "é"]),
+                1 => prop::sample::select(vec![
+                    "*", "", " x", "x\t", "a\u{85}", "b\u{a0}", "c\u{7f}", "d=e", "z\u{2028}",
+                ]),
+            ];
+            let cmd = prop_oneof![
+                8 => prop::sample::select(vec!["Add", "Delete", "Exec", "Get", "Replace"]),
+                1 => prop::sample::select(vec!["Copy", "get", ""]),
+            ];
+            let entry = (cmd, prop::collection::vec(id, 0..4))
+                .prop_map(|(c, ids)| format!("{c}={}", ids.join("+")));
+            prop_oneof![
+                8 => prop::collection::vec(entry, 1..6).prop_map(|e| e.join("&")),
+                1 => "[A-Za-z=&+* ]{0,20}",
+            ]
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 2048, ..ProptestConfig::default() })]
+
+            /// The fast path for canonical text gives what reading the entries gives, and
+            /// takes only text that reads back as itself.
+            #[test]
+            fn canonical_text_parses_as_the_entries_do(text in acl_like()) {
+                // (The empty text is the empty ACL before either path.)
+                let slow = if text.is_empty() { Ok(Acl::empty()) } else { Acl::parse_any(&text) };
+                prop_assert_eq!(Acl::parse(&text), slow.clone());
+                if !text.is_empty() && is_canonical(&text) {
+                    prop_assert_eq!(slow.map(|a| a.as_str().to_owned()), Ok(text.clone()));
+                }
+                if let Ok(acl) = Acl::parse(&text) {
+                    prop_assert!(is_canonical(acl.as_str()) || acl.is_empty());
+                }
+            }
+
+            #[test]
+            fn ids_are_checked_the_same_on_bytes(id in "[ -~\u{80}-\u{a0}\u{2028}é]{0,6}") {
+                let by_chars = id.chars().find(|c| {
+                    matches!(c, '=' | '&' | '*' | '+') || c.is_whitespace() || c.is_control()
+                });
+                prop_assert_eq!(first_invalid_id_char(&id), by_chars);
+            }
+        }
+
+        #[test]
+        fn canonical_examples() {
+            assert!(is_canonical("Add=*&Get=ServerA+ServerB&Replace=ServerA"));
+            assert!(!is_canonical("Get=a&Add=b"));
+            assert!(!is_canonical("Get=a+a"));
+            assert!(!is_canonical("Get=a&Get=b"));
+            assert!(!is_canonical("Get=*+a"));
+            assert!(!is_canonical("Get="));
+            assert_eq!(Acl::parse("Get=a+a&Add=b").unwrap().as_str(), "Add=b&Get=a");
+        }
     }
 }
