@@ -739,8 +739,8 @@ fn result_item(mut r: ResultItem) -> Item {
     }
 }
 
-/// Runs one item of an Add, Replace, Delete, Get or Copy on the tree. After a write under
-/// `./DMAcc`, the DMAcc DDF's access types apply to what it made: no server may Get an
+/// Runs one item of an Add, Replace, Delete, Get or Copy on the tree. When it made nodes
+/// under `./DMAcc`, the DMAcc DDF's access types apply to them: no server may Get an
 /// account's `AAuthSecret` or `AAuthData`, whoever added the account and however.
 fn run_item(
     tree: &mut DmTree,
@@ -752,20 +752,35 @@ fn run_item(
     now: Option<i64>,
 ) -> Result<Vec<ResultItem>, OpError> {
     let results = run_item_unchecked(tree, who, cmd, cmd_meta, item, limits, now)?;
-    let wrote_accounts = matches!(
-        cmd,
-        Command::Add(_) | Command::Replace(_) | Command::Copy(_)
-    ) && item
-        .target_uri()
-        .and_then(|t| Target::parse_with(t, limits).ok())
-        .is_some_and(|t| {
-            NodeUri::parse(DMACC_ROOT)
-                .is_ok_and(|root| root.contains(&t.uri) || t.uri.contains(&root))
-        });
-    if wrote_accounts {
-        DmAcc::protect_all_secrets(tree);
+    // Only commands that make nodes can make a secret (a plain Replace changes a value or a
+    // property of a node that was already there).
+    let makes_nodes = match cmd {
+        Command::Add(_) | Command::Copy(_) => true,
+        Command::Replace(_) => uses_tnds(item, cmd_meta),
+        _ => false,
+    };
+    if makes_nodes && let Some(target) = item.target_uri() {
+        protect_account_secrets(tree, target, limits);
     }
     Ok(results)
+}
+
+/// After nodes were made at `target`: the secrets of the accounts there are marked "No Get"
+/// (every account when `target` is `./DMAcc` or above it, the one account below it).
+fn protect_account_secrets(tree: &mut DmTree, target: &str, limits: &UriLimits) {
+    let Ok(target) = Target::parse_with(target, limits) else {
+        return;
+    };
+    let Ok(root) = NodeUri::parse(DMACC_ROOT) else {
+        return;
+    };
+    if target.uri.contains(&root) {
+        DmAcc::protect_all_secrets(tree);
+    } else if let Some(rel) = target.uri.strip_prefix(&root)
+        && let Some(account) = rel.segments().first()
+    {
+        DmAcc::protect_secrets(tree, account);
+    }
 }
 
 /// [`run_item`] without the DDF's access types.
