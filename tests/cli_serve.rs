@@ -10,11 +10,10 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_dmdeleg");
 
+mod common;
+
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dmdeleg-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::serve::scratch("cli", name)
 }
 
 fn dmdeleg(args: &[&str]) -> Output {

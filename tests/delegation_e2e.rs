@@ -13,11 +13,10 @@ use dmdeleg::lab::{DMS1, DMS2, Lab, LabOptions};
 
 const LONG: Duration = Duration::from_secs(30);
 
+mod common;
+
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dmdeleg-e2e-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::serve::scratch("e2e", name)
 }
 
 async fn lab(name: &str, devices: usize) -> Lab {

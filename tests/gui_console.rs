@@ -21,11 +21,10 @@ use egui_kittest::kittest::Queryable;
 
 const LONG: Duration = Duration::from_secs(60);
 
+mod common;
+
 fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dmdeleg-gui-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+    common::serve::scratch("gui", name)
 }
 
 fn console(opts: LabOptions) -> Harness<'static, ConsoleApp> {

@@ -15,12 +15,50 @@ use dmdeleg::lab::{DMS1, DMS2, EnginePorts};
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_dmdeleg");
 
-/// An empty directory of this test process's own, named `dmdeleg-{kind}-{pid}-{name}`.
+/// An empty directory of this test process's own, named `dmdeleg-{kind}-{pid}-{name}`. It
+/// stays after the test (a failure's databases and logs are there to read); the first call
+/// in a process removes the `dmdeleg-{kind}-*` directories of processes that are gone, so
+/// runs do not pile up in the temporary directory.
 pub fn scratch(kind: &str, name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dmdeleg-{kind}-{}-{name}", std::process::id()));
+    static SWEPT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let tmp = std::env::temp_dir();
+    if let Ok(mut swept) = SWEPT.lock()
+        && !swept.iter().any(|k| k == kind)
+    {
+        swept.push(kind.to_owned());
+        remove_stale(&tmp, kind);
+    }
+    let dir = tmp.join(format!("dmdeleg-{kind}-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Removes `dmdeleg-{kind}-{pid}-*` directories in `tmp` whose process no longer runs.
+fn remove_stale(tmp: &Path, kind: &str) {
+    if !Path::new("/proc/self").exists() {
+        // Without /proc there is no telling whether a process still runs.
+        return;
+    }
+    let prefix = format!("dmdeleg-{kind}-");
+    let Ok(entries) = std::fs::read_dir(tmp) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(&prefix))
+            .and_then(|rest| rest.split('-').next())
+            .and_then(|pid| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let alive = pid == std::process::id() || Path::new(&format!("/proc/{pid}")).exists();
+        if !alive && entry.file_type().is_ok_and(|t| t.is_dir()) {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
 }
 
 /// Starts `dmdeleg serve --config CONFIG`; with `pause`, it stops at that point of a
