@@ -22,7 +22,7 @@ use super::peer_endpoint::{Inbound, PeerAnswer};
 use super::peers::{PeerDirectory, Policy};
 use crate::delegation::machine::{
     Action, Deadlines, Delegation, DeviceResult, Input, OperatorAction, Reject, Role, Start, State,
-    UnixMs, Wait,
+    StoredCommand, UnixMs, Wait,
 };
 use crate::delegation::messages::{DelegationId, DeviceInfo, Message};
 use crate::delegation::plan::account_name;
@@ -355,7 +355,9 @@ struct Live {
     extra_events: Vec<EventRow>,
     messages: Vec<MessageRow>,
     audit: Vec<AuditRow>,
-    journal_sig: (usize, usize),
+    /// The device changes and their undo as the journal table holds them: the journal is
+    /// rewritten whenever the machine's differ (whatever the machine did to them).
+    journal_saved: JournalLists,
     /// The Seqs of the outbox's messages as last saved: the stored outbox is rewritten only
     /// when a message was queued or sent since (`None`: the stored one may differ).
     saved_outbox: Option<Vec<u32>>,
@@ -384,7 +386,7 @@ impl Live {
             extra_events: Vec::new(),
             messages: Vec::new(),
             audit: Vec::new(),
-            journal_sig: (0, 0),
+            journal_saved: JournalLists::default(),
             // What a new row starts with.
             saved_outbox: Some(Vec::new()),
             saved_account: None,
@@ -579,19 +581,8 @@ impl Driver {
         for (row, journal) in rows {
             let mut d: Delegation = serde_json::from_str(&row.machine)
                 .map_err(|e| StoreError::Corrupt(format!("delegation {}: {e}", row.id)))?;
-            // The device changes and their undo are in the journal; a row written before
-            // they left the machine's JSON has them there as well.
-            if d.changes.is_empty() && d.undo.is_empty() {
-                for entry in journal {
-                    let command = serde_json::from_str(&entry.command).map_err(|e| {
-                        StoreError::Corrupt(format!("delegation {}: journal: {e}", row.id))
-                    })?;
-                    match entry.kind {
-                        JournalKind::Change => d.changes.push(command),
-                        JournalKind::Undo => d.undo.push(command),
-                    }
-                }
-            }
+            let journal_saved = restore_journal(&mut d, &journal)
+                .map_err(|e| StoreError::Corrupt(format!("delegation {}: journal: {e}", row.id)))?;
             let outbox: Vec<String> = serde_json::from_str(&row.outbox).unwrap_or_default();
             let mut live = Live::new(d.clone(), row.created_ms, row.retry_of.clone());
             live.begin_logged = true;
@@ -617,7 +608,7 @@ impl Driver {
             }
             d.resume(now);
             live.d = d;
-            live.journal_sig = (live.d.changes.len(), live.d.undo.len());
+            live.journal_saved = journal_saved;
             live.saved_outbox = all_read.then(|| live.outbox.iter().map(|o| o.msg.seq).collect());
             live.saved_account = row.account.clone();
             if live.d.role == Role::Delegated
@@ -1504,26 +1495,7 @@ impl Driver {
                 d.state
             );
         }
-        let sig = (d.changes.len(), d.undo.len());
-        let journal = (sig != live.journal_sig).then(|| {
-            let mut j = Vec::new();
-            for (i, c) in d.changes.iter().enumerate() {
-                j.push(JournalEntry {
-                    idx: i as u32,
-                    kind: JournalKind::Change,
-                    command: serde_json::to_string(c).unwrap_or_default(),
-                });
-            }
-            for (i, c) in d.undo.iter().enumerate() {
-                j.push(JournalEntry {
-                    idx: i as u32,
-                    kind: JournalKind::Undo,
-                    command: serde_json::to_string(c).unwrap_or_default(),
-                });
-            }
-            j
-        });
-        live.journal_sig = sig;
+        let journal = journal_to_write(&mut live.journal_saved, d);
         let seqs: Vec<u32> = live.outbox.iter().map(|o| o.msg.seq).collect();
         let outbox_unchanged = live.saved_outbox.as_ref() == Some(&seqs);
         let outbox = if outbox_unchanged {
@@ -1539,7 +1511,7 @@ impl Driver {
         }
         // The machine's JSON leaves out the account, which has a column of its own, and the
         // device changes and their undo, which the journal holds (written above whenever
-        // their lengths move: the machine sets them whole, clears them or appends to them).
+        // they differ from what it holds).
         let account_xml = live.d.account_xml.take();
         let changes = std::mem::take(&mut live.d.changes);
         let undo = std::mem::take(&mut live.d.undo);
@@ -1771,6 +1743,64 @@ fn logged_and_digest(msg: &Message) -> (String, [u8; 32]) {
     (logged_copy(msg, &xml), digest)
 }
 
+/// A delegation's device changes and their undo, in order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct JournalLists {
+    changes: Vec<StoredCommand>,
+    undo: Vec<StoredCommand>,
+}
+
+/// After a restart: gives the machine `d` the changes and undo the journal holds, and returns
+/// them as stored. A row written before they left the machine's JSON keeps the ones in its
+/// JSON, and an empty journal is returned for it, so the next save writes them to the journal
+/// before its JSON drops them.
+fn restore_journal(
+    d: &mut Delegation,
+    journal: &[JournalEntry],
+) -> Result<JournalLists, serde_json::Error> {
+    let mut stored = JournalLists::default();
+    for entry in journal {
+        let command = serde_json::from_str(&entry.command)?;
+        match entry.kind {
+            JournalKind::Change => stored.changes.push(command),
+            JournalKind::Undo => stored.undo.push(command),
+        }
+    }
+    if d.changes.is_empty() && d.undo.is_empty() {
+        d.changes.clone_from(&stored.changes);
+        d.undo.clone_from(&stored.undo);
+    }
+    Ok(stored)
+}
+
+/// The journal to write for `d`, when its changes or undo differ from `saved` (which then
+/// becomes them): all of it, changes and undo by position.
+fn journal_to_write(saved: &mut JournalLists, d: &Delegation) -> Option<Vec<JournalEntry>> {
+    if saved.changes == d.changes && saved.undo == d.undo {
+        return None;
+    }
+    saved.changes.clone_from(&d.changes);
+    saved.undo.clone_from(&d.undo);
+    let entry = |kind, (i, c): (usize, &StoredCommand)| JournalEntry {
+        idx: i as u32,
+        kind,
+        command: serde_json::to_string(c).unwrap_or_default(),
+    };
+    Some(
+        d.changes
+            .iter()
+            .enumerate()
+            .map(|ic| entry(JournalKind::Change, ic))
+            .chain(
+                d.undo
+                    .iter()
+                    .enumerate()
+                    .map(|ic| entry(JournalKind::Undo, ic)),
+            )
+            .collect(),
+    )
+}
+
 fn sha256(bytes: &[u8]) -> [u8; 32] {
     let d = ring::digest::digest(&ring::digest::SHA256, bytes);
     let mut out = [0u8; 32];
@@ -1793,6 +1823,103 @@ fn hex32(token: &str) -> Option<[u8; 32]> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn delegation() -> Delegation {
+        let start = Start {
+            id: "01a2500b-0000-7000-8000-000000000001".into(),
+            role: Role::Delegating,
+            me: "dms1.example".into(),
+            peer: "dms2.example".into(),
+            device: DeviceInfo {
+                dev_id: "IMEI:1".into(),
+                man: "m".into(),
+                model: "x".into(),
+                notify: None,
+            },
+            full: true,
+            bootstrap: false,
+            paths: Vec::new(),
+            lease: None,
+            deadlines: Deadlines::default(),
+        };
+        Delegation::initiate(&start, None, 0)
+    }
+
+    fn delete(uri: &str) -> StoredCommand {
+        StoredCommand::Delete { uri: uri.into() }
+    }
+
+    fn acl(uri: &str, acl: &str) -> StoredCommand {
+        StoredCommand::ReplaceAcl {
+            uri: uri.into(),
+            acl: acl.into(),
+        }
+    }
+
+    #[test]
+    fn the_journal_is_rewritten_whenever_its_lists_differ_not_only_their_lengths() {
+        let mut saved = JournalLists::default();
+        let mut d = delegation();
+        assert_eq!(journal_to_write(&mut saved, &d), None);
+        d.changes = vec![acl("./A", "Get=dms1")];
+        d.undo = vec![acl("./A", "")];
+        let written = journal_to_write(&mut saved, &d).unwrap();
+        assert_eq!(written.len(), 2);
+        assert_eq!(
+            journal_to_write(&mut saved, &d),
+            None,
+            "nothing changed since"
+        );
+        // Other commands, same lengths.
+        d.changes = vec![acl("./B", "Get=dms1")];
+        d.undo = vec![acl("./B", "")];
+        let written = journal_to_write(&mut saved, &d).unwrap();
+        assert!(written[0].command.contains("./B"), "{written:?}");
+        d.changes.clear();
+        let written = journal_to_write(&mut saved, &d).unwrap();
+        assert_eq!(
+            written.iter().map(|e| (e.idx, e.kind)).collect::<Vec<_>>(),
+            vec![(0, JournalKind::Undo)]
+        );
+    }
+
+    #[test]
+    fn a_restart_takes_the_journal_and_moves_a_legacy_rows_lists_into_it() {
+        // A row of today: the lists are in the journal only.
+        let mut d = delegation();
+        let mut saved = JournalLists {
+            changes: vec![acl("./A", "Get=dms1")],
+            undo: vec![delete("./DMAcc/x"), acl("./A", "")],
+        };
+        let journal = journal_to_write(&mut JournalLists::default(), &{
+            let mut full = d.clone();
+            full.changes.clone_from(&saved.changes);
+            full.undo.clone_from(&saved.undo);
+            full
+        })
+        .unwrap();
+        let stored = restore_journal(&mut d, &journal).unwrap();
+        assert_eq!(stored, saved);
+        assert_eq!((&d.changes, &d.undo), (&saved.changes, &saved.undo));
+        assert_eq!(journal_to_write(&mut saved, &d), None);
+        // A row written before the lists left the machine's JSON: they are in the JSON and
+        // the journal is empty, so the next save writes them to the journal.
+        let mut legacy = delegation();
+        legacy.undo = vec![delete("./DMAcc/x")];
+        let mut stored = restore_journal(&mut legacy, &[]).unwrap();
+        assert_eq!(stored, JournalLists::default());
+        assert_eq!(legacy.undo, vec![delete("./DMAcc/x")]);
+        let written = journal_to_write(&mut stored, &legacy).unwrap();
+        assert_eq!(written.len(), 1);
+        assert_eq!(written[0].kind, JournalKind::Undo);
+        // A journal entry that cannot be read is an error, not an empty undo.
+        let bad = [JournalEntry {
+            idx: 0,
+            kind: JournalKind::Undo,
+            command: "not json".into(),
+        }];
+        assert!(restore_journal(&mut delegation(), &bad).is_err());
+    }
 
     fn summary(id: &str, state: State) -> DelegationSummary {
         DelegationSummary::sample(id, state, 0)
