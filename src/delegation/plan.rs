@@ -21,7 +21,7 @@ use crate::dm::acl::{Acl, AclCmd};
 use crate::dm::mo::{BootConfigEntry, DmAcc};
 use crate::dm::props::Format;
 use crate::dm::tnds::{TndsDocument, TndsNode};
-use crate::dm::tree::{DmTree, NodeProps, Principal};
+use crate::dm::tree::{DmTree, NodeId, NodeProps, Principal};
 use crate::dm::tree_tnds::TndsMode;
 use crate::dm::uri::{NodeUri, Target};
 use crate::syncml::session::DeviceCommand;
@@ -119,7 +119,7 @@ fn grant_acls(
             let acl = work.props(id).acl.clone();
             let cmds: Vec<AclCmd> = AclCmd::ALL
                 .into_iter()
-                .filter(|c| matches!(acl.ids(*c), Some(crate::dm::acl::AclIds::Servers(v)) if v.iter().any(|s| s == me)))
+                .filter(|c| acl.names(*c, me))
                 .collect();
             if cmds.is_empty() {
                 continue;
@@ -349,20 +349,23 @@ pub fn full_cleanup(tree: &DmTree, me: &str) -> Result<Vec<DeviceCommand>, PlanE
         .map_err(|e| PlanError::BadAccount(e.to_string()))?;
     let mut cmds = Vec::new();
     // Nodes inside our own account go with it; the rest change from the leaves upwards, so
-    // our Replace on a parent is still there when a child's ACL changes.
+    // our Replace on a parent is still there when a child's ACL changes. A node's URI is built
+    // only for a change.
+    let in_account: std::collections::HashSet<NodeId> = work
+        .find(&account_uri)
+        .map(|id| work.subtree(id).into_iter().collect())
+        .unwrap_or_default();
     let mut ids = work.subtree(work.root());
     ids.reverse();
     for id in ids {
-        let uri = work.uri_of(id);
-        if account_uri.contains(&uri) {
+        if in_account.contains(&id) {
             continue;
         }
-        let before = work.props(id).acl.clone();
-        let mut after = before.clone();
+        let mut after = work.props(id).acl.clone();
         if !after.remove_server(me, id == work.root()) {
             continue;
         }
-        cmds.push(DeviceCommand::replace_acl(&uri, &after));
+        cmds.push(DeviceCommand::replace_acl(&work.uri_of(id), &after));
         work.props_mut(id).acl = after;
     }
     cmds.push(DeviceCommand::Delete {

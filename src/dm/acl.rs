@@ -450,13 +450,27 @@ impl Acl {
     /// True when `server` holds `cmd` under this ACL (ignoring inheritance).
     #[inline]
     pub fn allows(&self, cmd: AclCmd, server: &str) -> bool {
+        self.holds(cmd, server, true)
+    }
+
+    /// True when `cmd` names `server` itself (not through `*`): what
+    /// `matches!(acl.ids(cmd), Some(AclIds::Servers(v)) if v.contains(server))` says, read
+    /// from the text without building the structured form.
+    #[inline]
+    pub fn names(&self, cmd: AclCmd, server: &str) -> bool {
+        self.holds(cmd, server, false)
+    }
+
+    /// Whether `cmd`'s ids hold `server`, `*` counting for everyone when `star` is true.
+    #[inline]
+    fn holds(&self, cmd: AclCmd, server: &str, star: bool) -> bool {
         let Some(rest) = self.ids_and_rest(cmd) else {
             return false;
         };
         let (ids, s) = (rest.as_bytes(), server.as_bytes());
         if ids.first() == Some(&b'*') {
             // `*` stands alone.
-            return true;
+            return star;
         }
         // One pass over the ids, in place: does one of them, ended by `+`, `&` or the end,
         // equal `server`?
@@ -818,6 +832,22 @@ mod tests {
                 }
                 if let Ok(acl) = Acl::parse(&text) {
                     prop_assert!(is_canonical(acl.as_str()) || acl.is_empty());
+                }
+            }
+
+            #[test]
+            fn names_reads_the_text_as_ids_reads_the_entries(
+                text in acl_like(),
+                server in prop::sample::select(vec!["dms1", "dms2", "srv.example", "a", "é", "*", "d+e"]),
+            ) {
+                if let Ok(acl) = Acl::parse(&text) {
+                    for cmd in AclCmd::ALL {
+                        let by_entries = matches!(
+                            acl.ids(cmd),
+                            Some(AclIds::Servers(v)) if v.iter().any(|id| id == server)
+                        );
+                        prop_assert_eq!(acl.names(cmd, server), by_entries, "{} {}", text, cmd);
+                    }
                 }
             }
 
