@@ -544,11 +544,13 @@ impl DmAcc {
         let Some(id) = DmAcc::uri_of(name).ok().and_then(|base| tree.find(&base)) else {
             return;
         };
-        let no_get = AccessSet::ALL.without(AccessKind::Get);
         for (_, entry_id) in entries_below(tree, id, "AppAuth") {
             for leaf in ["AAuthSecret", "AAuthData"] {
-                if let Some(leaf_id) = tree.child(entry_id, leaf) {
-                    tree.update_props(leaf_id, |p| p.access = no_get);
+                // Get goes; whatever else the node's description allowed or refused stays.
+                if let Some(leaf_id) = tree.child(entry_id, leaf)
+                    && tree.props(leaf_id).access.contains(AccessKind::Get)
+                {
+                    tree.update_props(leaf_id, |p| p.access = p.access.without(AccessKind::Get));
                 }
             }
         }
@@ -665,6 +667,35 @@ mod tests {
         acc.display_name = Some("Delegated DM server".into());
         acc.dormant = true;
         acc
+    }
+
+    #[test]
+    fn protecting_secrets_takes_get_away_and_keeps_the_rest_of_the_access_type() {
+        let mut tree = DmTree::new();
+        sample().install(&mut tree, None).unwrap();
+        let uri = |s: &str| NodeUri::parse(s).unwrap();
+        let secret = tree
+            .find(&uri("./DMAcc/DelegatedSrv/AppAuth/ServerSide/AAuthSecret"))
+            .unwrap();
+        let nonce = tree
+            .find(&uri("./DMAcc/DelegatedSrv/AppAuth/ClientSide/AAuthData"))
+            .unwrap();
+        assert_eq!(
+            tree.props(secret).access,
+            AccessSet::ALL.without(AccessKind::Get)
+        );
+        // A description that refuses Delete as well keeps refusing it.
+        let strict = AccessSet::ALL
+            .without(AccessKind::Get)
+            .without(AccessKind::Delete);
+        tree.update_props(nonce, |p| p.access = strict);
+        tree.update_props(secret, |p| p.access = AccessSet::ALL);
+        DmAcc::protect_all_secrets(&mut tree);
+        assert_eq!(tree.props(nonce).access, strict);
+        assert_eq!(
+            tree.props(secret).access,
+            AccessSet::ALL.without(AccessKind::Get)
+        );
     }
 
     #[test]
