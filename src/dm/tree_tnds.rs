@@ -473,7 +473,7 @@ impl DmTree {
                         if depth > MAX_EXPORT_DEPTH {
                             return Err(too_deep());
                         }
-                        let (rt, df, _) = self.node_parts(who, id, sel, false);
+                        let (rt, df) = self.node_props(id, sel);
                         let node_path = if id == top { path.as_deref() } else { None };
                         w.node_start(
                             depth,
@@ -492,8 +492,7 @@ impl DmTree {
                         stack[first..].reverse();
                     }
                     Walk::Close(id, depth) => {
-                        let (_, _, value) = self.node_parts(who, id, sel, true);
-                        w.node_end(depth, value.as_deref());
+                        w.node_end(depth, self.node_value(who, id, sel).as_deref());
                     }
                 }
             }
@@ -590,7 +589,8 @@ impl DmTree {
     }
 
     fn tnds_node_of(&self, who: Principal<'_>, id: NodeId, sel: &TndsSelection) -> TndsNode {
-        let (rt, df, value) = self.node_parts(who, id, sel, true);
+        let (rt, df) = self.node_props(id, sel);
+        let value = self.node_value(who, id, sel);
         let text = |n: Option<NumText<'_>>| {
             n.map(|n| match n {
                 NumText::Num(n) => n.to_string(),
@@ -617,17 +617,10 @@ impl DmTree {
         }
     }
 
-    /// What an export writes of one node: its `RTProperties` as `sel` asks, its
-    /// `DFProperties` (when `sel` asks for descriptions and the node has any worth writing),
-    /// and, with `with_value`, its value as text (base64 for binary formats), left out when
-    /// `who` may not read it.
-    fn node_parts(
-        &self,
-        who: Principal<'_>,
-        id: NodeId,
-        sel: &TndsSelection,
-        with_value: bool,
-    ) -> (RtView<'_>, Option<DfProperties>, Option<Cow<'_, str>>) {
+    /// What an export writes of one node's properties: its `RTProperties` as `sel` asks,
+    /// and its `DFProperties` when `sel` asks for descriptions and the node has any worth
+    /// writing.
+    fn node_props(&self, id: NodeId, sel: &TndsSelection) -> (RtView<'_>, Option<DfProperties>) {
         let props = self.props(id);
         let value = self.value(id);
         let rt = RtView {
@@ -651,15 +644,6 @@ impl DmTree {
             ty: sel.ty.then_some(&props.ty),
             verno: sel.verno.then_some(NumText::Num(u64::from(props.verno))),
         };
-        let may_read =
-            who == Principal::Device || props.access.contains(super::props::AccessKind::Get);
-        let value = match value {
-            Some(v) if with_value && sel.value && may_read => Some(match props.format {
-                Format::B64 => Cow::Owned(base64::engine::general_purpose::STANDARD.encode(v)),
-                _ => String::from_utf8_lossy(v),
-            }),
-            _ => None,
-        };
         let df = (sel.description
             && (props.access != AccessSet::ALL || props.scope == Scope::Permanent))
             .then(|| DfProperties {
@@ -667,6 +651,26 @@ impl DmTree {
                 scope: Some(props.scope),
                 ..DfProperties::default()
             });
-        (rt, df, value)
+        (rt, df)
+    }
+
+    /// What an export writes of one node's value: as text (base64 for binary formats), when
+    /// `sel` asks for values and `who` may read it.
+    fn node_value(
+        &self,
+        who: Principal<'_>,
+        id: NodeId,
+        sel: &TndsSelection,
+    ) -> Option<Cow<'_, str>> {
+        let props = self.props(id);
+        let may_read =
+            who == Principal::Device || props.access.contains(super::props::AccessKind::Get);
+        match self.value(id) {
+            Some(v) if sel.value && may_read => Some(match props.format {
+                Format::B64 => Cow::Owned(base64::engine::general_purpose::STANDARD.encode(v)),
+                _ => String::from_utf8_lossy(v),
+            }),
+            _ => None,
+        }
     }
 }

@@ -541,9 +541,13 @@ impl DmAcc {
     /// Marks every `AppAuth/<X>/AAuthSecret` and `AAuthData` of the account "No Get" (the
     /// DMAcc DDF's access type), so no server can read them back.
     pub fn protect_secrets(tree: &mut DmTree, name: &str) {
-        let Some(id) = DmAcc::uri_of(name).ok().and_then(|base| tree.find(&base)) else {
-            return;
-        };
+        if let Some(id) = DmAcc::uri_of(name).ok().and_then(|base| tree.find(&base)) {
+            DmAcc::protect_secrets_at(tree, id);
+        }
+    }
+
+    /// [`DmAcc::protect_secrets`] for the account held by node `id`.
+    fn protect_secrets_at(tree: &mut DmTree, id: NodeId) {
         for (_, entry_id) in entries_below(tree, id, "AppAuth") {
             for leaf in ["AAuthSecret", "AAuthData"] {
                 // Get goes; whatever else the node's description allowed or refused stays.
@@ -564,9 +568,9 @@ impl DmAcc {
         let Some(root) = NodeUri::parse(DMACC_ROOT).ok().and_then(|r| tree.find(&r)) else {
             return;
         };
-        let names: Vec<String> = tree.children(root).map(|(n, _)| n.to_owned()).collect();
-        for name in names {
-            DmAcc::protect_secrets(tree, &name);
+        let accounts: Vec<NodeId> = tree.child_ids(root).collect();
+        for id in accounts {
+            DmAcc::protect_secrets_at(tree, id);
         }
     }
 

@@ -739,52 +739,26 @@ fn result_item(mut r: ResultItem) -> Item {
     }
 }
 
-/// Runs one item of an Add, Replace, Delete, Get or Copy on the tree. When it made nodes
-/// under `./DMAcc`, the DMAcc DDF's access types apply to them: no server may Get an
-/// account's `AAuthSecret` or `AAuthData`, whoever added the account and however.
-fn run_item(
-    tree: &mut DmTree,
-    who: Principal<'_>,
-    cmd: &Command,
-    cmd_meta: Option<&Meta>,
-    item: &Item,
-    limits: &UriLimits,
-    now: Option<i64>,
-) -> Result<Vec<ResultItem>, OpError> {
-    let results = run_item_unchecked(tree, who, cmd, cmd_meta, item, limits, now)?;
-    // Only commands that make nodes can make a secret (a plain Replace changes a value or a
-    // property of a node that was already there).
-    let makes_nodes = match cmd {
-        Command::Add(_) | Command::Copy(_) => true,
-        Command::Replace(_) => uses_tnds(item, cmd_meta),
-        _ => false,
-    };
-    if makes_nodes && let Some(target) = item.target_uri() {
-        protect_account_secrets(tree, target, limits);
-    }
-    Ok(results)
-}
-
-/// After nodes were made at `target`: the secrets of the accounts there are marked "No Get"
-/// (every account when `target` is `./DMAcc` or above it, the one account below it).
-fn protect_account_secrets(tree: &mut DmTree, target: &str, limits: &UriLimits) {
-    let Ok(target) = Target::parse_with(target, limits) else {
-        return;
-    };
+/// After nodes were made at `target`: the DMAcc DDF's access types apply to them, so no
+/// server may Get an account's `AAuthSecret` or `AAuthData`, whoever added the account and
+/// however (every account when `target` is `./DMAcc` or above it, the one account below it).
+fn protect_account_secrets(tree: &mut DmTree, target: &NodeUri) {
     let Ok(root) = NodeUri::parse(DMACC_ROOT) else {
         return;
     };
-    if target.uri.contains(&root) {
+    if target.contains(&root) {
         DmAcc::protect_all_secrets(tree);
-    } else if let Some(rel) = target.uri.strip_prefix(&root)
+    } else if let Some(rel) = target.strip_prefix(&root)
         && let Some(account) = rel.segments().first()
     {
         DmAcc::protect_secrets(tree, account);
     }
 }
 
-/// [`run_item`] without the DDF's access types.
-fn run_item_unchecked(
+/// Runs one item of an Add, Replace, Delete, Get or Copy on the tree. The commands that make
+/// nodes (a TNDS Add or Replace, an Add, a Copy) then protect the secrets of the accounts
+/// they made nodes in ([`protect_account_secrets`]).
+fn run_item(
     tree: &mut DmTree,
     who: Principal<'_>,
     cmd: &Command,
@@ -828,6 +802,7 @@ fn run_item_unchecked(
                 TndsMode::Replace
             };
             tree.apply_tnds(who, &target.uri, &doc, mode, now)?;
+            protect_account_secrets(tree, &target.uri);
             Ok(Vec::new())
         }
         Command::Add(_) => {
@@ -838,6 +813,7 @@ fn run_item_unchecked(
             };
             let data = NodeData { format, ty, value };
             tree.add(who, &target, &data, now)?;
+            protect_account_secrets(tree, &target.uri);
             Ok(Vec::new())
         }
         Command::Replace(_) => {
@@ -863,6 +839,7 @@ fn run_item_unchecked(
                     reason: e.to_string(),
                 })?;
             tree.copy(who, &source, &target, now)?;
+            protect_account_secrets(tree, &target.uri);
             Ok(Vec::new())
         }
         _ => Err(OpError::BadRequest {
