@@ -136,7 +136,6 @@ pub fn is_valid_server_id(id: &str) -> bool {
 }
 
 fn first_invalid_id_char(id: &str) -> Option<char> {
-    let bad = |c: char| matches!(c, '=' | '&' | '*' | '+') || c.is_whitespace() || c.is_control();
     if id.is_ascii() {
         // The same test on bytes: an ASCII character is whitespace or a control exactly when
         // it is one of these.
@@ -145,7 +144,8 @@ fn first_invalid_id_char(id: &str) -> Option<char> {
             .find(|&b| b <= b' ' || b == 0x7F || matches!(b, b'=' | b'&' | b'*' | b'+'))
             .map(char::from);
     }
-    id.chars().find(|&c| bad(c))
+    id.chars()
+        .find(|c| matches!(c, '=' | '&' | '*' | '+') || c.is_whitespace() || c.is_control())
 }
 
 /// True when `text` is a valid ACL already in its canonical form (what [`Acl::parse`] would
