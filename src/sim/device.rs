@@ -107,15 +107,20 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// True when `url`'s host is a loopback address or `localhost`.
 pub fn is_loopback_url(url: &str) -> bool {
-    let Ok(parsed) = reqwest::Url::parse(url) else {
-        return false;
-    };
-    match parsed.host() {
+    loopback_url(url).is_some()
+}
+
+/// `url` parsed, when its host is a loopback address or `localhost`: what a device sends a
+/// request to (parsed once, for the check and for the request).
+fn loopback_url(url: &str) -> Option<reqwest::Url> {
+    let parsed = reqwest::Url::parse(url).ok()?;
+    let loopback = match parsed.host() {
         Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
         Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip).is_loopback(),
         Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip).is_loopback(),
         None => false,
-    }
+    };
+    loopback.then_some(parsed)
 }
 
 /// How a simulated device is set up for one server.
@@ -363,10 +368,10 @@ impl SimDevice {
         let mut report = SessionReport::default();
         let mut result = Ok(());
         while let Some(tx) = session.poll_transmit() {
-            if !is_loopback_url(&tx.uri) {
+            let Some(url) = loopback_url(&tx.uri) else {
                 result = Err(SimError::NotLoopback(tx.uri.clone()));
                 break;
-            }
+            };
             if self
                 .faults
                 .drop_after_messages
@@ -381,7 +386,7 @@ impl SimDevice {
             report.messages += 1;
             report.bytes_sent += tx.body.len();
             let mut req = http
-                .post(&tx.uri)
+                .post(url)
                 .header(reqwest::header::CONTENT_TYPE, self.encoding.mime())
                 .body(tx.body);
             if let Some(h) = &tx.hmac {
@@ -460,12 +465,12 @@ impl SimDevice {
             return Ok(None);
         };
         self.bootstraps_tried.push(entry.server_url.clone());
-        if !is_loopback_url(&entry.server_url) {
+        let Some(url) = loopback_url(&entry.server_url) else {
             return Err(SimError::NotLoopback(entry.server_url));
-        }
+        };
         // The error text of a request names its URL, which carries the token: leave it out.
         let resp = http
-            .get(&entry.server_url)
+            .get(url)
             .header(crate::engine::bootstrap::DEV_ID_HEADER, &self.dev_id)
             .send()
             .await
