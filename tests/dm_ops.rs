@@ -2179,3 +2179,31 @@ fn a_direct_tnds_export_refuses_what_the_document_export_refuses() {
         );
     }
 }
+
+/// An export stops at 64 levels, as a document and as text alike, and a subtree within the
+/// limit exports whole.
+#[test]
+fn exports_refuse_subtrees_deeper_than_the_limit() {
+    let mut tree = DmTree::new();
+    let deepest: String = (0..70).fold(".".to_owned(), |uri, i| format!("{uri}/N{i}"));
+    mk_interior(&mut tree, &deepest, "Get=*");
+    let sel = TndsSelection::ALL;
+    let root = NodeUri::root();
+    let document = tree.export_tnds(Principal::Device, &root, &root, &sel);
+    let text = tree.export_tnds_xml(Principal::Device, &root, &root, &sel);
+    for result in [document.map(|_| ()), text.map(|_| ())] {
+        assert!(
+            matches!(&result, Err(OpError::NotSupported { what }) if what.contains("64 levels")),
+            "{result:?}"
+        );
+    }
+    let within = u(&(0..7).fold(".".to_owned(), |uri, i| format!("{uri}/N{i}")));
+    let doc = tree
+        .export_tnds(Principal::Device, &within, &root, &sel)
+        .unwrap();
+    assert_eq!(doc.node_count(), 64);
+    let text = tree
+        .export_tnds_xml(Principal::Device, &within, &root, &sel)
+        .unwrap();
+    assert_eq!(text, doc.to_xml());
+}

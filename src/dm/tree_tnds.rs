@@ -34,6 +34,12 @@ fn too_deep() -> OpError {
     }
 }
 
+/// One step of [`DmTree::export_walk`]: a node and its depth.
+enum ExportStep {
+    Open(NodeId, usize),
+    Close(NodeId, usize),
+}
+
 /// Which command carries the TNDS document.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TndsMode {
@@ -453,10 +459,6 @@ impl DmTree {
         relative_to: &NodeUri,
         sel: &TndsSelection,
     ) -> Result<String, OpError> {
-        enum Walk {
-            Open(NodeId, usize),
-            Close(NodeId, usize),
-        }
         let (tops, path) = self.export_tops(who, uri, relative_to)?;
         let mut out = String::with_capacity(4096);
         let mut w = XmlWriter {
@@ -464,41 +466,57 @@ impl DmTree {
             pretty: false,
         };
         w.document_start(super::tnds::VER_DTD, None, None);
-        let mut stack = Vec::new();
         for top in tops {
-            stack.push(Walk::Open(top, 1));
-            while let Some(step) = stack.pop() {
-                match step {
-                    Walk::Open(id, depth) => {
-                        if depth > MAX_EXPORT_DEPTH {
-                            return Err(too_deep());
-                        }
-                        let (rt, df) = self.node_props(id, sel);
-                        let node_path = if id == top { path.as_deref() } else { None };
-                        w.node_start(
-                            depth,
-                            self.name(id),
-                            node_path,
-                            (!rt.is_empty()).then_some(&rt),
-                            df.as_ref(),
-                        );
-                        stack.push(Walk::Close(id, depth));
-                        let first = stack.len();
-                        stack.extend(
-                            self.child_ids(id)
-                                .filter(|c| self.allowed(who, *c, AclCmd::Get))
-                                .map(|c| Walk::Open(c, depth + 1)),
-                        );
-                        stack[first..].reverse();
-                    }
-                    Walk::Close(id, depth) => {
-                        w.node_end(depth, self.node_value(who, id, sel).as_deref());
-                    }
+            self.export_walk(who, top, |step| match step {
+                ExportStep::Open(id, depth) => {
+                    let (rt, df) = self.node_props(id, sel);
+                    let node_path = if id == top { path.as_deref() } else { None };
+                    w.node_start(
+                        depth,
+                        self.name(id),
+                        node_path,
+                        (!rt.is_empty()).then_some(&rt),
+                        df.as_ref(),
+                    );
                 }
-            }
+                ExportStep::Close(id, depth) => {
+                    w.node_end(depth, self.node_value(who, id, sel).as_deref());
+                }
+            })?;
         }
         w.document_end();
         Ok(out)
+    }
+
+    /// Walks `top` and its subtree as an export writes them, without recursion: each node
+    /// `who` may Get is opened (with its depth, `top` at 1) before its children and closed
+    /// after them, in document order. Deeper than [`MAX_EXPORT_DEPTH`] is an error.
+    fn export_walk(
+        &self,
+        who: Principal<'_>,
+        top: NodeId,
+        mut visit: impl FnMut(ExportStep),
+    ) -> Result<(), OpError> {
+        let mut stack = vec![ExportStep::Open(top, 1)];
+        while let Some(step) = stack.pop() {
+            let ExportStep::Open(id, depth) = step else {
+                visit(step);
+                continue;
+            };
+            if depth > MAX_EXPORT_DEPTH {
+                return Err(too_deep());
+            }
+            visit(step);
+            stack.push(ExportStep::Close(id, depth));
+            let first = stack.len();
+            stack.extend(
+                self.child_ids(id)
+                    .filter(|c| self.allowed(who, *c, AclCmd::Get))
+                    .map(|c| ExportStep::Open(c, depth + 1)),
+            );
+            stack[first..].reverse();
+        }
+        Ok(())
     }
 
     /// What an export of `uri` starts from: the nodes at the top of the document (the root's
@@ -541,51 +559,28 @@ impl DmTree {
         Ok((tops, path))
     }
 
-    /// Builds the TNDS node for `id` and its visible subtree without recursion: nodes are
-    /// collected in pre-order, then attached to their parents from the last to the first.
+    /// Builds the TNDS node for `id` and its visible subtree: each node is made when the walk
+    /// opens it and attached to its parent when the walk closes it.
     fn export_node(
         &self,
         who: Principal<'_>,
         id: NodeId,
         sel: &TndsSelection,
     ) -> Result<TndsNode, OpError> {
-        let mut order: Vec<(NodeId, Option<usize>, usize)> = Vec::new();
-        let mut stack = vec![(id, None::<usize>, 1usize)];
-        while let Some((cur, parent_index, depth)) = stack.pop() {
-            if depth > MAX_EXPORT_DEPTH {
-                return Err(too_deep());
-            }
-            let index = order.len();
-            order.push((cur, parent_index, depth));
-            let kids: Vec<NodeId> = self
-                .child_ids(cur)
-                .filter(|c| self.allowed(who, *c, AclCmd::Get))
-                .collect();
-            for kid in kids.into_iter().rev() {
-                stack.push((kid, Some(index), depth + 1));
-            }
-        }
-        let mut built: Vec<Option<TndsNode>> = order
-            .iter()
-            .map(|(n, _, _)| Some(self.tnds_node_of(who, *n, sel)))
-            .collect();
-        // Children come out of pre-order in reverse when attached from the end; each node's
-        // children are complete (and put back in order) before the node itself is attached.
-        for i in (1..order.len()).rev() {
-            if let (Some(mut node), Some(parent)) = (built[i].take(), order[i].1) {
-                node.children.reverse();
-                if let Some(p) = built[parent].as_mut() {
-                    p.children.push(node);
+        let mut open: Vec<TndsNode> = Vec::new();
+        let mut top = None;
+        self.export_walk(who, id, |step| match step {
+            ExportStep::Open(n, _) => open.push(self.tnds_node_of(who, n, sel)),
+            ExportStep::Close(..) => {
+                if let Some(node) = open.pop() {
+                    match open.last_mut() {
+                        Some(parent) => parent.children.push(node),
+                        None => top = Some(node),
+                    }
                 }
             }
-        }
-        let mut top = built
-            .into_iter()
-            .next()
-            .flatten()
-            .ok_or_else(|| bad("nothing to export"))?;
-        top.children.reverse();
-        Ok(top)
+        })?;
+        top.ok_or_else(|| bad("nothing to export"))
     }
 
     fn tnds_node_of(&self, who: Principal<'_>, id: NodeId, sel: &TndsSelection) -> TndsNode {
