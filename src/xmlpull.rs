@@ -85,7 +85,7 @@ impl<'a> Tokenizer<'a> {
             Some(_) => {
                 let end = bytes
                     .get(start..)
-                    .and_then(|rest| rest.iter().position(|&b| b == b'<' || b == b'&'))
+                    .and_then(|rest| rest.iter().position(|&b| class(b) & TEXT_STOP != 0))
                     .map_or(bytes.len(), |i| start + i);
                 self.pos = end;
                 Ok(Event::Text(BytesText::from_escaped(slice(src, start, end))))
@@ -127,10 +127,19 @@ impl<'a> Tokenizer<'a> {
                 Err(XmlError::new(start, SyntaxError::UnclosedTag))
             }
             Some(b'/') => {
-                let close = self.tag_end(start)?;
+                let close = match self.scan_tag(start + 2) {
+                    Scan::Closed { at, .. } => at,
+                    Scan::Quote => self.tag_end(start)?,
+                };
                 self.pos = close + 1;
                 let content = slice(src, start + 2, close);
-                let name = content.trim_end_matches(|c: char| c.is_ascii() && is_xml_ws(c as u8));
+                // An end tag rarely has space before its `>`.
+                let name = match content.as_bytes().last() {
+                    Some(&b) if is_xml_ws(b) => {
+                        content.trim_end_matches(|c: char| c.is_ascii() && is_xml_ws(c as u8))
+                    }
+                    _ => content,
+                };
                 match self.open.pop() {
                     Some(expected) if expected == name => Ok(Event::End(BytesEnd::new(name))),
                     Some(expected) => Err(XmlError::new(
@@ -156,16 +165,30 @@ impl<'a> Tokenizer<'a> {
             }
             Some(b'!' | b'?') => self.by_quick_xml(start),
             Some(_) => {
-                let close = self.tag_end(start)?;
+                // One pass finds both the `>` and the end of the name, unless a quote (an
+                // attribute value, which may hold `>`) sends the tag to the full scan.
+                let (close, ws) = match self.scan_tag(start + 1) {
+                    Scan::Closed { at, ws } => (at, ws),
+                    Scan::Quote => {
+                        let at = self.tag_end(start)?;
+                        let inner = slice(src, start + 1, at);
+                        (at, name_len(inner))
+                    }
+                };
                 self.pos = close + 1;
                 let inner = slice(src, start + 1, close);
-                match inner.strip_suffix('/') {
-                    Some(content) => Ok(Event::Empty(BytesStart::from_content(
-                        content,
-                        name_len(content),
+                // (A byte test: `str::strip_suffix` with a `char` costs tens of instructions.)
+                match inner
+                    .len()
+                    .checked_sub(1)
+                    .filter(|_| inner.as_bytes().last() == Some(&b'/'))
+                {
+                    Some(len) => Ok(Event::Empty(BytesStart::from_content(
+                        slice(inner, 0, len),
+                        ws.min(len),
                     ))),
                     None => {
-                        let n = name_len(inner);
+                        let n = ws.min(inner.len());
                         self.open.push(slice(inner, 0, n));
                         Ok(Event::Start(BytesStart::from_content(inner, n)))
                     }
@@ -196,6 +219,32 @@ impl<'a> Tokenizer<'a> {
                 Err(XmlError::new(start, unclosed))
             }
         }
+    }
+
+    /// The tag whose content starts at `from`, read up to its `>` if no quote comes first:
+    /// where the `>` is, and the length of the content before its first XML whitespace (the
+    /// whole content when it has none). Reaching the end of the input is left to
+    /// [`Tokenizer::tag_end`], as a quote is.
+    fn scan_tag(&self, from: usize) -> Scan {
+        let rest = self.src.as_bytes().get(from..).unwrap_or_default();
+        let mut ws = usize::MAX;
+        for (i, &b) in rest.iter().enumerate() {
+            let c = class(b);
+            if c == 0 {
+                continue;
+            }
+            if c & WS != 0 {
+                ws = ws.min(i);
+            } else if b == b'>' {
+                return Scan::Closed {
+                    at: from + i,
+                    ws: ws.min(i),
+                };
+            } else {
+                return Scan::Quote;
+            }
+        }
+        Scan::Quote
     }
 
     /// The offset of the `>` that closes the tag opened at `start`: the first one outside
@@ -244,6 +293,41 @@ impl<'a> Tokenizer<'a> {
             }
         }
     }
+}
+
+/// What [`Tokenizer::scan_tag`] found.
+enum Scan {
+    /// The tag's `>` at `at`, its name `ws` bytes long.
+    Closed { at: usize, ws: usize },
+    /// A quote (or the end of the input) before any `>`.
+    Quote,
+}
+
+/// Byte classes: XML whitespace.
+const WS: u8 = 1;
+/// Bytes that end a tag's plain scan: `>` and the quotes.
+const TAG_STOP: u8 = 2;
+/// Bytes that end text: `<` and `&`.
+const TEXT_STOP: u8 = 4;
+
+/// The classes of every byte, so each scan step is one load and one test.
+static CLASSES: [u8; 256] = {
+    let mut t = [0u8; 256];
+    t[b' ' as usize] = WS;
+    t[b'\t' as usize] = WS;
+    t[b'\n' as usize] = WS;
+    t[b'\r' as usize] = WS;
+    t[b'>' as usize] = TAG_STOP;
+    t[b'"' as usize] = TAG_STOP;
+    t[b'\'' as usize] = TAG_STOP;
+    t[b'<' as usize] = TEXT_STOP;
+    t[b'&' as usize] = TEXT_STOP;
+    t
+};
+
+#[inline]
+fn class(b: u8) -> u8 {
+    CLASSES[usize::from(b)]
 }
 
 /// `s[from..to]`, empty when the range is not one (never, for the offsets of ASCII
