@@ -376,6 +376,9 @@ struct Live {
     /// The account as last saved in its own column (written when it changes, not with the
     /// machine's JSON at every transition).
     saved_account: Option<String>,
+    /// The state and live flag as last saved (`None`: unknown, or no row yet): an update
+    /// that changes neither leaves their indexes alone.
+    saved_state: Option<(State, bool)>,
     drain_until: Option<UnixMs>,
     /// Digests of the peer's accepted messages by Seq, so a reused Seq with other content
     /// is told from a plain duplicate.
@@ -402,6 +405,7 @@ impl Live {
             // What a new row starts with.
             saved_outbox: Some(Vec::new()),
             saved_account: None,
+            saved_state: None,
             drain_until: None,
             seen: HashMap::new(),
             begin_logged: false,
@@ -623,6 +627,8 @@ impl Driver {
             live.journal_saved = journal_saved;
             live.saved_outbox = all_read.then(|| live.outbox.iter().map(|o| o.msg.seq).collect());
             live.saved_account = row.account.clone();
+            // (Left unknown: the first save after a restart writes them.)
+            live.saved_state = None;
             if live.d.role == Role::Delegated
                 && live.d.wait == Wait::DeviceSession
                 && let (Some(url), Some(xml)) = (&live.d.bootstrap_url, &live.d.account_xml)
@@ -1537,6 +1543,8 @@ impl Driver {
         live.d.changes = changes;
         live.d.undo = undo;
         let live_flag = live.needs_engine();
+        let state_unchanged = live.saved_state == Some((live.d.state, live_flag));
+        live.saved_state = Some((live.d.state, live_flag));
         let d = &live.d;
         Transition {
             row: DelegationRow {
@@ -1570,6 +1578,7 @@ impl Driver {
             audit: std::mem::take(&mut live.audit),
             outbox_unchanged,
             account_unchanged,
+            state_unchanged,
         }
     }
 

@@ -175,6 +175,10 @@ pub struct Transition {
     pub outbox_unchanged: bool,
     /// The stored account is already `row.account` (which is then not written).
     pub account_unchanged: bool,
+    /// The stored state and live flag are already `row.state` and `row.live` (which are
+    /// then not written, so their indexes are left alone: SQLite rewrites the index entries
+    /// of every column an UPDATE sets, changed or not).
+    pub state_unchanged: bool,
 }
 
 /// Which delegations [`history`] returns. The default returns them all.
@@ -298,29 +302,35 @@ fn insert_audit(conn: &Connection, rows: &[AuditRow]) -> Result<(), StoreError> 
 fn save_one(conn: &Connection, t: &Transition) -> Result<(), StoreError> {
     let d = &t.row;
     // Most transitions move a stored delegation: a plain update finds it by its key once.
-    // The outbox and the account are rewritten only when they changed.
-    let updated = conn
-        .prepare_cached(
-            "UPDATE delegations SET state = ?2, step = ?3, live = ?4, updated_ms = ?5,
-                 reason_code = ?6, reason_text = ?7, machine = ?8,
-                 outbox = CASE WHEN ?10 THEN outbox ELSE ?9 END,
-                 account = CASE WHEN ?12 THEN account ELSE ?11 END
-             WHERE id = ?1",
-        )?
-        .execute(params![
-            d.id,
-            d.state,
-            d.step,
-            d.live,
-            d.updated_ms,
-            d.reason_code,
-            d.reason_text,
-            d.machine,
-            d.outbox,
-            t.outbox_unchanged,
-            d.account,
-            t.account_unchanged,
-        ])?;
+    // The outbox and the account are rewritten only when they changed; the state and the
+    // live flag, whose indexes an update that sets them rewrites, likewise.
+    let sql = if t.state_unchanged {
+        "UPDATE delegations SET step = ?3, updated_ms = ?5,
+             reason_code = ?6, reason_text = ?7, machine = ?8,
+             outbox = CASE WHEN ?10 THEN outbox ELSE ?9 END,
+             account = CASE WHEN ?12 THEN account ELSE ?11 END
+         WHERE id = ?1"
+    } else {
+        "UPDATE delegations SET state = ?2, step = ?3, live = ?4, updated_ms = ?5,
+             reason_code = ?6, reason_text = ?7, machine = ?8,
+             outbox = CASE WHEN ?10 THEN outbox ELSE ?9 END,
+             account = CASE WHEN ?12 THEN account ELSE ?11 END
+         WHERE id = ?1"
+    };
+    let updated = conn.prepare_cached(sql)?.execute(params![
+        d.id,
+        d.state,
+        d.step,
+        d.live,
+        d.updated_ms,
+        d.reason_code,
+        d.reason_text,
+        d.machine,
+        d.outbox,
+        t.outbox_unchanged,
+        d.account,
+        t.account_unchanged,
+    ])?;
     if updated == 0 {
         insert_delegation(conn, t)?;
     }
@@ -931,6 +941,7 @@ mod tests {
             audit: Vec::new(),
             outbox_unchanged: false,
             account_unchanged: false,
+            state_unchanged: false,
         }
     }
 
@@ -1092,6 +1103,7 @@ mod tests {
             audit: vec![audit_line(1000, "IMEI:1", "dms2", None, "started")],
             outbox_unchanged: false,
             account_unchanged: false,
+            state_unchanged: false,
         };
         save_transitions(&conn, &[first]).unwrap();
         let second = Transition {
@@ -1106,6 +1118,7 @@ mod tests {
             audit: Vec::new(),
             outbox_unchanged: false,
             account_unchanged: false,
+            state_unchanged: false,
         };
         save_transitions(&conn, &[second]).unwrap();
         let texts: Vec<String> = events(&conn, "d1")
@@ -1197,6 +1210,54 @@ mod tests {
             false,
         );
         assert_eq!((got.outbox, got.account), (r.outbox, None));
+    }
+
+    /// A transition that says its state and live flag did not change leaves the stored ones
+    /// (and the rest of the row is written); one that changed writes them.
+    #[test]
+    fn an_unchanged_state_is_kept_and_a_changed_one_written() {
+        let dir = TempDir::new("state-kept");
+        let conn = dir.open();
+        let save = |row: DelegationRow, state_unchanged: bool| {
+            let t = Transition {
+                state_unchanged,
+                ..only(row)
+            };
+            save_transitions(&conn, &[t]).unwrap();
+            load(&conn, "d1").unwrap().unwrap()
+        };
+        let r = row("d1", "IMEI:1", "dms2", "AwaitResp", 1000, 1000);
+        // A new row is inserted whole, whatever the flag says.
+        let got = save(r.clone(), true);
+        assert_eq!((got.state.as_str(), got.live), ("AwaitResp", true));
+
+        let next = DelegationRow {
+            state: "Completed".into(),
+            live: false,
+            step: 8,
+            updated_ms: 2000,
+            machine: "{\"v\":8}".into(),
+            ..r.clone()
+        };
+        let got = save(next.clone(), true);
+        assert_eq!((got.state.as_str(), got.live), ("AwaitResp", true));
+        assert_eq!(
+            (got.step, got.updated_ms, got.machine.as_str()),
+            (8, 2000, "{\"v\":8}")
+        );
+        assert_eq!(
+            live_of_device(&conn, "IMEI:1").unwrap().as_deref(),
+            Some("d1")
+        );
+
+        let got = save(next, false);
+        assert_eq!((got.state.as_str(), got.live), ("Completed", false));
+        assert_eq!(live_of_device(&conn, "IMEI:1").unwrap(), None);
+        let counted = counts_by_state(&conn).unwrap();
+        assert!(
+            counted.iter().any(|(s, n)| s == "Completed" && *n == 1),
+            "{counted:?}"
+        );
     }
 
     #[test]
