@@ -143,14 +143,53 @@ fn needs_escape(b: u8) -> bool {
     (b == b'&') | (b == b'<') | (b == b'>') | ((b < 0x20) & (b != b'\t') & (b != b'\n'))
 }
 
+/// Whether some byte of `bytes` may need escaping: every one that does ([`needs_escape`]) is
+/// found; tab and newline, which do not, may be reported too. Eight bytes are tested at once
+/// (the last, partial, word padded with a byte that needs nothing), so the short names and
+/// values of DM documents cost a few instructions, not a test per byte.
+#[inline]
+fn may_need_escape(bytes: &[u8]) -> bool {
+    let mut words = bytes.chunks_exact(8);
+    let mut found = 0u64;
+    for w in &mut words {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(w);
+        found |= escape_candidates(u64::from_le_bytes(word));
+    }
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        let mut word = [b'A'; 8];
+        if let Some(head) = word.get_mut(..rest.len()) {
+            head.copy_from_slice(rest);
+        }
+        found |= escape_candidates(u64::from_le_bytes(word));
+    }
+    found != 0
+}
+
+/// Nonzero when a byte of `x` is below 0x20, `&`, `<` or `>` (the bit tricks of "Bit
+/// Twiddling Hacks": a byte below `n`, a zero byte; exact in telling whether any byte
+/// matches).
+#[inline]
+fn escape_candidates(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let below = |v: u64, n: u8| v.wrapping_sub(ONES * u64::from(n)) & !v & HIGH;
+    let zero = |v: u64| below(v, 1);
+    // `<` (0x3C) and `>` (0x3E) differ only in bit 1.
+    below(x, 0x20)
+        | zero(x ^ (ONES * u64::from(b'&')))
+        | zero((x | ONES * 2) ^ (ONES * u64::from(b'>')))
+}
+
 /// Appends `s` escaped for element content: `&`, `<`, `>` as entities, `\r` and control
 /// characters other than tab and newline as character references.
 pub(crate) fn escape_into<O: Sink + ?Sized>(out: &mut O, s: &str) {
     /// Bytes checked at once: runs of plain text are skipped a block at a time.
     const BLOCK: usize = 16;
     let bytes = s.as_bytes();
-    if !bytes.iter().fold(false, |any, &b| any | needs_escape(b)) {
-        // The common case: nothing to escape (one branch-free pass).
+    if !may_need_escape(bytes) {
+        // The common case: nothing to escape.
         out.put(s);
         return;
     }
@@ -294,6 +333,38 @@ impl<O: Sink> XmlWriter<'_, O> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The word-at-a-time test reports exactly the strings holding a byte below 0x20, `&`,
+    /// `<` or `>`: each byte value at each place of strings of 0 to 19 bytes.
+    #[test]
+    fn may_need_escape_finds_exactly_the_candidate_bytes() {
+        let candidate = |b: u8| b < 0x20 || matches!(b, b'&' | b'<' | b'>');
+        assert!(!may_need_escape(b""));
+        for len in 1..20 {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    let mut text = vec![b'x'; len];
+                    if let Some(slot) = text.get_mut(at) {
+                        *slot = b;
+                    }
+                    // Neighbours that need nothing, from both ends of the byte range.
+                    if at > 0 {
+                        text[at - 1] = 0xFF;
+                    }
+                    assert_eq!(
+                        may_need_escape(&text),
+                        candidate(b),
+                        "byte {b:#04x} at {at} of {len}"
+                    );
+                }
+            }
+        }
+        for b in 0..=255u8 {
+            if needs_escape(b) {
+                assert!(candidate(b), "{b:#04x}");
+            }
+        }
+    }
 
     #[test]
     fn local_names_are_quick_xmls() {
