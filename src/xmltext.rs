@@ -179,7 +179,7 @@ fn escape_candidates(x: u64) -> u64 {
     // `<` (0x3C) and `>` (0x3E) differ only in bit 1.
     below(x, 0x20)
         | zero(x ^ (ONES * u64::from(b'&')))
-        | zero((x | ONES * 2) ^ (ONES * u64::from(b'>')))
+        | zero((x | (ONES * 2)) ^ (ONES * u64::from(b'>')))
 }
 
 /// Appends `s` escaped for element content: `&`, `<`, `>` as entities, `\r` and control
