@@ -380,6 +380,15 @@ fn plain_default_ns(attrs: &str) -> Option<&str> {
         .then_some(value)
 }
 
+/// The attribute list of every meta element a writer like ours puts out, as the tokenizer
+/// hands it over (with its leading space): taken at sight, without parsing it again.
+const METINF_DECL: &str = " xmlns=\"syncml:metinf\"";
+
+/// Whether `attrs` declare only a default namespace, plainly ([`plain_default_ns`]).
+fn only_plain_default_ns(attrs: &str) -> bool {
+    attrs == METINF_DECL || plain_default_ns(attrs).is_some()
+}
+
 /// State of an open `Item/Data`.
 struct Raw {
     /// Byte offset just after the `<Data>` start tag.
@@ -418,8 +427,14 @@ impl Scopes {
         let attrs = e.attributes_raw();
         if !attrs.is_empty() && attrs.contains("xmlns") {
             // The resolver's own limit on bindings in scope, counted for plain ones too.
+            let room = self.opened.len() < quick_xml::name::DEFAULT_MAX_NAMESPACE_BINDINGS;
+            if room && attrs == METINF_DECL {
+                self.opened.push((depth, false));
+                self.defaults.push(Ns::MetInf);
+                return Ok(());
+            }
             if let Some(ns) = plain_default_ns(attrs)
-                && self.opened.len() < quick_xml::name::DEFAULT_MAX_NAMESPACE_BINDINGS
+                && room
             {
                 self.opened.push((depth, false));
                 self.defaults.push(Ns::named(ns));
@@ -655,7 +670,7 @@ impl<'a> Parser<'a> {
 
     fn check_attributes(&self, e: &BytesStart<'_>, at: usize) -> Result<(), CodecError> {
         let attrs = e.attributes_raw();
-        if attrs.bytes().all(is_xml_ws) || plain_default_ns(attrs).is_some() {
+        if attrs.bytes().all(is_xml_ws) || only_plain_default_ns(attrs) {
             // No attribute at all (most elements), or one plain namespace declaration (the
             // meta elements): nothing to check.
             return Ok(());
@@ -1317,7 +1332,11 @@ mod tests {
             ("", None),
         ] {
             assert_eq!(plain_default_ns(attrs), ns, "{attrs:?}");
+            assert_eq!(only_plain_default_ns(attrs), ns.is_some(), "{attrs:?}");
         }
+        // The declaration taken at sight is the one the general reading makes MetInf of.
+        let ns = plain_default_ns(METINF_DECL).map(Ns::named);
+        assert!(matches!(ns, Some(Ns::MetInf)));
     }
 
     #[test]
