@@ -221,10 +221,10 @@ impl<'a> Tokenizer<'a> {
         }
     }
 
-    /// The tag whose content starts at `from`, read up to its `>` if no quote comes first:
-    /// where the `>` is, and the length of the content before its first XML whitespace (the
-    /// whole content when it has none). Reaching the end of the input is left to
-    /// [`Tokenizer::tag_end`], as a quote is.
+    /// The tag whose content starts at `from`, read up to its `>` if no quote, `<` or `&` comes
+    /// first: where the `>` is, and the length of the content before its first XML whitespace
+    /// (the whole content when it has none). Those bytes, and the end of the input, leave the
+    /// tag to [`Tokenizer::tag_end`] and its errors.
     fn scan_tag(&self, from: usize) -> Scan {
         let rest = self.src.as_bytes().get(from..).unwrap_or_default();
         let mut ws = usize::MAX;
@@ -299,7 +299,7 @@ impl<'a> Tokenizer<'a> {
 enum Scan {
     /// The tag's `>` at `at`, its name `ws` bytes long.
     Closed { at: usize, ws: usize },
-    /// A quote (or the end of the input) before any `>`.
+    /// A quote, `<` or `&` (or the end of the input) before any `>`.
     Quote,
 }
 
