@@ -150,8 +150,9 @@ fn first_invalid_id_char(id: &str) -> Option<char> {
 
 /// True when `text` is a valid ACL already in its canonical form (what [`Acl::parse`] would
 /// write back): commands in [`AclCmd::ALL`] order, each once, with `*` alone or distinct valid
-/// ids. Listings written by devices (and by this crate) are in this form, so parsing them
-/// need not rebuild the text.
+/// ids. The tests' statement of the form; [`canonical_ids_at`] is the one pass that parsing
+/// uses.
+#[cfg(test)]
 fn is_canonical(text: &str) -> bool {
     let mut next_cmd = 0;
     for entry in text.split('&') {
@@ -175,6 +176,68 @@ fn is_canonical(text: &str) -> bool {
             {
                 return false;
             }
+        }
+    }
+    true
+}
+
+/// For a valid ACL already in its canonical form (what [`Acl::parse`] would write back:
+/// commands in [`AclCmd::ALL`] order, each once, with `*` alone or distinct valid ids), where
+/// each command's ids start, as [`Acl::ids_at`] keeps them; `None` for any other text.
+/// Listings written by devices (and by this crate) are in this form, so parsing them need not
+/// rebuild the text, and one pass over it both checks the form and finds the offsets.
+fn canonical_ids_at(text: &str) -> Option<[u8; 5]> {
+    let bytes = text.as_bytes();
+    let mut ids_at = [0u8; 5];
+    let mut next_cmd = 0;
+    let mut start = 0;
+    loop {
+        // Every split below is at an ASCII byte, so the `str` slices are whole characters.
+        let rest = bytes.get(start..)?;
+        let len = rest.iter().position(|&b| b == b'&').unwrap_or(rest.len());
+        let entry = rest.get(..len)?;
+        let eq = entry.iter().position(|&b| b == b'=')?;
+        let cmd_text = entry.get(..eq)?;
+        let pos = AclCmd::ALL
+            .get(next_cmd..)?
+            .iter()
+            .position(|c| c.as_str().as_bytes() == cmd_text)?;
+        let cmd = AclCmd::ALL.get(next_cmd + pos).copied()?;
+        next_cmd += pos + 1;
+        let at = start + eq + 1;
+        ids_at[cmd.index()] = u8::try_from(at)
+            .ok()
+            .filter(|a| *a != IDS_AT_FAR)
+            .unwrap_or(IDS_AT_FAR);
+        let ids = text.get(at..start + len)?;
+        if ids != "*" && !distinct_valid_ids(ids) {
+            return None;
+        }
+        if len == rest.len() {
+            return Some(ids_at);
+        }
+        start += len + 1;
+    }
+}
+
+/// Whether `ids` (a command's ids, without `*`) are `+`-separated valid ids, none twice.
+fn distinct_valid_ids(ids: &str) -> bool {
+    // The first ids are kept at hand for the duplicate check; past them (never, in
+    // practice) the earlier ones are read again.
+    let mut kept: [&str; 8] = [""; 8];
+    for (n, id) in ids.split('+').enumerate() {
+        if id.is_empty() || first_invalid_id_char(id).is_some() {
+            return false;
+        }
+        let twice = match kept.get_mut(n) {
+            Some(slot) => {
+                *slot = id;
+                kept.get(..n).unwrap_or_default().contains(&id)
+            }
+            None => ids.split('+').take(n).any(|earlier| earlier == id),
+        };
+        if twice {
+            return false;
         }
     }
     true
@@ -380,8 +443,12 @@ impl Acl {
         if text.is_empty() {
             return Ok(Acl::empty());
         }
-        if is_canonical(text) {
-            return Ok(Acl::from_canonical(text));
+        if let Some(ids_at) = canonical_ids_at(text) {
+            return Ok(Acl {
+                text: Some(Arc::from(text)),
+                ids_at,
+                parsed: OnceLock::new(),
+            });
         }
         Acl::parse_any(text)
     }
@@ -835,6 +902,15 @@ mod tests {
                 }
             }
 
+            /// The one pass that parsing uses takes exactly the canonical texts, and finds
+            /// the offsets the canonical reading finds.
+            #[test]
+            fn canonical_ids_at_agrees_with_the_canonical_form(text in acl_like()) {
+                let expected = (!text.is_empty() && is_canonical(&text))
+                    .then(|| Acl::from_canonical(&text).ids_at);
+                prop_assert_eq!(canonical_ids_at(&text), expected, "{}", text);
+            }
+
             #[test]
             fn names_reads_the_text_as_ids_reads_the_entries(
                 text in acl_like(),
@@ -868,6 +944,17 @@ mod tests {
             assert!(!is_canonical("Get=a&Get=b"));
             assert!(!is_canonical("Get=*+a"));
             assert!(!is_canonical("Get="));
+            // Many ids, and offsets past what a byte holds.
+            let ids: Vec<String> = (0..20).map(|i| format!("server{i}.example")).collect();
+            let long = format!("Add={}&Get=a&Replace={}", ids.join("+"), ids[0]);
+            assert!(is_canonical(&long));
+            let at = canonical_ids_at(&long).unwrap();
+            assert_eq!(at, Acl::from_canonical(&long).ids_at);
+            assert_eq!(at[AclCmd::Replace.index()], IDS_AT_FAR);
+            let twice = format!("Add={}+{}", ids.join("+"), ids[10]);
+            assert!(!is_canonical(&twice));
+            assert_eq!(canonical_ids_at(&twice), None);
+            assert_eq!(canonical_ids_at(""), None);
             assert_eq!(Acl::parse("Get=a+a&Add=b").unwrap().as_str(), "Add=b&Get=a");
         }
     }
