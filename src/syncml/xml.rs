@@ -332,7 +332,10 @@ impl Ns {
 
     /// The namespace `ns` (a bound name: empty is none).
     fn named(ns: &str) -> Ns {
-        if ns.is_empty() {
+        if ns == NS_METINF {
+            // The one every meta element declares, as written: named without the tests below.
+            Ns::MetInf
+        } else if ns.is_empty() {
             Ns::Unbound
         } else if let Some(v) = SyncMlVersion::from_namespace(ns) {
             Ns::SyncMl(v)
@@ -347,8 +350,17 @@ impl Ns {
 /// The namespace of a tag whose only attribute is a default namespace declaration written
 /// plainly (`xmlns="syncml:metinf"`, as on every meta element of a message), when binding it
 /// needs none of the resolver's checks: no reference to resolve, not a reserved namespace.
-/// `None` for any other attribute list.
+/// `None` for any other attribute list. The declaration as writers like ours put it out
+/// ([`METINF_DECL`]) is taken at sight; any other is read by [`read_plain_default_ns`].
 fn plain_default_ns(attrs: &str) -> Option<&str> {
+    if attrs == METINF_DECL {
+        return Some(NS_METINF);
+    }
+    read_plain_default_ns(attrs)
+}
+
+/// [`plain_default_ns`], read byte by byte.
+fn read_plain_default_ns(attrs: &str) -> Option<&str> {
     let bytes = attrs.as_bytes();
     let skip_ws = |mut i: usize| {
         while bytes.get(i).is_some_and(|&b| is_xml_ws(b)) {
@@ -381,13 +393,8 @@ fn plain_default_ns(attrs: &str) -> Option<&str> {
 }
 
 /// The attribute list of every meta element a writer like ours puts out, as the tokenizer
-/// hands it over (with its leading space): taken at sight, without parsing it again.
+/// hands it over (with its leading space).
 const METINF_DECL: &str = " xmlns=\"syncml:metinf\"";
-
-/// Whether `attrs` declare only a default namespace, plainly ([`plain_default_ns`]).
-fn only_plain_default_ns(attrs: &str) -> bool {
-    attrs == METINF_DECL || plain_default_ns(attrs).is_some()
-}
 
 /// State of an open `Item/Data`.
 struct Raw {
@@ -427,14 +434,8 @@ impl Scopes {
         let attrs = e.attributes_raw();
         if !attrs.is_empty() && attrs.contains("xmlns") {
             // The resolver's own limit on bindings in scope, counted for plain ones too.
-            let room = self.opened.len() < quick_xml::name::DEFAULT_MAX_NAMESPACE_BINDINGS;
-            if room && attrs == METINF_DECL {
-                self.opened.push((depth, false));
-                self.defaults.push(Ns::MetInf);
-                return Ok(());
-            }
             if let Some(ns) = plain_default_ns(attrs)
-                && room
+                && self.opened.len() < quick_xml::name::DEFAULT_MAX_NAMESPACE_BINDINGS
             {
                 self.opened.push((depth, false));
                 self.defaults.push(Ns::named(ns));
@@ -670,7 +671,7 @@ impl<'a> Parser<'a> {
 
     fn check_attributes(&self, e: &BytesStart<'_>, at: usize) -> Result<(), CodecError> {
         let attrs = e.attributes_raw();
-        if attrs.bytes().all(is_xml_ws) || only_plain_default_ns(attrs) {
+        if attrs.bytes().all(is_xml_ws) || plain_default_ns(attrs).is_some() {
             // No attribute at all (most elements), or one plain namespace declaration (the
             // meta elements): nothing to check.
             return Ok(());
@@ -1332,11 +1333,18 @@ mod tests {
             ("", None),
         ] {
             assert_eq!(plain_default_ns(attrs), ns, "{attrs:?}");
-            assert_eq!(only_plain_default_ns(attrs), ns.is_some(), "{attrs:?}");
+            assert_eq!(read_plain_default_ns(attrs), ns, "{attrs:?}");
         }
         // The declaration taken at sight is the one the general reading makes MetInf of.
-        let ns = plain_default_ns(METINF_DECL).map(Ns::named);
+        assert_eq!(
+            plain_default_ns(METINF_DECL),
+            read_plain_default_ns(METINF_DECL)
+        );
+        let ns = read_plain_default_ns(METINF_DECL).map(Ns::named);
         assert!(matches!(ns, Some(Ns::MetInf)));
+        // And the namespace named at sight is the one the tests name it.
+        assert!(SyncMlVersion::from_namespace(NS_METINF).is_none());
+        assert!(matches!(Ns::named("SYNCML:METINF"), Ns::MetInf));
     }
 
     #[test]
