@@ -205,10 +205,7 @@ fn canonical_ids_at(text: &str) -> Option<[u8; 5]> {
         let cmd = AclCmd::ALL.get(next_cmd + pos).copied()?;
         next_cmd += pos + 1;
         let at = start + eq + 1;
-        ids_at[cmd.index()] = u8::try_from(at)
-            .ok()
-            .filter(|a| *a != IDS_AT_FAR)
-            .unwrap_or(IDS_AT_FAR);
+        ids_at[cmd.index()] = ids_offset(at);
         let ids = text.get(at..start + len)?;
         if ids != "*" && !distinct_valid_ids(ids) {
             return None;
@@ -222,25 +219,19 @@ fn canonical_ids_at(text: &str) -> Option<[u8; 5]> {
 
 /// Whether `ids` (a command's ids, without `*`) are `+`-separated valid ids, none twice.
 fn distinct_valid_ids(ids: &str) -> bool {
-    // The first ids are kept at hand for the duplicate check; past them (never, in
-    // practice) the earlier ones are read again.
-    let mut kept: [&str; 8] = [""; 8];
-    for (n, id) in ids.split('+').enumerate() {
-        if id.is_empty() || first_invalid_id_char(id).is_some() {
-            return false;
-        }
-        let twice = match kept.get_mut(n) {
-            Some(slot) => {
-                *slot = id;
-                kept.get(..n).unwrap_or_default().contains(&id)
-            }
-            None => ids.split('+').take(n).any(|earlier| earlier == id),
-        };
-        if twice {
-            return false;
-        }
-    }
-    true
+    ids.split('+').enumerate().all(|(n, id)| {
+        !id.is_empty()
+            && first_invalid_id_char(id).is_none()
+            && !ids.split('+').take(n).any(|earlier| earlier == id)
+    })
+}
+
+/// [`Acl::ids_at`]'s byte for ids that start at `at` in the text.
+fn ids_offset(at: usize) -> u8 {
+    u8::try_from(at)
+        .ok()
+        .filter(|a| *a != IDS_AT_FAR)
+        .unwrap_or(IDS_AT_FAR)
 }
 
 /// Who holds one command: any server, or a list of named servers.
@@ -324,14 +315,15 @@ impl Acl {
             if let Some((cmd, _)) = entry.split_once('=')
                 && let Some(cmd) = AclCmd::ALL.into_iter().find(|c| c.as_str() == cmd)
             {
-                let at = start + cmd.as_str().len() + 1;
-                ids_at[cmd.index()] = u8::try_from(at)
-                    .ok()
-                    .filter(|a| *a != IDS_AT_FAR)
-                    .unwrap_or(IDS_AT_FAR);
+                ids_at[cmd.index()] = ids_offset(start + cmd.as_str().len() + 1);
             }
             start += entry.len() + 1;
         }
+        Acl::with_offsets(text, ids_at)
+    }
+
+    /// An ACL from canonical `text` and where its commands' ids start.
+    fn with_offsets(text: &str, ids_at: [u8; 5]) -> Acl {
         Acl {
             text: (!text.is_empty()).then(|| Arc::from(text)),
             ids_at,
@@ -444,11 +436,7 @@ impl Acl {
             return Ok(Acl::empty());
         }
         if let Some(ids_at) = canonical_ids_at(text) {
-            return Ok(Acl {
-                text: Some(Arc::from(text)),
-                ids_at,
-                parsed: OnceLock::new(),
-            });
+            return Ok(Acl::with_offsets(text, ids_at));
         }
         Acl::parse_any(text)
     }
