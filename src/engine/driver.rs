@@ -376,8 +376,9 @@ struct Live {
     /// The account as last saved in its own column (written when it changes, not with the
     /// machine's JSON at every transition).
     saved_account: Option<String>,
-    /// The state and live flag as last saved (`None`: unknown, or no row yet): an update
-    /// that changes neither leaves their indexes alone.
+    /// The state and live flag as last saved (`None`: no row yet, or resumed after a restart,
+    /// when the first save writes them): an update that changes neither leaves their indexes
+    /// alone.
     saved_state: Option<(State, bool)>,
     drain_until: Option<UnixMs>,
     /// Digests of the peer's accepted messages by Seq, so a reused Seq with other content
@@ -627,8 +628,6 @@ impl Driver {
             live.journal_saved = journal_saved;
             live.saved_outbox = all_read.then(|| live.outbox.iter().map(|o| o.msg.seq).collect());
             live.saved_account = row.account.clone();
-            // (Left unknown: the first save after a restart writes them.)
-            live.saved_state = None;
             if live.d.role == Role::Delegated
                 && live.d.wait == Wait::DeviceSession
                 && let (Some(url), Some(xml)) = (&live.d.bootstrap_url, &live.d.account_xml)
