@@ -21,7 +21,7 @@ use crate::dm::acl::Acl;
 use crate::dm::mo::BootConfigEntry;
 use crate::dm::tnds::TndsDocument;
 use crate::dm::tree::DmTree;
-use crate::dm::uri::{NodeUri, Query, Target, TndsSelection};
+use crate::dm::uri::{NodeUri, Query, Target};
 use crate::syncml::StatusCode;
 use crate::syncml::session::{CommandOutcome, DeviceCommand};
 
@@ -1647,19 +1647,12 @@ impl Delegation {
     }
 }
 
-/// A Get of the whole tree with what planning needs: ACLs, formats (leaf or interior) and
-/// values (the accounts' ServerIDs, the bootstrap entries). Types are left out: no plan and
-/// no undo depends on them, and they are a quarter of the listing.
+/// A Get of the whole tree with what planning needs ([`plan::LISTING`]).
 fn tree_listing() -> DeviceCommand {
     DeviceCommand::Get {
         target: Target {
             uri: NodeUri::root(),
-            query: Some(Query::List(crate::dm::uri::ListKind::Tnds(TndsSelection {
-                acl: true,
-                format: true,
-                value: true,
-                ..TndsSelection::NONE
-            }))),
+            query: Some(Query::List(crate::dm::uri::ListKind::Tnds(plan::LISTING))),
         },
     }
 }

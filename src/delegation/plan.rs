@@ -23,7 +23,7 @@ use crate::dm::props::Format;
 use crate::dm::tnds::{TndsDocument, TndsNode};
 use crate::dm::tree::{DmTree, NodeId, NodeProps, Principal};
 use crate::dm::tree_tnds::TndsMode;
-use crate::dm::uri::{NodeUri, Target};
+use crate::dm::uri::{NodeUri, Target, TndsSelection};
 use crate::syncml::session::DeviceCommand;
 
 /// Why a plan cannot be made.
@@ -69,6 +69,21 @@ pub struct Plan {
     /// ACLs it changes.
     pub acls: Vec<AclChange>,
 }
+
+/// What the delegating server reads of the device's tree to plan against (`?list=TNDS+ACL+Value`):
+/// the whole tree's structure, its ACLs and the values of leaves (the accounts' ServerIDs, the
+/// bootstrap entries).
+///
+/// Formats and types are left out; they were more than half of the listing's bytes. The listed
+/// tree takes a node with a Value as a leaf and one without as interior ([`DmTree::from_tnds`]),
+/// which is exact for every node a plan adds under or looks at: `./DMAcc`, the bootstrap config
+/// root (empty on most devices), the accounts and the delegated paths. A leaf whose value this
+/// server may not read (an `AAuthSecret`) is taken as interior; no plan reads a leaf's format.
+pub const LISTING: TndsSelection = TndsSelection {
+    acl: true,
+    value: true,
+    ..TndsSelection::NONE
+};
 
 fn not_permitted(uri: &NodeUri, reason: impl Into<String>) -> PlanError {
     PlanError::NotPermitted {
@@ -495,6 +510,85 @@ mod tests {
                 "{uri}"
             );
         }
+    }
+
+    /// The tree `who` lists with [`LISTING`], read back as the delegating server reads it.
+    fn listed(tree: &DmTree, who: &str) -> DmTree {
+        let root = NodeUri::root();
+        let xml = tree
+            .export_tnds_xml(Principal::Server(who), &root, &root, &LISTING)
+            .unwrap();
+        assert!(!xml.contains("<Format>"), "{xml}");
+        DmTree::from_tnds(
+            &TndsDocument::from_xml(xml.as_bytes()).unwrap(),
+            Default::default(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn a_listing_without_formats_plans_as_the_whole_tree_does() {
+        let mut before = device();
+        // An empty leaf beside the device's empty bootstrap config: one has a Value to list, the
+        // other none.
+        before
+            .put_leaf(
+                &NodeUri::parse("./Vendor/Enterprise/Note").unwrap(),
+                "",
+                NodeProps::leaf(Format::Chr, "text/plain"),
+            )
+            .unwrap();
+        let seen = listed(&before, "dms1");
+        // Shapes: a listed node with a value is a leaf on the device; an interior node of the
+        // device is interior in the listing; the only leaves taken as interior are the ones
+        // whose values dms1 may not read.
+        let mut hidden = 0;
+        for id in before.subtree(before.root()) {
+            let uri = before.uri_of(id);
+            let copy = seen
+                .find(&uri)
+                .unwrap_or_else(|| panic!("{uri} not listed"));
+            assert_eq!(seen.props(copy).acl, before.props(id).acl, "{uri}");
+            if before.is_leaf(id) && !seen.is_leaf(copy) {
+                let secret = !before
+                    .props(id)
+                    .access
+                    .contains(crate::dm::props::AccessKind::Get);
+                assert!(secret, "{uri} is a readable leaf listed as interior");
+                hidden += 1;
+            } else {
+                assert_eq!(seen.is_leaf(copy), before.is_leaf(id), "{uri}");
+                assert_eq!(seen.value(copy), before.value(id), "{uri}");
+            }
+        }
+        assert!(hidden > 0, "the device's secrets are hidden from servers");
+        let boot_root = BootConfigEntry::default_root();
+        assert!(!seen.is_leaf(seen.find(&boot_root).unwrap()));
+        // Every plan made from the listing is the one made from the whole tree.
+        let entry = BootConfigEntry {
+            name: "dms2".into(),
+            server_url: "https://127.0.0.1:9/bootstrap/t".into(),
+            server_id: Some("dms2".into()),
+        };
+        let paths = [NodeUri::parse("./Vendor/Enterprise").unwrap()];
+        for (full, paths) in [(true, &[][..]), (false, &paths[..])] {
+            assert_eq!(
+                prepare_dmacc(&seen, "dms1", "dms2", full, paths, &account()),
+                prepare_dmacc(&before, "dms1", "dms2", full, paths, &account()),
+            );
+            assert_eq!(
+                prepare_bootstrap(&seen, "dms1", "dms2", full, paths, &entry, &boot_root),
+                prepare_bootstrap(&before, "dms1", "dms2", full, paths, &entry, &boot_root),
+            );
+        }
+        // Step 8, planned from a listing of the delegated device.
+        let plan = prepare_dmacc(&seen, "dms1", "dms2", true, &[], &account()).unwrap();
+        let mut tree = before.clone();
+        run(&mut tree, "dms1", &plan.changes);
+        assert_eq!(
+            full_cleanup(&listed(&tree, "dms1"), "dms1").unwrap(),
+            full_cleanup(&tree, "dms1").unwrap()
+        );
     }
 
     #[test]
