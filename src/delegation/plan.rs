@@ -74,11 +74,12 @@ pub struct Plan {
 /// the whole tree's structure, its ACLs and the values of leaves (the accounts' ServerIDs, the
 /// bootstrap entries).
 ///
-/// Formats and types are left out; they were more than half of the listing's bytes. The listed
+/// Formats and types are left out (formats were 42 % of the listing's bytes). The listed
 /// tree takes a node with a Value as a leaf and one without as interior ([`DmTree::from_tnds`]),
-/// which is exact for every node a plan adds under or looks at: `./DMAcc`, the bootstrap config
-/// root (empty on most devices), the accounts and the delegated paths. A leaf whose value this
-/// server may not read (an `AAuthSecret`) is taken as interior; no plan reads a leaf's format.
+/// which is right for every node a plan adds under (`./DMAcc`, the bootstrap config root, empty
+/// on most devices) and every value it reads (the accounts' ServerIDs). A leaf whose value this
+/// server may not read (an `AAuthSecret`) is taken as interior; no plan reads a leaf's format,
+/// so the plans are the ones the whole tree gives.
 pub const LISTING: TndsSelection = TndsSelection {
     acl: true,
     value: true,
