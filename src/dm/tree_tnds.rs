@@ -7,7 +7,6 @@
 //! document: on any failure the tree is left exactly as it was.
 
 use std::borrow::Cow;
-use std::rc::Rc;
 
 use base64::Engine as _;
 
@@ -309,23 +308,35 @@ impl DmTree {
         base: &NodeUri,
         node: &TndsNode,
     ) -> Result<(), OpError> {
-        // Each entry: where the node goes, and the node there when it is one this call made
-        // (its children are added under it without looking it up again). Siblings share
-        // their parent's URI instead of a copy each.
-        let mut stack: Vec<(Rc<NodeUri>, Option<NodeId>, &TndsNode)> =
-            vec![(Rc::new(base.clone()), None, node)];
-        while let Some((parent, parent_id, node)) = stack.pop() {
+        // One URI walks the document: a node's name is pushed when it is entered and popped
+        // when its subtree is done, so no node's URI is copied from its parent's (that copy,
+        // a string per segment, was most of this walk's allocations). A stack entry is a node
+        // to enter, with the node this call made for its parent (its children go under it
+        // without a lookup), or the way back up.
+        enum Walk<'n> {
+            Enter(Option<NodeId>, &'n TndsNode),
+            Leave,
+        }
+        let mut uri = base.clone();
+        let mut stack = vec![Walk::Enter(None, node)];
+        while let Some(step) = stack.pop() {
+            let (parent_id, node) = match step {
+                Walk::Enter(parent_id, node) => (parent_id, node),
+                Walk::Leave => {
+                    uri.pop();
+                    continue;
+                }
+            };
             let name = if node.name.is_empty() {
                 if ctx.skip_unnamed {
                     continue;
                 }
-                assign_name(self, &parent)
+                assign_name(self, &uri)
             } else {
                 node.name.clone()
             };
             // (An assigned name is always valid: a failure names the document's.)
-            let uri = parent
-                .child(name)
+            uri.push(name)
                 .map_err(|e| bad(format!("NodeName `{}`: {e}", node.name)))?;
             let shape = shape(node)?;
             let data = NodeData {
@@ -338,10 +349,12 @@ impl DmTree {
                 None => self.add(ctx.who, &Target::from(uri.clone()), &data, ctx.now)?,
             };
             self.set_tnds_props(ctx, id, &uri, node);
-            if !node.children.is_empty() {
-                let uri = Rc::new(uri);
+            if node.children.is_empty() {
+                uri.pop();
+            } else {
+                stack.push(Walk::Leave);
                 for child in node.children.iter().rev() {
-                    stack.push((Rc::clone(&uri), Some(id), child));
+                    stack.push(Walk::Enter(Some(id), child));
                 }
             }
         }

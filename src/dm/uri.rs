@@ -305,6 +305,12 @@ impl NodeUri {
         self.segments.last().map(String::as_str)
     }
 
+    /// Removes and returns the last segment (`None` at the root): the way back up after a
+    /// [`NodeUri::push`].
+    pub fn pop(&mut self) -> Option<String> {
+        self.segments.pop()
+    }
+
     /// The parent URI, or `None` for the root.
     pub fn parent(&self) -> Option<NodeUri> {
         if self.segments.is_empty() {
