@@ -663,6 +663,23 @@ mod tests {
     }
 
     #[test]
+    fn push_and_pop_walk_down_and_back() {
+        let mut uri = NodeUri::parse("./A").unwrap();
+        uri.push("B".into()).unwrap();
+        assert_eq!(uri, NodeUri::parse("./A/B").unwrap());
+        assert!(uri.push("C/D".into()).is_err());
+        assert_eq!(
+            uri,
+            NodeUri::parse("./A/B").unwrap(),
+            "a refused push changes nothing"
+        );
+        assert_eq!(uri.pop().as_deref(), Some("B"));
+        assert_eq!(uri.pop().as_deref(), Some("A"));
+        assert!(uri.is_root());
+        assert_eq!(uri.pop(), None);
+    }
+
+    #[test]
     fn refuses_bad_forms() {
         assert_eq!(NodeUri::parse(""), Err(UriError::Empty));
         assert!(matches!(
