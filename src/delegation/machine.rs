@@ -1657,15 +1657,14 @@ fn tree_listing() -> DeviceCommand {
     }
 }
 
-/// The tree a listing returned.
+/// The tree the listing Get of `outcomes` returned, read as [`plan::listed_tree`] reads it.
 fn listed_tree(outcomes: &[CommandOutcome]) -> Option<DmTree> {
     let item = outcomes
         .first()
         .filter(|o| o.status == StatusCode::OK)?
         .results
         .first()?;
-    let doc = TndsDocument::from_xml(&item.data).ok()?;
-    DmTree::from_tnds(&doc, Default::default()).ok()
+    plan::listed_tree(&item.data)
 }
 
 fn parse_reason(text: &str) -> (ReasonCode, String) {

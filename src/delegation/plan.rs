@@ -86,6 +86,13 @@ pub const LISTING: TndsSelection = TndsSelection {
     ..TndsSelection::NONE
 };
 
+/// The tree a [`LISTING`] returned, as the plans read it; `None` when the text is not a TNDS
+/// document or not a tree.
+pub fn listed_tree(xml: &[u8]) -> Option<DmTree> {
+    let doc = TndsDocument::from_xml(xml).ok()?;
+    DmTree::from_tnds(&doc, Default::default()).ok()
+}
+
 fn not_permitted(uri: &NodeUri, reason: impl Into<String>) -> PlanError {
     PlanError::NotPermitted {
         uri: uri.to_string(),
@@ -520,11 +527,7 @@ mod tests {
             .export_tnds_xml(Principal::Server(who), &root, &root, &LISTING)
             .unwrap();
         assert!(!xml.contains("<Format>"), "{xml}");
-        DmTree::from_tnds(
-            &TndsDocument::from_xml(xml.as_bytes()).unwrap(),
-            Default::default(),
-        )
-        .unwrap()
+        listed_tree(xml.as_bytes()).unwrap()
     }
 
     #[test]
