@@ -1,7 +1,9 @@
 //! The lab (DESIGN.md section 7): two engines on loopback, DMS-1 and DMS-2, each with its
 //! own SQLite file, certificates from a lab CA made on first run, mutual TLS between them,
 //! and a fleet of simulated devices enrolled to DMS-1. `dmdeleg demo`, the console's default
-//! and the end-to-end tests all start it.
+//! and the end-to-end tests all start it. Each engine runs on a thread of its own
+//! ([`Engine::start_on_own_thread`]), as it would in a process of its own; the fleet runs on
+//! the caller's runtime.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -320,14 +322,14 @@ impl Lab {
             }
             let retry =
                 |e: &EngineError| attempt < ATTEMPTS && matches!(e, EngineError::Listen { .. });
-            let dms1 = match Engine::start(engines[0].config()?).await {
+            let dms1 = match Engine::start_on_own_thread(engines[0].config()?).await {
                 Err(e) if retry(&e) => {
                     forget_ports(opts);
                     continue;
                 }
                 started => started?,
             };
-            match Engine::start(engines[1].config()?).await {
+            match Engine::start_on_own_thread(engines[1].config()?).await {
                 Err(e) if retry(&e) => {
                     dms1.stop().await;
                     forget_ports(opts);

@@ -599,6 +599,15 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
+/// The demo's runtime: one thread for the fleet and the demo, while each engine runs on a
+/// thread of its own ([`Engine::start_on_own_thread`]), as in a lab of three processes.
+fn demo_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         None => console(ConsoleArgs::default()),
@@ -622,7 +631,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .dir
                 .as_deref()
                 .and_then(|d| dmdeleg::logging::init(Some(d), false));
-            runtime()?.block_on(demo(args))
+            demo_runtime()?.block_on(demo(args))
         }
         Some(Command::Devices { action }) => devices(action),
         Some(Command::Sim(args)) => runtime()?.block_on(sim(*args)),

@@ -1,0 +1,92 @@
+//! An engine started on a thread of its own (how the lab runs its two engines beside the
+//! fleet): it serves from that thread while the caller's runtime is blocked; `stop` ends the
+//! thread and frees the engine's ports and store, so the same configuration starts again; an
+//! engine dropped without `stop` ends its thread too.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use dmdeleg::engine::service::Engine;
+use dmdeleg::lab::{Lab, LabOptions};
+
+/// Linux keeps the first 15 bytes of a thread's name: `engine dms1.example`.
+const THREAD: &str = "engine dms1.exa";
+
+fn scratch() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("dmdeleg-enginethread-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// How many of this process's threads have `name`.
+fn threads_named(name: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
+        })
+        .count()
+}
+
+/// One HTTP exchange with blocking I/O, so the calling runtime cannot run anything meanwhile:
+/// the status line of the answer.
+fn blocking_get(url: &str) -> String {
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut s = TcpStream::connect(host).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut answer = Vec::new();
+    // A timeout here means nobody served the request.
+    s.read_to_end(&mut answer).expect("the engine answers");
+    let text = String::from_utf8_lossy(&answer);
+    text.lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test]
+async fn an_engine_on_its_own_thread_serves_from_it_and_ends_it() {
+    dmdeleg::tls::install_crypto_provider();
+    let dir = scratch();
+    let [dms1, _] = Lab::plan(&LabOptions::new(&dir, 0)).unwrap();
+    std::fs::create_dir_all(dms1.store_path.parent().unwrap()).unwrap();
+    assert_eq!(threads_named(THREAD), 0);
+
+    let engine = Engine::start_on_own_thread(dms1.config().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(threads_named(THREAD), 1);
+    // This test's runtime has one thread, blocked in the call: only the engine's own thread
+    // can answer.
+    let status = blocking_get(engine.dm().url());
+    assert!(status.starts_with("HTTP/1.1 "), "{status}");
+
+    // Stopped, its thread is gone, and its ports and store are free for the same
+    // configuration.
+    engine.stop().await;
+    assert_eq!(threads_named(THREAD), 0);
+    let again = Engine::start_on_own_thread(dms1.config().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(threads_named(THREAD), 1);
+    assert!(blocking_get(again.dm().url()).starts_with("HTTP/1.1 "));
+
+    // Dropped without a stop, its thread ends as well.
+    drop(again);
+    let since = Instant::now();
+    while threads_named(THREAD) > 0 {
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "the thread of a dropped engine still runs"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
