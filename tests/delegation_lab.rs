@@ -192,7 +192,7 @@ impl Lab {
         let acc = dms2_account().to_tnds_node(None);
         let s = start(initiator, full, bootstrap, paths);
         // The initiator's machine; the other side's is made from the NOTIF in drive().
-        let first = Delegation::initiate(&s, (initiator == Role::Delegated).then_some(&acc), 0);
+        let first = Delegation::initiate(&s, (initiator == Role::Delegated).then_some(acc), 0);
         Lab {
             dms1: first,
             dms2: None,
@@ -275,7 +275,7 @@ impl Lab {
                         &wire,
                         me,
                         peer_role,
-                        account.as_ref(),
+                        account,
                         Deadlines::default(),
                         now,
                     )
@@ -745,10 +745,10 @@ fn the_state_survives_serialisation_at_every_step() {
 fn the_account_reads_the_same_after_a_restore_and_follows_its_xml() {
     let acc = dms2_account().to_tnds_node(None);
     let s = start(Role::Delegated, true, false, &[]);
-    let mut d = Delegation::initiate(&s, Some(&acc), 0);
-    assert_eq!(d.account().as_ref(), Some(&acc));
+    let mut d = Delegation::initiate(&s, Some(acc.clone()), 0);
+    assert_eq!(d.account().as_deref(), Some(&acc));
     let back: Delegation = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
-    assert_eq!(back.account().as_ref(), Some(&acc));
+    assert_eq!(back.account().as_deref(), Some(&acc));
 
     let other = DmAcc::new_digest(
         "other",
@@ -758,13 +758,13 @@ fn the_account_reads_the_same_after_a_restore_and_follows_its_xml() {
         ("dms3.example", "s3"),
     )
     .to_tnds_node(None);
-    let other_xml =
-        serde_json::to_value(Delegation::initiate(&s, Some(&other), 0)).unwrap()["account_xml"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+    let other_xml = serde_json::to_value(Delegation::initiate(&s, Some(other.clone()), 0)).unwrap()
+        ["account_xml"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     d.account_xml = Some(other_xml);
-    assert_eq!(d.account().as_ref(), Some(&other));
+    assert_eq!(d.account().as_deref(), Some(&other));
     d.account_xml = None;
     assert_eq!(d.account(), None);
 }

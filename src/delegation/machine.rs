@@ -11,6 +11,7 @@
 //! The steps and states follow DESIGN.md section 4 and docs/PROTOCOL.md section 6.
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -462,8 +463,9 @@ pub struct Delegation {
 /// The account of `account_xml` already parsed, so that the step that uses it (DELEGATION_START,
 /// the device plan) does not parse the XML this machine has just written. Not stored: after a
 /// restart the account is parsed from `account_xml` again. It takes no part in comparisons.
+/// Shared, so that handing the account on copies no node.
 #[derive(Clone, Default)]
-struct AccountCache(Option<(String, crate::dm::tnds::TndsNode)>);
+struct AccountCache(Option<(String, Arc<crate::dm::tnds::TndsNode>)>);
 
 impl PartialEq for AccountCache {
     fn eq(&self, _: &AccountCache) -> bool {
@@ -558,7 +560,7 @@ impl Delegation {
     /// `account` is our DMAcc when we are the delegated server (sent with START later).
     pub fn initiate(
         s: &Start,
-        account: Option<&crate::dm::tnds::TndsNode>,
+        account: Option<crate::dm::tnds::TndsNode>,
         now: UnixMs,
     ) -> Delegation {
         let mut d = Delegation::blank(s, s.role, now);
@@ -570,7 +572,6 @@ impl Delegation {
         );
         if let Some(acc) = account {
             d.set_account(acc);
-            d.account_name = Some(acc.name.clone());
         }
         let body = Body::Notif {
             sender: match s.role {
@@ -596,7 +597,7 @@ impl Delegation {
         msg: &Message,
         me: &str,
         role: Role,
-        account: Option<&crate::dm::tnds::TndsNode>,
+        account: Option<crate::dm::tnds::TndsNode>,
         deadlines: Deadlines,
         now: UnixMs,
     ) -> Result<Delegation, Reject> {
@@ -632,7 +633,6 @@ impl Delegation {
         d.state = State::AwaitingOperator;
         if let Some(acc) = account {
             d.set_account(acc);
-            d.account_name = Some(acc.name.clone());
         }
         d.record(
             now,
@@ -964,19 +964,20 @@ impl Delegation {
     }
 
     /// Keeps `node` as the account (its XML for the store, the node itself for this run).
-    fn set_account(&mut self, node: &crate::dm::tnds::TndsNode) {
-        let xml = account_doc_xml(node);
-        self.account_cache = AccountCache(Some((xml.clone(), node.clone())));
+    fn set_account(&mut self, node: crate::dm::tnds::TndsNode) {
+        let xml = account_doc_xml(&node);
+        self.account_name = Some(node.name.clone());
+        self.account_cache = AccountCache(Some((xml.clone(), Arc::new(node))));
         self.account_xml = Some(xml);
     }
 
     /// The account as a node: the one kept by [`Delegation::set_account`] while it is still
     /// the one `account_xml` holds, otherwise parsed from `account_xml`.
-    pub fn account(&self) -> Option<crate::dm::tnds::TndsNode> {
+    pub fn account(&self) -> Option<Arc<crate::dm::tnds::TndsNode>> {
         let xml = self.account_xml.as_deref()?;
         match &self.account_cache.0 {
             Some((kept, node)) if kept == xml => Some(node.clone()),
-            _ => account_node(xml),
+            _ => account_node(xml).map(Arc::new),
         }
     }
 
@@ -1002,7 +1003,7 @@ impl Delegation {
             "account sent (DELEGATION_START)",
         );
         self.send(Body::Start {
-            dmacc: node,
+            dmacc: Arc::unwrap_or_clone(node),
             conn: None,
         });
         self.wait_for(
@@ -1080,8 +1081,7 @@ impl Delegation {
                     );
                     return Ok(());
                 }
-                self.account_name = Some(dmacc.name.clone());
-                self.set_account(&dmacc);
+                self.set_account(dmacc);
                 self.record(
                     now,
                     Step::AccountTransfer,

@@ -617,17 +617,18 @@ impl Message {
     /// shown as `********`: the form the timeline and the audit keep (the console indents it
     /// for reading).
     pub fn to_xml_redacted(&self) -> String {
-        let mut m = match &self.body {
-            Body::Start { .. } => self.clone(),
-            _ => return self.to_tnds().to_xml(),
-        };
-        if let Body::Start { dmacc, conn } = &mut m.body {
-            redact(dmacc);
-            if let Some(c) = conn {
-                redact(c);
+        let mut doc = self.to_tnds();
+        if matches!(self.body, Body::Start { .. }) {
+            // The document's own copies of the account and connectivity subtrees.
+            for top in &mut doc.nodes {
+                for branch in &mut top.children {
+                    if branch.name == L_DMACC || branch.name == L_CONNMO {
+                        branch.children.iter_mut().for_each(redact);
+                    }
+                }
             }
         }
-        m.to_tnds().to_xml()
+        doc.to_xml()
     }
 
     /// Reads a message from network input: TNDS XML within [`WIRE_LIMITS`] (1 MiB).
@@ -1181,5 +1182,51 @@ mod tests {
         let text = format!("{body:?}");
         assert!(!text.contains("very-secret"), "{text}");
         assert!(text.contains("DMAcc/dms2"), "{text}");
+    }
+
+    /// The redacted XML is the message's own with the secrets of its account and
+    /// connectivity subtrees starred, and nothing else changed; other messages are as sent.
+    #[test]
+    fn redacted_xml_stars_the_start_secrets_and_keeps_the_rest() {
+        let acc = DmAcc::new_digest(
+            "dms2",
+            "dms2.example",
+            "https://127.0.0.1:8443/dm",
+            ("dev", "very-secret-1"),
+            ("srv", "very-secret-2"),
+        );
+        let conn = branch(
+            "Proxy",
+            vec![leaf("Addr", "keep-me"), leaf("ProxyPassword", "pw-secret")],
+        );
+        let start = Message {
+            id: DelegationId::from_bytes([7; 16]),
+            seq: 2,
+            server_id: "dms2.example".into(),
+            del_type: DelType::Full,
+            approach: Approach::DmAcc,
+            lease: None,
+            body: Body::Start {
+                dmacc: acc.to_tnds_node(None),
+                conn: Some(conn),
+            },
+        };
+        let xml = start.to_xml_redacted();
+        for secret in ["very-secret", "pw-secret"] {
+            assert!(!xml.contains(secret), "{xml}");
+        }
+        assert_eq!(xml.matches("********").count(), 3, "{xml}");
+        let mut expected = start.clone();
+        if let Body::Start { dmacc, conn } = &mut expected.body {
+            redact(dmacc);
+            conn.iter_mut().for_each(redact);
+        }
+        assert_eq!(Message::from_xml(xml.as_bytes()), Ok(expected));
+
+        let prepared = Message {
+            body: Body::Prepared,
+            ..start
+        };
+        assert_eq!(prepared.to_xml_redacted().into_bytes(), prepared.to_xml());
     }
 }

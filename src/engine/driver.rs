@@ -933,7 +933,7 @@ impl Driver {
             &msg,
             &self.parts.me,
             role,
-            account.as_ref(),
+            account,
             self.parts.deadlines,
             now,
         ) {
@@ -1241,7 +1241,7 @@ impl Driver {
             deadlines: self.parts.deadlines,
         };
         let account = (req.role == Role::Delegated).then(|| self.make_account(&req.dev_id));
-        let d = Delegation::initiate(&start, account.as_ref(), now);
+        let d = Delegation::initiate(&start, account, now);
         let mut live = Live::new(d, now, req.retry_of.clone());
         let detail = match &req.retry_of {
             Some(old) => format!("started (retry of {old})"),
@@ -1292,7 +1292,7 @@ impl Driver {
     /// DELEGATED: the device record the account's credentials make.
     fn record_from_account(&self, d: &Delegation) -> Option<DeviceRecord> {
         let doc = TndsDocument {
-            nodes: vec![d.account()?],
+            nodes: vec![Arc::unwrap_or_clone(d.account()?)],
             ..TndsDocument::default()
         };
         let mut tree = crate::delegation::plan::empty_device_tree();
