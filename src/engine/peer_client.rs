@@ -4,7 +4,15 @@
 //! classifies the answer. Retries, with exponential backoff and jitter, until the peer
 //! accepts or refuses the message for good, are in [`PeerClient::deliver`]; the delegation's
 //! own deadline bounds them (docs/PROTOCOL.md section 2).
+//!
+//! Until a message has reached a peer over the current connection, the messages for it go
+//! one at a time: otherwise a burst (the first wave after a start, a hundred delegations at
+//! once) would open a connection and run a mutual-TLS handshake for each message, where
+//! HTTP/2 carries them all over one.
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::delegation::messages::MEDIA_TYPE;
@@ -32,6 +40,18 @@ pub enum Attempt {
 #[derive(Debug, Clone)]
 pub struct PeerClient {
     http: reqwest::Client,
+    /// Per peer URL: whether its connection is known to be up, and the turn the messages
+    /// take while it is not.
+    gates: Arc<Mutex<HashMap<String, Arc<Gate>>>>,
+}
+
+/// The first-connection gate of one peer.
+#[derive(Debug, Default)]
+struct Gate {
+    /// A message reached the peer, and no attempt has failed since.
+    open: AtomicBool,
+    /// Held by the one message in flight while the gate is closed.
+    turn: tokio::sync::Mutex<()>,
 }
 
 /// The first retry delay; it doubles up to [`MAX_BACKOFF`].
@@ -43,12 +63,28 @@ impl PeerClient {
     /// A client using `http` (built with [`crate::tls::peer_client_builder`] and this
     /// server's identity).
     pub fn new(http: reqwest::Client) -> PeerClient {
-        PeerClient { http }
+        PeerClient {
+            http,
+            gates: Arc::default(),
+        }
+    }
+
+    fn gate(&self, base_url: &str) -> Arc<Gate> {
+        let mut gates = self.gates.lock().unwrap_or_else(|p| p.into_inner());
+        gates.entry(base_url.to_owned()).or_default().clone()
     }
 
     /// One attempt to deliver `msg` to the peer at `base_url`.
     pub async fn post(&self, base_url: &str, body: Vec<u8>) -> Attempt {
         let url = format!("{}{MESSAGES_PATH}", base_url.trim_end_matches('/'));
+        let gate = self.gate(base_url);
+        let turn = if gate.open.load(Ordering::Acquire) {
+            None
+        } else {
+            let turn = gate.turn.lock().await;
+            // The message before this one may have opened it.
+            (!gate.open.load(Ordering::Acquire)).then_some(turn)
+        };
         let resp = self
             .http
             .post(&url)
@@ -56,6 +92,10 @@ impl PeerClient {
             .body(body)
             .send()
             .await;
+        // Any HTTP answer means a connection is up; without one, the next messages take
+        // turns again until one gets through.
+        gate.open.store(resp.is_ok(), Ordering::Release);
+        drop(turn);
         let resp = match resp {
             Ok(r) => r,
             Err(e) => return Attempt::Failed(crate::sim::device::error_chain(&e)),
