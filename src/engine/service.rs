@@ -362,9 +362,9 @@ impl Engine {
     /// every task of the engine (endpoints, driver, sends), as if the engine had a process
     /// of its own. The lab runs its two engines so, beside the fleet on the caller's runtime:
     /// with no work stealing, an engine's data stays on one thread and in one allocator heap.
-    /// On the 2-core VM, `demo --devices 10000` (LTO, four alternating pairs) took 2.86 ms of
-    /// CPU per delegation against 3.19 with everything on one work-stealing runtime, and
-    /// 241–244 MB against 252–265 at its peak. The thread ends when the engine is stopped or
+    /// On the 2-core VM, `demo --devices 10000` (LTO, eleven alternating pairs) took 3.11 ms
+    /// of CPU per delegation against 3.60 with everything on one work-stealing runtime, and
+    /// 236–252 MB against 249–265 at its peak. The thread ends when the engine is stopped or
     /// dropped.
     pub async fn start_on_own_thread(cfg: EngineConfig) -> Result<Engine, EngineError> {
         let runtime = tokio::runtime::Builder::new_current_thread()
