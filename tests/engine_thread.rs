@@ -5,21 +5,15 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use dmdeleg::engine::service::Engine;
 use dmdeleg::lab::{Lab, LabOptions};
 
+mod common;
+
 /// Linux keeps the first 15 bytes of a thread's name: `engine dms1.example`.
 const THREAD: &str = "engine dms1.exa";
-
-fn scratch() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("dmdeleg-enginethread-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// How many of this process's threads have `name`.
 fn threads_named(name: &str) -> usize {
@@ -54,7 +48,7 @@ fn blocking_get(url: &str) -> String {
 #[tokio::test]
 async fn an_engine_on_its_own_thread_serves_from_it_and_ends_it() {
     dmdeleg::tls::install_crypto_provider();
-    let dir = scratch();
+    let dir = common::serve::scratch("enginethread", "own");
     let [dms1, _] = Lab::plan(&LabOptions::new(&dir, 0)).unwrap();
     std::fs::create_dir_all(dms1.store_path.parent().unwrap()).unwrap();
     assert_eq!(threads_named(THREAD), 0);

@@ -1166,15 +1166,20 @@ mod tests {
         assert_eq!(path_index("x"), None);
     }
 
-    #[test]
-    fn start_debug_hides_secrets() {
-        let acc = DmAcc::new_digest(
+    /// DMS-2's account with digest credentials whose secrets start `very-secret`.
+    fn account_with_secrets() -> DmAcc {
+        DmAcc::new_digest(
             "dms2",
             "dms2.example",
             "https://127.0.0.1:8443/dm",
             ("dev", "very-secret-1"),
             ("srv", "very-secret-2"),
-        );
+        )
+    }
+
+    #[test]
+    fn start_debug_hides_secrets() {
+        let acc = account_with_secrets();
         let body = Body::Start {
             dmacc: acc.to_tnds_node(None),
             conn: None,
@@ -1188,13 +1193,7 @@ mod tests {
     /// connectivity subtrees starred, and nothing else changed; other messages are as sent.
     #[test]
     fn redacted_xml_stars_the_start_secrets_and_keeps_the_rest() {
-        let acc = DmAcc::new_digest(
-            "dms2",
-            "dms2.example",
-            "https://127.0.0.1:8443/dm",
-            ("dev", "very-secret-1"),
-            ("srv", "very-secret-2"),
-        );
+        let acc = account_with_secrets();
         let conn = branch(
             "Proxy",
             vec![leaf("Addr", "keep-me"), leaf("ProxyPassword", "pw-secret")],
