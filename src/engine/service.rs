@@ -210,8 +210,8 @@ struct OwnThread {
     /// Dropped, it lets the thread end: its runtime stops and every task of the engine goes
     /// with it.
     release: oneshot::Sender<()>,
-    /// Answers once the runtime is gone.
-    ended: oneshot::Receiver<()>,
+    /// The thread itself: joined, its runtime and every task of the engine are gone.
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -373,8 +373,7 @@ impl Engine {
             .map_err(|e| EngineError::Thread(e.to_string()))?;
         let (started_tx, started_rx) = oneshot::channel();
         let (release, release_rx) = oneshot::channel::<()>();
-        let (ended_tx, ended) = oneshot::channel();
-        std::thread::Builder::new()
+        let thread = std::thread::Builder::new()
             // The system shows its first 15 bytes; panics name it whole.
             .name(format!("engine {}", cfg.server_id))
             .spawn(move || {
@@ -387,13 +386,12 @@ impl Engine {
                     }
                 });
                 runtime.shutdown_timeout(Duration::from_secs(5));
-                let _ = ended_tx.send(());
             })
             .map_err(|e| EngineError::Thread(e.to_string()))?;
         let mut engine = started_rx.await.map_err(|_| {
             EngineError::Thread("the thread ended before the engine started".to_owned())
         })??;
-        engine.own_thread = Some(OwnThread { release, ended });
+        engine.own_thread = Some(OwnThread { release, thread });
         Ok(engine)
     }
 
@@ -732,12 +730,14 @@ impl Engine {
     }
 
     /// Stops the driver after its current batch (every transition it took is stored) and the
-    /// endpoints.
+    /// endpoints. An engine on a thread of its own returns once that thread has exited.
     pub async fn stop(mut self) {
         self.shutdown().await;
-        if let Some(OwnThread { release, ended }) = self.own_thread.take() {
+        if let Some(OwnThread { release, thread }) = self.own_thread.take() {
             drop(release);
-            let _ = ended.await;
+            // Joined off the caller's runtime, which may be the only thread it has: once
+            // this returns, the thread has exited, not only its runtime.
+            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
         }
     }
 
