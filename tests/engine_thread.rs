@@ -1,7 +1,8 @@
 //! An engine started on a thread of its own (how the lab runs its two engines beside the
-//! fleet): it serves from that thread while the caller's runtime is blocked; `stop` ends the
-//! thread and frees the engine's ports and store, so the same configuration starts again; an
-//! engine dropped without `stop` ends its thread too.
+//! fleet): it serves from that thread while the caller's runtime is blocked; a start that
+//! fails leaves no thread behind; `stop` ends the thread and frees the engine's ports and
+//! store, so the same configuration starts again; an engine dropped without `stop` ends its
+//! thread too.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -24,6 +25,17 @@ fn threads_named(name: &str) -> usize {
             std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name)
         })
         .count()
+}
+
+/// Waits until exactly `n` of this process's threads are named [`THREAD`]. The kernel drops
+/// an exited thread from `/proc/self/task` a moment after a join has returned, so the count
+/// is awaited, with a bound.
+async fn until_threads(n: usize, what: &str) {
+    let since = Instant::now();
+    while threads_named(THREAD) != n {
+        assert!(since.elapsed() < Duration::from_secs(10), "{what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// One HTTP exchange with blocking I/O, so the calling runtime cannot run anything meanwhile:
@@ -62,10 +74,17 @@ async fn an_engine_on_its_own_thread_serves_from_it_and_ends_it() {
     let status = blocking_get(engine.dm().url());
     assert!(status.starts_with("HTTP/1.1 "), "{status}");
 
-    // Stopped, its thread is gone, and its ports and store are free for the same
-    // configuration.
+    // A second engine on the same ports and store cannot start, and leaves no thread behind.
+    assert!(
+        Engine::start_on_own_thread(dms1.config().unwrap())
+            .await
+            .is_err()
+    );
+    until_threads(1, "the thread of a failed start still runs").await;
+
+    // Stopped, its thread ends, and its ports and store are free for the same configuration.
     engine.stop().await;
-    assert_eq!(threads_named(THREAD), 0);
+    until_threads(0, "the thread of a stopped engine still runs").await;
     let again = Engine::start_on_own_thread(dms1.config().unwrap())
         .await
         .unwrap();
@@ -74,13 +93,6 @@ async fn an_engine_on_its_own_thread_serves_from_it_and_ends_it() {
 
     // Dropped without a stop, its thread ends as well.
     drop(again);
-    let since = Instant::now();
-    while threads_named(THREAD) > 0 {
-        assert!(
-            since.elapsed() < Duration::from_secs(10),
-            "the thread of a dropped engine still runs"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    until_threads(0, "the thread of a dropped engine still runs").await;
     let _ = std::fs::remove_dir_all(&dir);
 }

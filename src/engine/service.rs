@@ -204,6 +204,12 @@ pub struct Engine {
     own_thread: Option<OwnThread>,
 }
 
+/// Waits until `thread` has exited (not only its runtime), joining it off the caller's
+/// runtime, which may have no other thread.
+async fn join_thread(thread: std::thread::JoinHandle<()>) {
+    let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+}
+
 /// The thread an engine started by [`Engine::start_on_own_thread`] runs on, with a
 /// single-threaded runtime that holds every task of the engine.
 struct OwnThread {
@@ -388,11 +394,22 @@ impl Engine {
                 runtime.shutdown_timeout(Duration::from_secs(5));
             })
             .map_err(|e| EngineError::Thread(e.to_string()))?;
-        let mut engine = started_rx.await.map_err(|_| {
-            EngineError::Thread("the thread ended before the engine started".to_owned())
-        })??;
-        engine.own_thread = Some(OwnThread { release, thread });
-        Ok(engine)
+        let started = started_rx.await.unwrap_or_else(|_| {
+            Err(EngineError::Thread(
+                "the thread ended before the engine started".to_owned(),
+            ))
+        });
+        match started {
+            Ok(mut engine) => {
+                engine.own_thread = Some(OwnThread { release, thread });
+                Ok(engine)
+            }
+            Err(e) => {
+                // Nothing of a failed start outlives the call.
+                join_thread(thread).await;
+                Err(e)
+            }
+        }
     }
 
     /// This server's ServerID.
@@ -735,9 +752,7 @@ impl Engine {
         self.shutdown().await;
         if let Some(OwnThread { release, thread }) = self.own_thread.take() {
             drop(release);
-            // Joined off the caller's runtime, which may be the only thread it has: once
-            // this returns, the thread has exited, not only its runtime.
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+            join_thread(thread).await;
         }
     }
 
